@@ -1,0 +1,31 @@
+"""`jepa ablate --profile NAME [--seeds N] [--arm NAME:k=v,...]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jepa_cli.completion import complete_profile
+
+
+def ablate(
+    profile: Annotated[str, typer.Option("--profile", "-p", help="Base profile for every arm.", autocompletion=complete_profile)] = "tiny",
+    seeds: Annotated[int, typer.Option("--seeds", "-n", min=1, help="Seeds per arm.")] = 2,
+    arm: Annotated[
+        list[str],
+        typer.Option("--arm", "-a", help="An arm: NAME:section.key=value,... Repeatable. Default: baseline (run_baseline=true) vs jepa (the profile)."),
+    ] = [],
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="Override applied to every arm: section.key=value. Repeatable.")] = [],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-<profile>-<UTC time>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted ablation folder, skipping finished runs.")] = None,
+) -> None:
+    """Train every arm for every seed and compare them (mean, std, Welch t-test vs baseline)."""
+    from jepa_cli.render.ablate import run_ablate
+
+    run_ablate(profile=profile, seeds=seeds, arms=arm, overrides=set_, out=out, resume=resume)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ablate", rich_help_panel="Training")(ablate)

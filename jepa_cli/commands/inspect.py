@@ -1,0 +1,24 @@
+"""`jepa inspect FILE [--json]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A .safetensors checkpoint (weights or state) or a run directory (its latest checkpoint).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
+    config: Annotated[bool, typer.Option("--config", help="Show the resolved config stored in the checkpoint.")] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Load tensors and show their norms (slower).")] = False,
+) -> None:
+    """Read a checkpoint without building the model: metadata, eval metrics, tensors, parameter counts."""
+    from jepa_cli.render.inspect import run_inspect
+
+    run_inspect(path, json_out=json_out, show_config=config, stats=stats)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect", rich_help_panel="Checks")(inspect)

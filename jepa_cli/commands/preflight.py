@@ -1,0 +1,26 @@
+"""`jepa preflight [--profile NAME] [--json]`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from jepa_cli.completion import complete_profile
+
+
+def preflight(
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", "-p", help="Check this profile's model, data and memory (default: tiny).", autocompletion=complete_profile)
+    ] = None,
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value. Repeatable.")] = [],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Run fast correctness checks before a commit or an expensive run; exit 0 only if none failed."""
+    from jepa_cli.render.preflight import run_preflight
+
+    run_preflight(profile=profile, overrides=set_, json_out=json_out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preflight", rich_help_panel="Checks")(preflight)

@@ -1,0 +1,49 @@
+"""`jepa train --profile NAME`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from jepa_cli.completion import complete_profile
+
+
+def train(
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="Profile name or path to a .toml file.", autocompletion=complete_profile, rich_help_panel="Run")
+    ] = "tiny",
+    set_: Annotated[
+        list[str],
+        typer.Option("--set", "-s", help="Override a key: section.key=value, value read as TOML (`optim.lr=3e-4`, `jepa.horizons=[2,8]`). Repeatable.", rich_help_panel="Run"),
+    ] = [],
+    resume: Annotated[
+        Optional[str],
+        typer.Option("--resume", "-r", help="`auto` (latest run of this profile) or a run directory / checkpoint path.", rich_help_panel="Run"),
+    ] = None,
+    run_dir: Annotated[
+        Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/<profile>-<UTC time>.", rich_help_panel="Run")
+    ] = None,
+    tui: Annotated[
+        Optional[bool],
+        typer.Option("--tui/--no-tui", help="Open the live dashboard (default: on when stdout is a terminal).", rich_help_panel="Display"),
+    ] = None,
+) -> None:
+    """Train a model from a profile; writes config, metrics and checkpoints to a run directory.
+
+    Examples:
+
+    * `jepa train --profile tiny`
+
+    * `jepa train --profile tiny --set train.max_steps=200 --no-tui`
+
+    * `jepa train --profile tiny --resume auto`
+    """
+    from jepa_cli.render.train import run_train
+
+    run_train(profile=profile, overrides=set_, resume=resume, run_dir=run_dir, tui=tui)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", rich_help_panel="Training")(train)

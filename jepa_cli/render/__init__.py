@@ -1,0 +1,1 @@
+"""Rich rendering of core results; imported only when a command runs."""

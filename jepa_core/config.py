@@ -1,0 +1,445 @@
+"""Profile schema: one validated pydantic model per TOML section.
+
+A profile is a TOML file with the tables `model`, `jepa`, `data`, `optim`,
+`train` and `log`, plus top-level `description` and `extends`. Loading merges
+`extends` bases (deepest first), applies `--set section.key=value` overrides,
+and validates strictly: unknown keys (with a did-you-mean), wrong types,
+out-of-range values and cross-field rules all raise `ConfigError` naming the
+file and the dotted key. `save_config` writes the resolved profile with
+tomli-w; `load_config` of that file gives back an equal `Config`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .profiles import find_profile, list_profiles
+
+SECTIONS = ("model", "jepa", "data", "optim", "train", "log")
+TOP_LEVEL_KEYS = ("name", "description", "extends")
+
+
+class _Section(BaseModel):
+    # strict: a string is never coerced to a number; ints are accepted for floats.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    d_model: int = Field(128, ge=8, le=16384, description="Width of the residual stream.")
+    n_layers: int = Field(4, ge=1, le=256, description="Number of transformer blocks.")
+    n_heads: int = Field(4, ge=1, le=256, description="Attention heads; d_model / n_heads must be even (RoPE).")
+    ff_multiplier: float = Field(
+        8 / 3, gt=0, le=16, description="SwiGLU inner size = ff_multiplier * d_model, rounded up to ff_round."
+    )
+    ff_round: int = Field(64, ge=1, le=1024, description="Round the SwiGLU inner size up to a multiple of this.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in attention output, MLP and lm_bridge.")
+    rope_base: float = Field(10000.0, gt=1, description="RoPE frequency base.")
+    norm_eps: float = Field(1e-5, gt=0, lt=1, description="RMSNorm epsilon.")
+    init_std: float = Field(0.02, gt=0, lt=1, description="Std of weight init; residual projections are scaled by 1/sqrt(2*n_layers).")
+    tap_layer: int = Field(-2, description="Block whose output feeds the JEPA heads; negative counts from the top.")
+    tap_norm: bool = Field(True, description="Apply an RMSNorm to the tap activation the JEPA heads read.")
+    grad_barrier: bool = Field(
+        False, description="Detach the tap for the layers above it: blocks 0..tap learn from the JEPA loss only."
+    )
+    weight_tying: bool = Field(True, description="Tie the LM head to the token embedding (with learnable logit scale and bias).")
+
+
+class JepaConfig(_Section):
+    run_baseline: bool = Field(False, description="LM-only baseline: no tap, no bridge, no JEPA parameters, lm_weight 1.")
+    teacher: Literal["projector", "encoder"] = Field(
+        "projector", description="EMA teacher: 'projector' (EMA of online_proj) or 'encoder' (EMA of the stack up to the tap)."
+    )
+    latent_dim: int = Field(128, ge=2, le=16384, description="Size of the JEPA latent z.")
+    hidden_mult: int = Field(2, ge=1, le=16, description="Projector/predictor hidden size = hidden_mult * latent_dim.")
+    head_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout inside the projector and predictor MLPs.")
+    horizons: list[int] = Field([2, 8, 32], min_length=1, description="Prediction horizons k (tokens ahead).")
+    horizon_probs: list[float] = Field([0.5, 0.3, 0.2], min_length=1, description="Sampling probability of each horizon; sums to 1.")
+    pairs_per_seq: int = Field(8, ge=1, le=4096, description="Anchor/target pairs sampled per sequence.")
+    tau: float = Field(0.1, gt=0, le=10, description="InfoNCE temperature.")
+    negatives: Literal["all", "other_sequences"] = Field(
+        "all", description="InfoNCE negatives: all pairs of the same horizon, or only those from other sequences."
+    )
+    gamma_var: float = Field(1.0, ge=0, description="Weight of the VICReg variance term on anchors.")
+    gamma_cov: float = Field(0.04, ge=0, description="Weight of the VICReg covariance term on anchors.")
+    gamma_var_pred: float = Field(0.0, ge=0, description="Weight of the variance term on predictions.")
+    gamma_cov_pred: float = Field(0.0, ge=0, description="Weight of the covariance term on predictions.")
+    ema_momentum: float = Field(0.996, ge=0, le=1, description="Teacher EMA momentum (m0 with a cosine schedule).")
+    ema_schedule: Literal["constant", "cosine"] = Field("constant", description="EMA momentum schedule.")
+    ema_momentum_final: float = Field(0.9995, ge=0, le=1, description="m1: momentum at the end of the cosine schedule.")
+    ema_schedule_steps: int = Field(0, ge=0, description="Length S of the cosine EMA schedule; 0 means train.max_steps.")
+    jepa_weight: float = Field(1.0, ge=0, description="Weight of the JEPA loss in the total loss.")
+    lm_weight: float = Field(1.0, ge=0, description="Weight of the LM loss (its final value when scheduled).")
+    lm_weight_use_scheduler: bool = Field(False, description="Ramp the LM weight: 0 until lm_warmup_steps, then linear.")
+    lm_warmup_steps: int = Field(0, ge=0, description="Steps with LM weight 0 when scheduled.")
+    lm_ramp_steps: int = Field(0, ge=0, description="Step at which the LM weight reaches lm_weight; 0 means max_steps.")
+    eval_pairs: int = Field(512, ge=8, description="Fixed anchor/target pairs used by the retrieval eval.")
+    alert_std_floor: float = Field(0.01, ge=0, description="Collapse alert when std_anchor falls under this.")
+    alert_rank_floor: float = Field(2.0, ge=0, description="Collapse alert when the effective rank falls under this.")
+
+
+class DataConfig(_Section):
+    dataset: str = Field("tiny_shakespeare", min_length=1, description="Dataset alias (see `jepa data list`) or text:PATH.")
+    vocab_size: int = Field(1024, ge=260, le=1_000_000, description="BPE vocabulary size to train.")
+    lowercase: bool = Field(False, description="Lowercase the text before tokenizing.")
+    block_size: int = Field(128, ge=8, le=1_048_576, description="Tokens per training sequence.")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="Use this prefix fraction of the train tokens.")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="Tail fraction held out for validation (datasets without a val split).")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the backbone.")
+    lr_head: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the heads (JEPA heads, LM head/embedding, logit scale, bias).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to min_lr_ratio * lr.")
+    warmup_steps: int = Field(100, ge=0, description="Linear LR warmup steps.")
+    weight_decay: float = Field(0.1, ge=0, le=10, description="AdamW weight decay on backbone matrices.")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(1000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(32, ge=1, description="Sequences per micro-batch (per rank).")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported, else fp32.")
+    compile: bool = Field(False, description="torch.compile the model (CUDA; compile time is reported).")
+    seed: int = Field(1337, ge=0, description="Seed for init, data order and pair sampling.")
+    time_budget_s: float = Field(0.0, ge=0, description="Stop after this many seconds of training (0: no limit).")
+    eval_every: int = Field(100, ge=1, description="Evaluate every N steps (and at the end).")
+    eval_batches: int = Field(8, ge=1, description="Validation batches per eval (fixed windows).")
+    checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at the end).")
+    keep_last: int = Field(3, ge=1, description="Checkpoints kept on disk.")
+    sample_every: int = Field(0, ge=0, description="Write a text sample every N steps (0: at each eval).")
+    sample_tokens: int = Field(64, ge=0, description="Tokens generated per sample (0 disables samples).")
+    sample_prompt: str = Field("\n", description="Fixed prompt for samples.")
+    out_dir: str = Field("runs", description="Where run directories are created.")
+
+
+class LogConfig(_Section):
+    every: int = Field(10, ge=1, description="Log train metrics every N steps.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files.")
+    wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode without an API key).")
+    wandb_project: str = Field("jepa", description="W&B project name.")
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=False)
+
+    name: str = Field("custom", description="Profile name.")
+    description: str = Field("", description="What this profile is for.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    jepa: JepaConfig = Field(default_factory=JepaConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        m, j, d = self.model, self.jepa, self.data
+        if m.d_model % m.n_heads:
+            raise _CrossError("model.n_heads", f"d_model {m.d_model} is not divisible by n_heads {m.n_heads}")
+        if (m.d_model // m.n_heads) % 2:
+            raise _CrossError("model.n_heads", f"head size d_model/n_heads = {m.d_model // m.n_heads} must be even for RoPE")
+        if not -m.n_layers <= m.tap_layer <= m.n_layers - 1:
+            raise _CrossError(
+                "model.tap_layer",
+                f"tap_layer {m.tap_layer} is outside [-{m.n_layers}, {m.n_layers - 1}] for n_layers = {m.n_layers}",
+            )
+        if len(j.horizons) != len(j.horizon_probs):
+            raise _CrossError(
+                "jepa.horizon_probs",
+                f"{len(j.horizon_probs)} probabilities for {len(j.horizons)} horizons; give one per horizon",
+            )
+        if any(h < 1 for h in j.horizons):
+            raise _CrossError("jepa.horizons", f"horizons must be >= 1, got {j.horizons}")
+        if len(set(j.horizons)) != len(j.horizons):
+            raise _CrossError("jepa.horizons", f"horizons must be distinct, got {j.horizons}")
+        too_far = [h for h in j.horizons if h >= d.block_size]
+        if too_far:
+            raise _CrossError(
+                "jepa.horizons",
+                f"horizon(s) {too_far} >= data.block_size {d.block_size}; every horizon must be shorter than a block",
+            )
+        if any(p < 0 for p in j.horizon_probs) or not math.isclose(sum(j.horizon_probs), 1.0, abs_tol=1e-6):
+            raise _CrossError(
+                "jepa.horizon_probs",
+                f"horizon_probs {j.horizon_probs} must be non-negative and sum to 1 (they sum to {sum(j.horizon_probs):.6g})",
+            )
+        if j.ema_schedule == "cosine" and j.ema_momentum_final < j.ema_momentum:
+            raise _CrossError(
+                "jepa.ema_momentum_final",
+                f"ema_momentum_final {j.ema_momentum_final} is below ema_momentum {j.ema_momentum}",
+            )
+        return self
+
+    # Convenience views used by the model and trainer.
+    @property
+    def tap_index(self) -> int:
+        t = self.model.tap_layer
+        return t if t >= 0 else self.model.n_layers + t
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="python")
+
+
+class _CrossError(ValueError):
+    def __init__(self, key: str, msg: str):
+        super().__init__(msg)
+        self.key = key
+        self.msg = msg
+
+
+SECTION_MODELS: dict[str, type[_Section]] = {
+    "model": ModelConfig,
+    "jepa": JepaConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
+}
+
+#: Keys that may differ between a checkpoint's config and a resumed run's.
+RESUME_SAFE_KEYS = frozenset(
+    {
+        "name",
+        "description",
+        "train.max_steps",
+        "train.eval_every",
+        "train.eval_batches",
+        "train.checkpoint_every",
+        "train.keep_last",
+        "train.sample_every",
+        "train.sample_tokens",
+        "train.sample_prompt",
+        "train.time_budget_s",
+        "train.out_dir",
+        "log.every",
+        "log.tensorboard",
+        "log.wandb",
+        "log.wandb_project",
+    }
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def all_keys() -> list[str]:
+    keys = [k for k in TOP_LEVEL_KEYS]
+    for sec, model in SECTION_MODELS.items():
+        keys.extend(f"{sec}.{f}" for f in model.model_fields)
+    return keys
+
+
+def _suggest(key: str) -> str:
+    candidates = all_keys() + list(SECTIONS) if "." in key else list(TOP_LEVEL_KEYS) + list(SECTIONS)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    return f" Did you mean `{match[0]}`?" if match else ""
+
+
+def _where(source: str | None) -> str:
+    return f" in {source}" if source else ""
+
+
+def _check_keys(raw: dict[str, Any], source: str | None) -> None:
+    for key, value in raw.items():
+        if key in SECTION_MODELS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"`{key}`{_where(source)} must be a table ([{key}]), got {type(value).__name__}.")
+            fields = SECTION_MODELS[key].model_fields
+            for sub in value:
+                if sub not in fields:
+                    raise ConfigError(
+                        f"Unknown key `{key}.{sub}`{_where(source)}.{_suggest(f'{key}.{sub}')}",
+                        hint="`jepa profiles show NAME` lists every key with its current value.",
+                    )
+        elif key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"Unknown key `{key}`{_where(source)}.{_suggest(key)}",
+                hint=f"A profile has the tables {', '.join(SECTIONS)} and the top-level keys description and extends.",
+            )
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Profile file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Cannot read profile file {path}: {e}.") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}.") from None
+
+
+def _resolve_profile_path(name: str, referrer: str | None = None) -> Path:
+    path = find_profile(name)
+    if path is None:
+        known = list(list_profiles())
+        match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        near = f" Did you mean `{match[0]}`?" if match else ""
+        ctx = f" (extended by {referrer})" if referrer else ""
+        raise ConfigError(
+            f"No profile named `{name}`{ctx}.{near}",
+            hint=f"Known profiles: {', '.join(known) or 'none'}. Run `jepa profiles list`, or pass a path to a .toml file.",
+        )
+    return path
+
+
+def load_raw(name_or_path: str, _chain: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    """The merged raw dict of a profile and its `extends` chain (unvalidated)."""
+    path = _resolve_profile_path(name_or_path, referrer=_chain[-1] if _chain else None)
+    key = str(path.resolve())
+    if key in _chain:
+        names = [Path(p).stem for p in _chain] + [path.stem]
+        raise ConfigError(f"`extends` cycle: {' -> '.join(names)}.", hint="Remove one of the `extends` keys.")
+    raw = _read_toml(path)
+    _check_keys(raw, str(path))
+    base_name = raw.pop("extends", None)
+    if base_name is not None:
+        if not isinstance(base_name, str):
+            raise ConfigError(f"`extends` in {path} must be a profile name string, got {base_name!r}.")
+        if base_name.endswith(".toml") or "/" in base_name:
+            # a path in `extends` is relative to the file that names it
+            base_name = str((path.parent / base_name).resolve())
+        base, _ = load_raw(base_name, _chain + (key,))
+        base.pop("name", None)
+        base.pop("description", None)
+        raw = deep_merge(base, raw)
+    return raw, path
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value), the value read as TOML."""
+    if "=" not in item:
+        raise ConfigError(
+            f"Override `{item}` is not of the form section.key=value.",
+            hint="Example: --set optim.lr=3e-4 --set jepa.horizons=[2,8]",
+        )
+    key, _, text = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in SECTION_MODELS:
+        if len(parts) == 1 and parts[0] in ("description", "name"):
+            return parts, text
+        raise ConfigError(
+            f"Override key `{key}` must be section.key with section one of {', '.join(SECTIONS)}.{_suggest(key)}"
+        )
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word is a string
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    raw = dict(raw)
+    for item in overrides:
+        parts, value = parse_override(item)
+        if len(parts) == 1:
+            raw[parts[0]] = value
+            continue
+        sec, key = parts
+        if key not in SECTION_MODELS[sec].model_fields:
+            raise ConfigError(f"Unknown key `{sec}.{key}` in --set {item}.{_suggest(f'{sec}.{key}')}")
+        raw[sec] = {**raw.get(sec, {}), key: value}
+    return raw
+
+
+def validate(raw: dict[str, Any], source: str | None = None) -> Config:
+    """Validate a raw dict into a `Config`, turning pydantic errors into one clear message."""
+    _check_keys(raw, source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        ctx = err.get("ctx") or {}
+        inner = ctx.get("error")
+        if isinstance(inner, _CrossError):
+            raise ConfigError(f"Invalid `{inner.key}`{_where(source)}: {inner.msg}.") from None
+        got = err.get("input")
+        got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+        raise ConfigError(
+            f"Invalid `{loc}`{_where(source)}: {err['msg']}{got_s}.",
+            hint=_field_doc(err["loc"]),
+        ) from None
+
+
+def _field_doc(loc: tuple) -> str | None:
+    if len(loc) >= 2 and loc[0] in SECTION_MODELS:
+        f = SECTION_MODELS[loc[0]].model_fields.get(str(loc[1]))
+        if f is not None and f.description:
+            return f"`{loc[0]}.{loc[1]}`: {f.description}"
+    return None
+
+
+def load_config(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a profile by name or path, merge `extends`, apply overrides, validate."""
+    raw, path = load_raw(name_or_path)
+    raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides)
+    return validate(raw, source=str(path))
+
+
+def config_to_toml(cfg: Config) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg.to_dict())
+
+
+def config_from_toml(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source} is not valid TOML: {e}.") from None
+    raw.pop("extends", None)
+    return validate(raw, source=source)
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config atomically; `load_config(path)` returns an equal Config."""
+    from .fsutil import atomic_write_text
+
+    atomic_write_text(Path(path), config_to_toml(cfg))
+
+
+def diff_configs(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (a value, b value) for every key that differs."""
+    out: dict[str, tuple[Any, Any]] = {}
+    da, db = a.to_dict(), b.to_dict()
+    for k in TOP_LEVEL_KEYS:
+        if k in da and da.get(k) != db.get(k):
+            out[k] = (da.get(k), db.get(k))
+    for sec in SECTIONS:
+        for key in da[sec]:
+            if da[sec][key] != db[sec][key]:
+                out[f"{sec}.{key}"] = (da[sec][key], db[sec][key])
+    return out
+
+
+def non_default_keys(cfg: Config) -> set[str]:
+    """Dotted keys whose value differs from the schema default."""
+    return {k for k in diff_configs(cfg, Config(name=cfg.name, description=cfg.description))}
