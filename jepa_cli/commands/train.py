@@ -12,8 +12,9 @@ from jepa_cli.completion import complete_profile
 
 def train(
     profile: Annotated[
-        str, typer.Option("--profile", "-p", help="Profile name or path to a .toml file.", autocompletion=complete_profile, rich_help_panel="Run")
-    ] = "tiny",
+        Optional[str],
+        typer.Option("--profile", "-p", help="Profile name or path to a .toml file (`jepa profiles list`).", autocompletion=complete_profile, rich_help_panel="Run"),
+    ] = None,
     set_: Annotated[
         list[str],
         typer.Option("--set", "-s", help="Override a key: section.key=value, value read as TOML (`optim.lr=3e-4`, `jepa.horizons=[2,8]`). Repeatable.", rich_help_panel="Run"),

@@ -1,0 +1,270 @@
+"""Checkpoints: safetensors weights + a safetensors state file + latest.json.
+
+No pickle anywhere. The weights file holds the uncompiled model's state dict
+(no `_orig_mod.` or `module.` prefixes) and metadata strings; the state file
+holds AdamW moments, RNG states and, in JSON metadata, the data position.
+Each file is written atomically and `latest.json` is replaced last, so a
+crash, Ctrl-C or a full disk leaves the previous checkpoint readable and named.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepa_core import __version__
+from jepa_core.errors import CheckpointError
+from jepa_core.fsutil import atomic_path, atomic_write_text
+from jepa_core.train.rundir import CKPT_DIR, LATEST, CheckpointRef
+
+WEIGHTS_FORMAT = "jepa-weights/1"
+STATE_FORMAT = "jepa-state/1"
+_STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
+
+
+def weights_name(step: int) -> str:
+    return f"step-{step:08d}.safetensors"
+
+
+def state_name(step: int) -> str:
+    return f"step-{step:08d}.state.safetensors"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    sd = unwrap(model).state_dict()
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """AdamW state keyed by parameter name, plus the JSON-able group hyper-parameters."""
+    names = {id(p): n for n, p in unwrap(model).named_parameters()}
+    tensors: dict[str, torch.Tensor] = {}
+    groups = []
+    steps: dict[str, float] = {}
+    for g in optimizer.param_groups:
+        groups.append(
+            {
+                "name": g.get("name", ""),
+                "lr": g["lr"],
+                "weight_decay": g["weight_decay"],
+                "betas": list(g["betas"]),
+                "eps": g["eps"],
+                "params": [names[id(p)] for p in g["params"]],
+            }
+        )
+        for p in g["params"]:
+            st = optimizer.state.get(p)
+            if not st:
+                continue
+            n = names[id(p)]
+            tensors[f"optim.{n}.exp_avg"] = st["exp_avg"].detach().to("cpu").contiguous()
+            tensors[f"optim.{n}.exp_avg_sq"] = st["exp_avg_sq"].detach().to("cpu").contiguous()
+            step = st["step"]
+            steps[n] = float(step.item() if torch.is_tensor(step) else step)
+    adam_step = max(steps.values()) if steps else 0.0
+    return tensors, {"groups": groups, "step": adam_step, "param_steps": steps}
+
+
+def rng_snapshot() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"rng.torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    meta = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": {"key": np_state[0], "state": np_state[1].tolist(), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        states = [tensors[k] for k in cuda]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    if "python" in meta:
+        v, st, g = meta["python"]
+        random.setstate((v, tuple(st), g))
+    if "numpy" in meta:
+        n = meta["numpy"]
+        np.random.set_state((n["key"], np.array(n["state"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+
+
+@dataclass
+class CheckpointMeta:
+    config_toml: str
+    profile: str
+    step: int
+    tokens_seen: int
+    tokenizer_sha256: str
+    metrics: dict[str, Any]
+    weight_tying: bool
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: CheckpointMeta,
+    data_state: dict,
+    keep_last: int,
+) -> CheckpointRef:
+    """Write weights, then state, then latest.json; then drop checkpoints beyond keep_last."""
+    ckpt_dir = Path(run_dir) / CKPT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    created = _now()
+    weights_meta = {
+        "format": WEIGHTS_FORMAT,
+        "kind": "weights",
+        "config": meta.config_toml,
+        "profile": meta.profile,
+        "step": str(meta.step),
+        "tokens_seen": str(meta.tokens_seen),
+        "tokenizer_sha256": meta.tokenizer_sha256,
+        "metrics": json.dumps(meta.metrics, allow_nan=True),
+        "jepa_version": __version__,
+        "torch_version": torch.__version__,
+        "created": created,
+        "weight_tying": "true" if meta.weight_tying else "false",
+    }
+    w_path = ckpt_dir / weights_name(meta.step)
+    s_path = ckpt_dir / state_name(meta.step)
+    _save_tensors(w_path, model_tensors(model), weights_meta)
+
+    opt_tensors, opt_meta = optimizer_tensors(model, optimizer)
+    rng_tensors, rng_meta = rng_snapshot()
+    state_meta = {
+        "format": STATE_FORMAT,
+        "kind": "state",
+        "step": str(meta.step),
+        "tokens_seen": str(meta.tokens_seen),
+        "optimizer": json.dumps(opt_meta),
+        "data": json.dumps(data_state),
+        "rng": json.dumps(rng_meta),
+        "created": created,
+        "jepa_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    _save_tensors(s_path, {**opt_tensors, **rng_tensors}, state_meta)
+
+    atomic_write_text(
+        ckpt_dir / LATEST,
+        json.dumps({"step": meta.step, "weights": w_path.name, "state": s_path.name}) + "\n",
+    )
+    _rotate(ckpt_dir, keep_last)
+    return CheckpointRef(run_dir=Path(run_dir), step=meta.step, weights=w_path, state=s_path)
+
+
+def _rotate(ckpt_dir: Path, keep_last: int) -> None:
+    steps = sorted(int(m.group(1)) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name)))
+    for step in steps[:-keep_last] if keep_last > 0 else []:
+        for name in (weights_name(step), state_name(step)):
+            try:
+                (ckpt_dir / name).unlink()
+            except FileNotFoundError:
+                pass
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e}).") from None
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"Checkpoint {path} does not exist.") from None
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({e}).") from None
+
+
+def load_weights_into(model: torch.nn.Module, path: Path) -> dict[str, str]:
+    """Load a weights file into `model` (strict); returns its metadata."""
+    meta = read_metadata(path)
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise CheckpointError(f"{path} is not a jepa weights file (format {meta.get('format')!r}).")
+    tensors = load_tensors(path)
+    target = unwrap(model)
+    missing, unexpected = target.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}.",
+            hint="The checkpoint was written by a run with a different model shape or teacher.",
+        )
+    return meta
+
+
+def load_state_into(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    """Restore AdamW moments and RNG states; returns the decoded metadata (data position, step)."""
+    meta = read_metadata(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a jepa state file (format {meta.get('format')!r}).")
+    tensors = load_tensors(path)
+    opt_meta = json.loads(meta["optimizer"])
+    named = dict(unwrap(model).named_parameters())
+    for g, saved in zip(optimizer.param_groups, opt_meta["groups"], strict=True):
+        current = [n for n, p in named.items() if any(p is q for q in g["params"])]
+        if sorted(current) != sorted(saved["params"]):
+            raise CheckpointError(f"{path}: optimizer group `{saved['name']}` holds different parameters than this model.")
+    # fused/capturable AdamW keeps its step counter on the parameter's device
+    step_on_device = {
+        id(p): bool(g.get("fused") or g.get("capturable")) for g in optimizer.param_groups for p in g["params"]
+    }
+    for name, step in opt_meta["param_steps"].items():
+        p = named[name]
+        optimizer.state[p] = {
+            "step": torch.tensor(float(step), dtype=torch.float32, device=p.device if step_on_device[id(p)] else "cpu"),
+            "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
+            "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
+        }
+    restore_rng(tensors, json.loads(meta["rng"]))
+    return {
+        "step": int(meta["step"]),
+        "tokens_seen": int(meta["tokens_seen"]),
+        "data": json.loads(meta["data"]),
+    }

@@ -1,0 +1,90 @@
+"""Device and precision selection, and the peak-FLOPS table for MFU."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from jepa_core.errors import ConfigError
+
+# Dense bf16 tensor-core peaks (datasheet, no sparsity), FLOP/s.
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: str  # "fp32" or "bf16"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"Invalid `train.device`: {spec!r}.", hint="Use auto, cpu, cuda, cuda:N or mps.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "`train.device` asks for CUDA but no CUDA device is available.",
+                hint="Use --set train.device=auto (or cpu).",
+            )
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("`train.device` asks for MPS but it is not available.", hint="Use --set train.device=auto.")
+    return dev
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu"  # CPU autocast supports bf16 (slow without AMX; never chosen by auto)
+
+
+def resolve_runtime(device_spec: str, precision: str, local_rank: int = 0) -> Runtime:
+    device = resolve_device(device_spec, local_rank)
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and bf16_supported(device) else "fp32"
+    elif precision == "bf16" and not bf16_supported(device):
+        raise ConfigError(f"`train.precision = \"bf16\"` is not supported on {device}.", hint="Use precision = \"auto\" or \"fp32\".")
+    return Runtime(device=device, precision=precision)
+
+
+def gpu_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(GPU_PEAK_BF16, key=len, reverse=True):
+        if key in name:
+            return GPU_PEAK_BF16[key]
+    return None

@@ -1,0 +1,61 @@
+"""Small configs and data shared by the training tests (a few seconds per run on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jepa_core.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MIRROR_TEXT = ROOT.parent / "shared" / "data" / "tiny_shakespeare" / "input.txt"
+
+
+def small_text(tmp: Path, n_bytes: int = 120_000) -> Path:
+    """The first n_bytes of tiny shakespeare (or generated text without the mirror)."""
+    path = tmp / "small.txt"
+    if not path.exists():
+        if MIRROR_TEXT.is_file():
+            text = MIRROR_TEXT.read_bytes()[:n_bytes].decode("utf-8", errors="ignore")
+        else:
+            words = ["the", "king", "shall", "speak", "to", "his", "lords", "and", "they", "answer", "him", "well"]
+            text = "\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(n_bytes // 60))
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False, teacher: str = "projector") -> Config:
+    overrides = [
+        f'data.dataset="text:{text}"',
+        "data.vocab_size=320",
+        "data.block_size=32",
+        "model.d_model=32",
+        "model.n_layers=2",
+        "model.n_heads=2",
+        "model.tap_layer=-1",
+        "jepa.latent_dim=16",
+        "jepa.horizons=[1, 4]",
+        "jepa.horizon_probs=[0.5, 0.5]",
+        "jepa.pairs_per_seq=2",
+        "jepa.eval_pairs=32",
+        f'jepa.teacher="{teacher}"',
+        f"jepa.run_baseline={'true' if baseline else 'false'}",
+        "train.batch_size=4",
+        "train.max_steps=8",
+        "train.eval_every=4",
+        "train.eval_batches=2",
+        "train.checkpoint_every=4",
+        "train.sample_tokens=8",
+        'train.device="cpu"',
+        'train.precision="fp32"',
+        f'train.out_dir="{out_dir}"',
+        "log.every=1",
+        "optim.warmup_steps=2",
+        *extra,
+    ]
+    return load_config("tiny", overrides)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(l) for l in lines if l.strip()]
