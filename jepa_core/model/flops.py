@@ -1,0 +1,48 @@
+"""Training FLOPs per token, the usual dense-transformer estimate (for MFU).
+
+Convention (Kaplan et al. / PaLM appendix B): a matmul weight used once per
+token costs 2 FLOPs forward and 4 backward, so 6 * N_matmul per trained
+token, plus attention scores and values, 12 * n_layers * d_model * T
+(forward 4*L*d*T, twice that backward; causal masking is not discounted, as
+in the usual MFU figures). Embedding lookups, norms, activations and
+biases are ignored. JEPA adds:
+- the lm_bridge (two d x d matmuls on every token), trained: 6 * 2d^2;
+- the heads, which run on pairs_per_seq of every T tokens (ratio r = P/T):
+  online projector and predictor trained (6x), target projector forward only
+  (2x), and the InfoNCE logits, an N x N x latent matmul per batch
+  (N = batch_size * P pairs), trained: 6 * N * latent per pair;
+- with teacher = "encoder", a forward-only pass of blocks 0..tl on every
+  token: 2 * N_matmul(blocks 0..tl) + 4 * (tl+1) * d * T.
+"""
+
+from __future__ import annotations
+
+from ..config import Config
+from .transformer import swiglu_hidden
+
+
+def _block_matmul_params(d: int, hidden: int) -> int:
+    # qkv 3d^2 + proj d^2 + w12 2*d*hidden + w3 hidden*d
+    return 4 * d * d + 3 * d * hidden
+
+
+def estimate_flops_per_token(cfg: Config, vocab_size: int) -> float:
+    """Estimated training FLOPs per token (forward + backward) at block_size T."""
+    m, j = cfg.model, cfg.jepa
+    d, L, T = m.d_model, m.n_layers, cfg.data.block_size
+    hidden = swiglu_hidden(d, m.ff_multiplier, m.ff_round)
+    n_matmul = L * _block_matmul_params(d, hidden) + vocab_size * d  # LM head (tied or not)
+    flops = 6.0 * n_matmul + 12.0 * L * d * T
+    if j.run_baseline:
+        return flops
+    flops += 6.0 * 2 * d * d  # lm_bridge
+    lat, hid = j.latent_dim, j.hidden_mult * j.latent_dim
+    r = j.pairs_per_seq / T
+    proj = d * hid + hid * lat
+    pred = 2 * lat * hid + hid * lat
+    n_pairs = cfg.train.batch_size * j.pairs_per_seq
+    flops += r * (6.0 * (proj + pred) + 2.0 * proj + 6.0 * n_pairs * lat)
+    if j.teacher == "encoder":
+        tl = cfg.tap_index
+        flops += 2.0 * (tl + 1) * _block_matmul_params(d, hidden) + 4.0 * (tl + 1) * d * T
+    return flops

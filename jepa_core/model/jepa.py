@@ -1,0 +1,442 @@
+"""The JEPA objective on top of the LM stack (DESIGN.md section 3).
+
+Anchor/target pairs are sampled per sequence; the online projector embeds the
+tap activation at the anchor, the predictor maps it (with a horizon
+embedding) to the latent of the token k positions ahead, and an EMA teacher
+gives the target latent. The loss is per-horizon InfoNCE plus VICReg
+variance/covariance penalties. `JepaLM` owns the transformer, the heads and
+the teacher and returns one `ModelOutput` per forward.
+
+State-dict prefixes are part of the checkpoint format: `transformer.*`,
+`jepa.online_proj.*`, `jepa.predictor.*`, `jepa.horizon_emb.weight`,
+`teacher.target_proj.*` and (teacher = "encoder") `teacher.encoder.*`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, JepaConfig
+from .flops import estimate_flops_per_token
+from .param_groups import build_param_groups, check_param_groups
+from .transformer import DecoderOnlyTransformer, TapEncoder
+
+__all__ = [
+    "Pairs",
+    "sample_anchor_target_pairs",
+    "info_nce",
+    "variance_loss",
+    "covariance_loss",
+    "ema_momentum_at",
+    "lm_weight_at",
+    "ModelOutput",
+    "JepaLM",
+    "build_param_groups",
+    "check_param_groups",
+    "estimate_flops_per_token",
+]
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+class Pairs(NamedTuple):
+    """N = B * pairs_per_seq anchor/target pairs; the target position is t + k."""
+
+    b: torch.Tensor  # sequence index in the batch
+    t: torch.Tensor  # anchor position
+    k_idx: torch.Tensor  # index into the horizons list
+    k: torch.Tensor  # horizon value
+
+    @property
+    def tpos(self) -> torch.Tensor:
+        return self.t + self.k
+
+    def to(self, device: torch.device | str) -> "Pairs":
+        return Pairs(*(x.to(device, non_blocking=True) for x in self))
+
+
+def sample_anchor_target_pairs(
+    batch_size: int,
+    seq_len: int,
+    horizons: Sequence[int],
+    horizon_probs: Sequence[float],
+    pairs_per_seq: int,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> Pairs:
+    """b = arange(B).repeat_interleave(P); k ~ Categorical(horizon_probs); t ~ U{0..T-1-k}.
+
+    Draws only from `generator` (on its device) or, without one, from the
+    global RNG of `device`, so a saved/restored RNG state reproduces the pairs.
+    """
+    if len(horizons) != len(horizon_probs) or not horizons:
+        raise ValueError(f"{len(horizon_probs)} probabilities for {len(horizons)} horizons")
+    if max(horizons) >= seq_len:
+        raise ValueError(f"horizon {max(horizons)} does not fit a sequence of {seq_len} tokens (need k < T)")
+    device = torch.device(device)
+    draw_dev = generator.device if generator is not None else device
+    n = batch_size * pairs_per_seq
+    probs = torch.tensor(list(horizon_probs), dtype=torch.float32, device=draw_dev)
+    k_idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+    k = torch.tensor(list(horizons), dtype=torch.long, device=draw_dev)[k_idx]
+    span = seq_len - k  # number of valid anchors for each pair
+    u = torch.rand(n, dtype=torch.float64, device=draw_dev, generator=generator)
+    # floor(u * span) is uniform on {0..span-1}; the min guards the u*span == span rounding case
+    t = torch.minimum((u * span).floor().long(), span - 1)
+    b = torch.arange(batch_size, device=draw_dev).repeat_interleave(pairs_per_seq)
+    pairs = Pairs(b, t, k_idx, k)
+    return pairs if draw_dev == device else pairs.to(device)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def info_nce(
+    p: torch.Tensor,
+    y: torch.Tensor,
+    k_idx: torch.Tensor,
+    n_horizons: int,
+    tau: float,
+    seq_ids: torch.Tensor | None = None,
+    negatives: str = "all",
+) -> torch.Tensor:
+    """sum_h (n_h/N) * CE(p_h y_h^T / tau, diagonal); p and y are already L2-normalised.
+
+    One N x N matmul with the columns of other horizons masked out: row i's
+    softmax then runs over the pairs of its own horizon only, and the n_h/N
+    weighting of per-horizon means is exactly the mean over all N rows.
+    With negatives = "other_sequences" the other pairs of the same sequence
+    (often near-positives) are masked too. `n_horizons` is kept for the API;
+    the mask needs only `k_idx`.
+    """
+    if negatives not in ("all", "other_sequences"):
+        raise ValueError(f"negatives must be 'all' or 'other_sequences', got {negatives!r}")
+    p, y = p.float(), y.float()
+    n = p.shape[0]
+    logits = (p @ y.T) / tau
+    drop = k_idx[:, None] != k_idx[None, :]
+    if negatives == "other_sequences":
+        if seq_ids is None:
+            raise ValueError("negatives='other_sequences' needs seq_ids")
+        eye = torch.eye(n, dtype=torch.bool, device=p.device)
+        drop = drop | ((seq_ids[:, None] == seq_ids[None, :]) & ~eye)
+    logits = logits.masked_fill(drop, float("-inf"))  # the diagonal is never masked
+    target = torch.arange(n, device=p.device)
+    return F.cross_entropy(logits, target)
+
+
+def variance_loss(z: torch.Tensor) -> torch.Tensor:
+    """mean_j relu(1 - sqrt(var_j(z) + 1e-4)), population variance over the batch."""
+    z = z.float()
+    std = torch.sqrt(z.var(dim=0, unbiased=False) + 1e-4)
+    return F.relu(1.0 - std).mean()
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    """(||C||_F^2 - ||diag C||^2) / D with C = z_c^T z_c / (N - 1)."""
+    z = z.float()
+    n, d = z.shape
+    zc = z - z.mean(dim=0, keepdim=True)
+    c = (zc.T @ zc) / (n - 1)
+    return (c.pow(2).sum() - torch.diagonal(c).pow(2).sum()) / d
+
+
+def _mean_std(z: torch.Tensor) -> torch.Tensor:
+    """Mean per-dimension (population) std: the collapse diagnostic."""
+    return z.detach().float().var(dim=0, unbiased=False).sqrt().mean()
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def ema_momentum_at(jcfg: JepaConfig, step: int, max_steps: int) -> float:
+    """Constant m, or m0 + (m1 - m0) * 0.5 * (1 - cos(pi * min(1, step / S)))."""
+    if jcfg.ema_schedule == "constant":
+        return float(jcfg.ema_momentum)
+    s = jcfg.ema_schedule_steps or max_steps
+    frac = min(1.0, max(0.0, step / max(1, s)))
+    m0, m1 = jcfg.ema_momentum, jcfg.ema_momentum_final
+    return float(m0 + (m1 - m0) * 0.5 * (1.0 - math.cos(math.pi * frac)))
+
+
+def lm_weight_at(jcfg: JepaConfig, step: int, max_steps: int) -> float:
+    """LM loss weight: 1 for the baseline; lm_weight, or 0 until lm_warmup_steps then linear to it."""
+    if jcfg.run_baseline:
+        return 1.0
+    if not jcfg.lm_weight_use_scheduler:
+        return float(jcfg.lm_weight)
+    if step < jcfg.lm_warmup_steps:
+        return 0.0
+    end = jcfg.lm_ramp_steps or max_steps
+    if end <= jcfg.lm_warmup_steps:
+        return float(jcfg.lm_weight)
+    frac = min(1.0, (step - jcfg.lm_warmup_steps) / (end - jcfg.lm_warmup_steps))
+    return float(jcfg.lm_weight * frac)
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def make_mlp(d_in: int, hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    """Linear -> GELU -> Dropout -> Linear (the projector / predictor shape)."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out))
+
+
+class JepaHeads(nn.Module):
+    """Trainable JEPA heads: online projector, predictor and horizon embedding."""
+
+    def __init__(self, d_model: int, jcfg: JepaConfig):
+        super().__init__()
+        lat, hid = jcfg.latent_dim, jcfg.hidden_mult * jcfg.latent_dim
+        self.online_proj = make_mlp(d_model, hid, lat, jcfg.head_dropout)
+        self.predictor = make_mlp(2 * lat, hid, lat, jcfg.head_dropout)
+        self.horizon_emb = nn.Embedding(len(jcfg.horizons), lat)
+
+    def reset_parameters(self) -> None:
+        # Fan-in init (std 1/sqrt(fan_in)), not the backbone's 0.02: the latents then
+        # start with per-dim std of order 1, where the VICReg variance term wants them,
+        # instead of ~0.02, right at the collapse alert floor. Horizon embeddings N(0, 1)
+        # have the scale of z_a they are concatenated with.
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.normal_(mod.weight, 0.0, mod.in_features**-0.5)
+                nn.init.zeros_(mod.bias)
+        nn.init.normal_(self.horizon_emb.weight, 0.0, 1.0)
+
+    def predict(self, z_a: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
+        return self.predictor(torch.cat((z_a, self.horizon_emb(k_idx).to(z_a.dtype)), dim=-1))
+
+
+class Teacher(nn.Module):
+    """EMA teacher: `target_proj` (both teachers) and, for "encoder", the stack up to the tap."""
+
+    def __init__(self, cfg: Config, vocab_size: int):
+        super().__init__()
+        j = cfg.jepa
+        self.target_proj = make_mlp(cfg.model.d_model, j.hidden_mult * j.latent_dim, j.latent_dim, 0.0)
+        self.encoder = TapEncoder(cfg, vocab_size) if j.teacher == "encoder" else None
+
+    def train(self, mode: bool = True) -> "Teacher":
+        # the teacher never uses dropout: its targets must not be noisy
+        return super().train(False)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor
+    lm_loss: torch.Tensor
+    jepa_loss: torch.Tensor | None = None
+    # detached 0-d tensors (no host sync in forward): info_nce, var_loss, cov_loss, std_anchor, std_pred
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class JepaLM(nn.Module):
+    """Decoder-only LM with the JEPA auxiliary objective (or the LM-only baseline)."""
+
+    def __init__(self, cfg: Config, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.is_baseline = bool(cfg.jepa.run_baseline)
+        self.transformer = DecoderOnlyTransformer(cfg, vocab_size, with_tap=not self.is_baseline)
+        if self.is_baseline:
+            self.jepa = None
+            self.teacher = None
+            self._ema_pairs: list[tuple[str, str]] = []
+            return
+        j = cfg.jepa
+        self.jepa = JepaHeads(cfg.model.d_model, j)
+        self.jepa.reset_parameters()
+        self.teacher = Teacher(cfg, vocab_size)
+        self.teacher.requires_grad_(False)
+        self._ema_pairs = self._teacher_online_names()
+        with torch.no_grad():
+            for t, o in zip(self.teacher_parameters(), self._online_for_teacher()):
+                t.copy_(o)
+
+    # -- EMA teacher ---------------------------------------------------------------
+
+    def _teacher_online_names(self) -> list[tuple[str, str]]:
+        """(teacher name, online name) for every teacher parameter."""
+        pairs = []
+        for name, _ in self.teacher.named_parameters():
+            if name.startswith("target_proj."):
+                online = "jepa.online_proj." + name[len("target_proj."):]
+            elif name.startswith("encoder."):
+                online = "transformer." + name[len("encoder."):]
+            else:  # pragma: no cover - a new teacher part without a mapping is a bug
+                raise RuntimeError(f"teacher parameter {name} has no online counterpart")
+            pairs.append(("teacher." + name, online))
+        return pairs
+
+    def _online_for_teacher(self) -> list[nn.Parameter]:
+        params = dict(self.named_parameters())
+        return [params[o] for _, o in self._ema_pairs]
+
+    def teacher_parameters(self) -> list[nn.Parameter]:
+        """The EMA teacher's parameters (requires_grad False); [] for the baseline."""
+        if self.teacher is None:
+            return []
+        params = dict(self.named_parameters())
+        return [params[t] for t, _ in self._ema_pairs]
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """t = m * t + (1 - m) * o for every teacher parameter (after each optimizer step)."""
+        if self.teacher is None:
+            return
+        teacher, online = self.teacher_parameters(), self._online_for_teacher()
+        # lerp(t, o, 1 - m) = t + (1 - m)(o - t) = m t + (1 - m) o, one fused op over all tensors
+        torch._foreach_lerp_(teacher, [o.detach() for o in online], 1.0 - float(momentum))
+
+    def train(self, mode: bool = True) -> "JepaLM":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.train(False)
+        return self
+
+    # -- forward --------------------------------------------------------------------
+
+    def sample_pairs(self, batch_size: int, seq_len: int, device, generator: torch.Generator | None = None) -> Pairs:
+        j = self.cfg.jepa
+        return sample_anchor_target_pairs(
+            batch_size, seq_len, j.horizons, j.horizon_probs, j.pairs_per_seq, device, generator
+        )
+
+    def jepa_latents(
+        self, idx: torch.Tensor, h_tap: torch.Tensor, pairs: Pairs
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z_anchor, z_pred, z_target) for the pairs; z_target carries no gradient."""
+        z_a = self.jepa.online_proj(h_tap[pairs.b, pairs.t])
+        z_p = self.jepa.predict(z_a, pairs.k_idx)
+        tpos = pairs.tpos
+        with torch.no_grad():
+            if self.teacher.encoder is not None:
+                # the EMA stack up to the tap, never past it, without autograd
+                h_t = self.teacher.encoder(idx)
+            else:
+                h_t = h_tap.detach()
+            z_t = self.teacher.target_proj(h_t[pairs.b, tpos])
+        return z_a, z_p, z_t
+
+    def jepa_objective(
+        self, z_a: torch.Tensor, z_p: torch.Tensor, z_t: torch.Tensor, pairs: Pairs
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        j = self.cfg.jepa
+        p = F.normalize(z_p.float(), dim=-1)
+        y = F.normalize(z_t.float(), dim=-1)
+        nce = info_nce(p, y, pairs.k_idx, len(j.horizons), j.tau, pairs.b, j.negatives)
+        var_a, cov_a = variance_loss(z_a), covariance_loss(z_a)
+        loss = nce + j.gamma_var * var_a + j.gamma_cov * cov_a
+        if j.gamma_var_pred:
+            loss = loss + j.gamma_var_pred * variance_loss(z_p)
+        if j.gamma_cov_pred:
+            loss = loss + j.gamma_cov_pred * covariance_loss(z_p)
+        stats = {
+            "info_nce": nce.detach(),
+            "var_loss": var_a.detach(),
+            "cov_loss": cov_a.detach(),
+            "std_anchor": _mean_std(z_a),
+            "std_pred": _mean_std(z_p),
+        }
+        return loss, stats
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor,
+        lm_weight: float = 1.0,
+        pairs: Pairs | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ModelOutput:
+        """loss = lm_weight * CE + jepa_weight * L_jepa (baseline: loss = CE).
+
+        Pairs are sampled from `generator` or the global RNG unless given.
+        """
+        h, h_tap = self.transformer(idx)
+        logits = self.transformer.logits(h)
+        lm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        if self.is_baseline:
+            return ModelOutput(loss=lm_loss, lm_loss=lm_loss)
+        B, T = idx.shape
+        if pairs is None:
+            pairs = self.sample_pairs(B, T, idx.device, generator)
+        z_a, z_p, z_t = self.jepa_latents(idx, h_tap, pairs)
+        jepa_loss, stats = self.jepa_objective(z_a, z_p, z_t, pairs)
+        loss = lm_weight * lm_loss + self.cfg.jepa.jepa_weight * jepa_loss
+        return ModelOutput(loss=loss, lm_loss=lm_loss, jepa_loss=jepa_loss, stats=stats)
+
+    def lm_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        h, _ = self.transformer(idx)
+        return self.transformer.logits(h)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample continuations of (B, T0) or (T0,) prompts; temperature <= 0 is greedy.
+
+        The context is cropped to the last block_size tokens (no KV cache: samples are short).
+        Returns the prompt followed by the new tokens, with the prompt's shape convention.
+        """
+        squeeze = prompt_ids.dim() == 1
+        ids = prompt_ids[None] if squeeze else prompt_ids
+        if ids.shape[1] == 0:
+            raise ValueError("generate needs a prompt of at least one token")
+        was_training = self.training
+        self.eval()
+        try:
+            max_len = self.transformer.max_seq_len
+            for _ in range(max_new_tokens):
+                h, _ = self.transformer(ids[:, -max_len:])
+                logits = self.transformer.logits(h[:, -1]).float()
+                if temperature <= 0:
+                    nxt = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.shape[-1]:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = torch.softmax(logits, dim=-1)
+                    if generator is not None and generator.device != probs.device:
+                        nxt = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
+                    else:
+                        nxt = torch.multinomial(probs, 1, generator=generator)
+                ids = torch.cat((ids, nxt), dim=1)
+        finally:
+            self.train(was_training)
+        return ids[0] if squeeze else ids
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def param_counts(self) -> dict[str, int]:
+        """backbone (embedding, blocks, norms, tap norm, bridge), lm_head (untied head,
+        logit_scale, out_bias; the tied embedding counts as backbone), jepa_heads,
+        teacher (EMA, not trained) and total_trainable."""
+        counts = {"backbone": 0, "lm_head": 0, "jepa_heads": 0, "teacher": 0}
+        for name, p in self.named_parameters():
+            if name.startswith("teacher."):
+                counts["teacher"] += p.numel()
+            elif name.startswith("jepa."):
+                counts["jepa_heads"] += p.numel()
+            elif name in ("transformer.lm_head.weight", "transformer.logit_scale", "transformer.out_bias"):
+                counts["lm_head"] += p.numel()
+            else:
+                counts["backbone"] += p.numel()
+        counts["total_trainable"] = counts["backbone"] + counts["lm_head"] + counts["jepa_heads"]
+        return counts

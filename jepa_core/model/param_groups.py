@@ -1,0 +1,85 @@
+"""AdamW parameter groups, and the check that they cover the model exactly once.
+
+Groups (DESIGN.md section 3):
+- "heads": JEPA heads, the LM head (the embedding when tied), `logit_scale`,
+  `out_bias`; at `lr_head`, no weight decay;
+- "backbone_decay": other trainable tensors with ndim >= 2, at `lr` with `weight_decay`;
+- "backbone_no_decay": other trainable tensors with ndim < 2 (norm gains,
+  biases, the bridge gate), at `lr`, no decay.
+The EMA teacher is never in a group: it is updated by `update_teacher` only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..config import OptimConfig
+    from .jepa import JepaLM
+
+_HEAD_NAMES = ("transformer.lm_head.weight", "transformer.logit_scale", "transformer.out_bias")
+
+
+def _is_head(name: str, tied: bool) -> bool:
+    if name.startswith("jepa.") or name in _HEAD_NAMES:
+        return True
+    return tied and name == "transformer.tok_emb.weight"
+
+
+def build_param_groups(model: "JepaLM", ocfg: "OptimConfig") -> list[dict[str, Any]]:
+    """Three named groups (always present, possibly empty) that torch.optim.AdamW accepts."""
+    tied = model.transformer.weight_tying
+    teacher = {id(p) for p in model.teacher_parameters()}
+    heads, decay, no_decay = [], [], []
+    for name, p in model.named_parameters():
+        if id(p) in teacher or not p.requires_grad:
+            continue
+        if _is_head(name, tied):
+            heads.append(p)
+        elif p.ndim >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [
+        {"params": heads, "lr": ocfg.lr_head, "weight_decay": 0.0, "name": "heads"},
+        {"params": decay, "lr": ocfg.lr, "weight_decay": ocfg.weight_decay, "name": "backbone_decay"},
+        {"params": no_decay, "lr": ocfg.lr, "weight_decay": 0.0, "name": "backbone_no_decay"},
+    ]
+
+
+def param_group_names(model: nn.Module, groups: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Group name -> parameter names, in order (for reports and checkpoint keys)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {g.get("name", str(i)): [names.get(id(p), "<unknown>") for p in g["params"]] for i, g in enumerate(groups)}
+
+
+def check_param_groups(model: nn.Module, groups: list[dict[str, Any]]) -> None:
+    """Raise ValueError unless every trainable parameter is in exactly one group and no
+    teacher (or frozen, or foreign) tensor is in any; the message names each offender."""
+    named = dict(model.named_parameters())
+    by_id = {id(p): n for n, p in named.items()}
+    teacher = {id(p) for p in model.teacher_parameters()} if hasattr(model, "teacher_parameters") else set()
+    seen: dict[int, list[str]] = {}
+    problems: list[str] = []
+    for i, g in enumerate(groups):
+        gname = g.get("name", f"group {i}")
+        for p in g["params"]:
+            if id(p) not in by_id:
+                problems.append(f"a tensor of shape {tuple(p.shape)} in group {gname!r} is not a parameter of the model")
+                continue
+            seen.setdefault(id(p), []).append(gname)
+    for pid, gnames in seen.items():
+        name = by_id[pid]
+        if pid in teacher:
+            problems.append(f"EMA teacher parameter {name} is in group(s) {gnames}; the teacher must not be optimised")
+        elif not named[name].requires_grad:
+            problems.append(f"frozen parameter {name} is in group(s) {gnames}")
+        if len(gnames) > 1:
+            problems.append(f"{name} is in {len(gnames)} groups: {gnames}")
+    for name, p in named.items():
+        if p.requires_grad and id(p) not in teacher and id(p) not in seen:
+            problems.append(f"trainable parameter {name} is in no optimizer group")
+    if problems:
+        raise ValueError("optimizer parameter groups are wrong:\n  " + "\n  ".join(problems))

@@ -1,0 +1,262 @@
+"""The decoder-only LM stack: RMSNorm, SwiGLU, RoPE, causal attention, blocks.
+
+`DecoderOnlyTransformer` is the online network shared by the LM and the JEPA
+objective (DESIGN.md section 2). With `with_tap`, the output of block `tl`
+(the tap) is returned for the JEPA heads, and the layers above it read it
+through an optional gradient barrier and a gated residual `lm_bridge`.
+
+Initialisation (chosen so the first steps already train well, GPT-2 style):
+- every Linear and the token embedding: normal(0, init_std) (0.02 by default).
+  The small embedding std keeps the tied logits near zero at step 0 (loss
+  starts at ln V) and pre-norm blocks rescale the small residual anyway;
+- residual output projections (`attn.proj`, `mlp.w3`, the bridge's last
+  Linear): std init_std / sqrt(2 * n_layers), so the residual stream's variance
+  grows by O(1) over the whole stack instead of O(n_layers);
+- norms at 1, biases at 0, `logit_scale` at 1/sqrt(d_model) (tied or not: the
+  logits start at std ~init_std whatever the width), `bridge_gate` at -2 (the
+  bridge starts at sigmoid(-2) ~ 0.12 strength).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config
+
+
+def swiglu_hidden(d_model: int, ff_multiplier: float, ff_round: int) -> int:
+    """SwiGLU inner size: ff_multiplier * d_model rounded up to a multiple of ff_round."""
+    raw = int(math.ceil(ff_multiplier * d_model - 1e-9))
+    return max(ff_round, int(math.ceil(raw / ff_round)) * ff_round)
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * w, computed in float32 and returned in x's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.rms_norm is one fused kernel; upcast so bf16 inputs are normalised in fp32.
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return y.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """w3(silu(u) * v) with [u, v] = w12(x); one fused input matmul, no biases."""
+
+    def __init__(self, d_model: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.hidden = hidden
+        self.w12 = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.w3 = nn.Linear(hidden, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, v = self.w12(x).chunk(2, dim=-1)
+        return self.dropout(self.w3(F.silu(u) * v))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (half-split layout, as GPT-NeoX / Llama).
+
+    Dimension i < head_dim/2 is paired with i + head_dim/2 and the pair is
+    rotated by angle pos * base^(-2i/head_dim). The cos/sin tables cover
+    `max_seq_len` positions once and are sliced for any shorter sequence; they
+    are non-persistent buffers, so they follow `.to(device)` but never enter
+    the state dict.
+    """
+
+    def __init__(self, head_dim: int, max_seq_len: int, base: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head size, got {head_dim}")
+        self.head_dim = head_dim
+        self.max_seq_len = max_seq_len
+        self.base = base
+        cos, sin = self._tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # float64 angles: pos * freq loses digits in float32 at long contexts
+        half = self.head_dim // 2
+        inv_freq = self.base ** (-torch.arange(half, dtype=torch.float64) * 2.0 / self.head_dim)
+        ang = torch.arange(self.max_seq_len, dtype=torch.float64)[:, None] * inv_freq[None, :]
+        return ang.cos().float(), ang.sin().float()
+
+    def reset_tables(self) -> None:
+        """Recompute the tables in place (after `to_empty()` from the meta device)."""
+        cos, sin = self._tables()
+        self.cos = cos.to(self.cos.device)
+        self.sin = sin.to(self.sin.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate x of shape (..., T, head_dim) at positions 0..T-1."""
+        T = x.shape[-2]
+        if T > self.max_seq_len:
+            raise ValueError(
+                f"sequence length {T} exceeds the RoPE table size {self.max_seq_len} (data.block_size); "
+                "crop the input to the block size"
+            )
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        cos = self.cos[:T].to(dtype)
+        sin = self.sin[:T].to(dtype)
+        xf = x.to(dtype)
+        x1, x2 = xf.chunk(2, dim=-1)
+        out = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return out.to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    """Fused QKV (no bias), RoPE on q and k, SDPA with is_causal=True."""
+
+    def __init__(self, d_model: int, n_heads: int, max_seq_len: int, rope_base: float = 10000.0, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout_p = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+        self.rope = RotaryEmbedding(self.head_dim, max_seq_len, rope_base)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
+        q, k = self.rope(q), self.rope(k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + swiglu(norm(x))."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        m = cfg.model
+        self.attn_norm = RMSNorm(m.d_model, m.norm_eps)
+        self.attn = CausalSelfAttention(m.d_model, m.n_heads, cfg.data.block_size, m.rope_base, m.dropout)
+        self.mlp_norm = RMSNorm(m.d_model, m.norm_eps)
+        self.mlp = SwiGLU(m.d_model, swiglu_hidden(m.d_model, m.ff_multiplier, m.ff_round), m.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def make_lm_bridge(d_model: int, eps: float, dropout: float) -> nn.Sequential:
+    """RMSNorm -> Linear(d, d) -> GELU -> Dropout -> Linear(d, d)."""
+    return nn.Sequential(
+        RMSNorm(d_model, eps), nn.Linear(d_model, d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_model)
+    )
+
+
+def init_weights(module: nn.Module, init_std: float, n_layers: int) -> None:
+    """The initialisation described in the module docstring, applied in place."""
+    resid_std = init_std / math.sqrt(2 * n_layers)
+    for name, mod in module.named_modules():
+        if isinstance(mod, nn.Linear):
+            nn.init.normal_(mod.weight, 0.0, init_std)
+            if mod.bias is not None:
+                nn.init.zeros_(mod.bias)
+        elif isinstance(mod, nn.Embedding):
+            nn.init.normal_(mod.weight, 0.0, init_std)
+        elif isinstance(mod, RMSNorm):
+            nn.init.ones_(mod.weight)
+    for name, p in module.named_parameters():
+        if name.endswith(("attn.proj.weight", "mlp.w3.weight", "lm_bridge.4.weight")):
+            nn.init.normal_(p, 0.0, resid_std)
+
+
+class DecoderOnlyTransformer(nn.Module):
+    """Token embedding, n_layers pre-norm blocks, final RMSNorm and the LM head.
+
+    `forward(idx)` returns `(h_final, h_tap)`: the final-normed hidden states
+    (feed them to `logits`) and, when built `with_tap`, the (tap-normed) output
+    of block `tl` that the JEPA heads read; None otherwise.
+    """
+
+    def __init__(self, cfg: Config, vocab_size: int, with_tap: bool):
+        super().__init__()
+        m = cfg.model
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.d_model = m.d_model
+        self.n_layers = m.n_layers
+        self.max_seq_len = cfg.data.block_size
+        self.with_tap = with_tap
+        self.weight_tying = m.weight_tying
+        self.grad_barrier = m.grad_barrier
+        self.tap_index = cfg.tap_index if with_tap else -1
+        if with_tap and not 0 <= self.tap_index < m.n_layers:
+            raise ValueError(f"tap layer {m.tap_layer} is outside [0, {m.n_layers - 1}] for n_layers = {m.n_layers}")
+
+        self.tok_emb = nn.Embedding(vocab_size, m.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(m.n_layers))
+        self.norm_f = RMSNorm(m.d_model, m.norm_eps)
+        self.logit_scale = nn.Parameter(torch.tensor(1.0 / math.sqrt(m.d_model)))
+        self.out_bias = nn.Parameter(torch.zeros(vocab_size))
+        if not m.weight_tying:
+            self.lm_head = nn.Linear(m.d_model, vocab_size, bias=False)
+        if with_tap:
+            self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
+            self.lm_bridge = make_lm_bridge(m.d_model, m.norm_eps, m.dropout)
+            self.bridge_gate = nn.Parameter(torch.tensor(-2.0))
+        init_weights(self, m.init_std, m.n_layers)
+
+    def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.tok_emb(idx)
+        h_tap = None
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.tap_index:
+                h_tap = x
+                # with the barrier the LM loss cannot reach blocks 0..tl: they learn from JEPA alone
+                x_up = x.detach() if self.grad_barrier else x
+                x = x_up + torch.sigmoid(self.bridge_gate) * self.lm_bridge(x_up)
+        if h_tap is not None and self.tap_norm is not None:
+            h_tap = self.tap_norm(h_tap)
+        return self.norm_f(x), h_tap
+
+    def head_weight(self) -> torch.Tensor:
+        return self.tok_emb.weight if self.weight_tying else self.lm_head.weight
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """(h @ W^T) * logit_scale + out_bias, W the embedding (tied) or lm_head."""
+        # scaling h (B*T*d) instead of the logits (B*T*V) is the same product, cheaper
+        return F.linear(h * self.logit_scale, self.head_weight(), self.out_bias)
+
+
+class TapEncoder(nn.Module):
+    """Embedding, blocks 0..tl and the tap norm: the stack below the tap, nothing above.
+
+    Used as the EMA `teacher.encoder`; its parameter names mirror
+    `transformer.tok_emb`, `transformer.blocks.{i}` and `transformer.tap_norm`.
+    """
+
+    def __init__(self, cfg: Config, vocab_size: int):
+        super().__init__()
+        m = cfg.model
+        self.tok_emb = nn.Embedding(vocab_size, m.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.tap_index + 1))
+        self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx)
+        for block in self.blocks:
+            x = block(x)
+        return self.tap_norm(x) if self.tap_norm is not None else x
