@@ -13,11 +13,12 @@ def inspect(
     json_out: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
     config: Annotated[bool, typer.Option("--config", help="Show the resolved config stored in the checkpoint.")] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Load tensors and show their norms (slower).")] = False,
+    expand: Annotated[bool, typer.Option("--all", help="List every tensor (repeated blocks and optimizer moments are folded by default).")] = False,
 ) -> None:
     """Read a checkpoint without building the model: metadata, eval metrics, tensors, parameter counts."""
     from jepa_cli.render.inspect import run_inspect
 
-    run_inspect(path, json_out=json_out, show_config=config, stats=stats)
+    run_inspect(path, json_out=json_out, show_config=config, stats=stats, expand=expand)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,685 @@
+"""The engine behind `jepa inspect`: read a checkpoint without building the model.
+
+Only the safetensors header is read (standard library: an 8-byte little-endian
+length N, then N bytes of JSON), so inspecting a large checkpoint costs one
+small read, and a hostile or broken file is refused before anything big is
+allocated. Tensor data is touched only for `stats=True` (norms), one tensor at
+a time through a read-only numpy memmap. torch and the training code are never
+imported: a reader must keep working when the trainer is broken or absent.
+
+The result is an `InspectReport`; `report.to_dict()` is the stable JSON form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+#: Refuse headers above this size before reading them (the safetensors library uses the same cap).
+MAX_HEADER_BYTES = 100_000_000
+
+WEIGHTS_FORMAT = "jepa-weights/1"
+STATE_FORMAT = "jepa-state/1"
+KNOWN_FORMATS = {WEIGHTS_FORMAT: "weights", STATE_FORMAT: "state"}
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest.json"
+_WEIGHTS_RE = re.compile(r"^step-(\d+)\.safetensors$")
+
+#: Bytes per element of each safetensors dtype (None: packed sub-byte types, sizes not checked).
+DTYPE_SIZES: dict[str, int | None] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+    "F4": None, "F6_E2M3": None, "F6_E3M2": None,
+}  # fmt: skip
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
+
+#: State-dict leaves that are buffers, not parameters (RoPE tables, masks), should a model persist them.
+BUFFER_LEAVES = {"inv_freq", "cos", "sin", "cos_cached", "sin_cached", "freqs_cis", "mask", "causal_mask"}
+LM_HEAD_LEAVES = ("lm_head.", "logit_scale", "out_bias")
+
+#: Parameter categories, in display order.
+CATEGORIES = ("backbone", "lm_head", "jepa_heads", "teacher", "other", "buffers")
+
+#: Eval-line keys that are bookkeeping, not metrics.
+_NOT_METRICS = {"type", "step", "time", "tokens", "elapsed"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int]
+    params: int  # number of elements
+    nbytes: int
+    offsets: list[int]  # [begin, end) relative to the data section
+    category: str
+    module: str
+    norm: float | None = None  # L2 norm (float64) with stats; None when not computed or not a float tensor
+    nonfinite: int | None = None  # count of NaN/inf elements, computed only when the norm is not finite
+
+
+@dataclass
+class ModuleInfo:
+    name: str
+    section: str  # first dotted component: transformer, jepa, teacher, optim, rng, ...
+    tensors: list[str]
+    params: int
+    nbytes: int
+    norm: float | None = None  # sqrt of the sum of its tensors' squared norms
+    repeat: str | None = None  # "transformer.blocks" for transformer.blocks.3: collapsible
+
+
+@dataclass
+class SafetensorsHeader:
+    path: Path
+    file_size: int
+    header_size: int
+    metadata: dict[str, str]
+    tensors: list[TensorInfo]
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_size
+
+
+@dataclass
+class InspectReport:
+    path: str
+    file_size: int
+    header_size: int
+    is_jepa: bool
+    format: str | None
+    kind: str | None  # "weights", "state" or None
+    profile: str | None
+    step: int | None
+    tokens_seen: int | None
+    created: str | None
+    jepa_version: str | None
+    torch_version: str | None
+    tokenizer_sha256: str | None
+    weight_tying: bool | None
+    metrics: dict[str, Any] | None
+    config_toml: str | None
+    config_summary: dict[str, Any] | None
+    tensors: list[TensorInfo]
+    modules: list[ModuleInfo]
+    totals: dict[str, int]
+    params: dict[str, int] | None  # per category, plus "trainable" and "total"; jepa weights files only
+    tied_embedding: str | None  # the embedding the LM head shares, with weight tying
+    optimizer: dict[str, Any] | None = None  # state files
+    rng: dict[str, Any] | None = None
+    data: Any = None
+    stats: bool = False
+    source: str | None = None  # how a directory was resolved to this file
+    state_file: str | None = None  # the companion state file of a weights file, when present
+    available_steps: list[int] = field(default_factory=list)  # weights checkpoints next to this file
+    extra_metadata: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for t in d["tensors"]:
+            t.pop("offsets")
+        return d
+
+
+# --------------------------------------------------------------------------- header
+
+
+def _describe_non_safetensors(head: bytes) -> str | None:
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive (the format of torch.save .pt/.pth files)"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a Python pickle (the format of older torch.save files)"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return None
+
+
+def _not_safetensors(path: Path, what: str | None) -> CheckpointError:
+    looks = f" It looks like {what}." if what else ""
+    pickled = what is not None and ("pickle" in what or "zip" in what)
+    never = " jepa never unpickles files: loading a pickle can run arbitrary code." if pickled else ""
+    return CheckpointError(
+        f"{path} is not a safetensors file.{looks}{never}",
+        hint="`jepa inspect` reads the .safetensors checkpoints that `jepa train` writes under runs/<run>/checkpoints/.",
+    )
+
+
+def read_header(path: str | Path) -> SafetensorsHeader:
+    """Parse and validate a safetensors header; reads nothing beyond it.
+
+    Every problem is a `CheckpointError` naming the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist.", hint="Pass a .safetensors checkpoint or a run directory.") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file.") from None
+    except OSError as e:
+        raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
+    with f:
+        head = f.read(16)
+        if size < 8:
+            raise CheckpointError(
+                f"{path} is truncated or not a safetensors file: it holds {size} bytes, "
+                "fewer than the 8-byte header length every safetensors file starts with.",
+                hint="Re-copy the file, or use an earlier checkpoint from the same checkpoints/ folder.",
+            )
+        n = int.from_bytes(head[:8], "little")
+        looks_like_header = len(head) > 8 and head[8:9] == b"{"
+        if not looks_like_header:
+            what = _describe_non_safetensors(head)
+            if what is not None or size > 8 or n == 0:
+                raise _not_safetensors(path, what)
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(
+                f"{path}: the header length field claims {n:,} bytes, over the {MAX_HEADER_BYTES // 1_000_000} MB "
+                "limit; refusing to read it. The file is corrupt or not a jepa checkpoint.",
+                hint="A jepa checkpoint's header is a few kB to a few MB.",
+            )
+        if 8 + n > size:
+            raise CheckpointError(
+                f"{path} is truncated: its header claims {n:,} bytes but only {size - 8:,} bytes follow "
+                "the length field.",
+                hint="The file was cut short (an interrupted copy or write?); re-copy it or use an earlier checkpoint.",
+            )
+        f.seek(8)
+        raw = f.read(n)
+    if len(raw) != n:  # the file shrank under us
+        raise CheckpointError(f"{path} is truncated: read {len(raw):,} of {n:,} header bytes.")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: the safetensors header is not valid JSON ({e}). The file is corrupt.",
+            hint="Re-copy the file, or use an earlier checkpoint from the same checkpoints/ folder.",
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is JSON but not an object. The file is corrupt.")
+    return _parse_header(path, size, n, header)
+
+
+def _parse_header(path: Path, size: int, n: int, header: dict[str, Any]) -> SafetensorsHeader:
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise CheckpointError(f"{path}: `__metadata__` must map strings to strings. The file is corrupt.")
+    data_size = size - 8 - n
+    tensors: list[TensorInfo] = []
+    for name, entry in header.items():
+        bad = _check_entry(entry)
+        if bad:
+            raise CheckpointError(f"{path}: tensor `{name}` has a malformed header entry ({bad}). The file is corrupt.")
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+        numel = math.prod(shape)
+        item = DTYPE_SIZES.get(dtype)
+        if item is not None and end - begin != numel * item:
+            raise CheckpointError(
+                f"{path}: tensor `{name}` ({dtype} {shape}) needs {numel * item:,} bytes but its offsets "
+                f"span {end - begin:,}. The file is corrupt."
+            )
+        if end > data_size:
+            raise CheckpointError(
+                f"{path} is truncated: tensor `{name}` ends at byte {8 + n + end:,} but the file holds "
+                f"{size:,} bytes.",
+                hint="The file was cut short (an interrupted copy or write?); re-copy it or use an earlier checkpoint.",
+            )
+        tensors.append(
+            TensorInfo(
+                name=name,
+                dtype=dtype,
+                shape=list(shape),
+                params=numel,
+                nbytes=end - begin,
+                offsets=[begin, end],
+                category=param_category(name, dtype),
+                module=module_of(name),
+            )
+        )
+    # the file orders tensors by offset; sort by part, then name, so blocks read 0, 1, 2, ... and output is stable
+    tensors.sort(key=lambda t: (_section_rank(t.name), _natural_key(t.name)))
+    return SafetensorsHeader(path=path, file_size=size, header_size=n, metadata=meta, tensors=tensors)
+
+
+def _check_entry(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    dtype, shape, offs = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        return "no dtype"
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        return f"shape {shape!r}"
+    if (
+        not isinstance(offs, list)
+        or len(offs) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)
+        or offs[0] > offs[1]
+    ):
+        return f"data_offsets {offs!r}"
+    return None
+
+
+_SECTION_ORDER = ("transformer", "jepa", "teacher", "optim", "rng")
+
+
+def _section_rank(name: str) -> int:
+    section = name.split(".", 1)[0]
+    return _SECTION_ORDER.index(section) if section in _SECTION_ORDER else len(_SECTION_ORDER)
+
+
+def _natural_key(name: str) -> list[Any]:
+    # digit runs compare as numbers: blocks.2 before blocks.10, retrieval_top1_h8 before _h32
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name) if p]
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def param_category(name: str, dtype: str = "F32") -> str:
+    """Which part of the model a state-dict entry belongs to (see CATEGORIES)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if dtype not in FLOAT_DTYPES or leaf in BUFFER_LEAVES:
+        return "buffers"
+    if name.startswith("teacher."):
+        return "teacher"
+    if name.startswith("jepa."):
+        return "jepa_heads"
+    if name.startswith("transformer."):
+        rest = name[len("transformer.") :]
+        return "lm_head" if rest.startswith(LM_HEAD_LEAVES) else "backbone"
+    return "other"
+
+
+_REPEAT_CONTAINERS = {"blocks", "layers", "layer", "h"}
+
+
+def module_of(name: str) -> str:
+    """The module row a tensor is listed under.
+
+    A repeated block keeps its index (`transformer.blocks.3`); a Sequential's numbered
+    children fold into the container (`jepa.online_proj.0.weight` -> `jepa.online_proj`);
+    optimizer moments fold by kind (`optim.exp_avg`); otherwise the owner module, or the
+    name itself for a top-level parameter such as `transformer.logit_scale`.
+    """
+    parts = name.split(".")
+    if parts[0] == "optim" and len(parts) >= 3:
+        return f"optim.{parts[-1]}"
+    for i, p in enumerate(parts):
+        if p.isdigit() and i > 0:
+            if parts[i - 1] in _REPEAT_CONTAINERS:
+                return ".".join(parts[: i + 1])
+            return ".".join(parts[:i])
+    return ".".join(parts[:-1]) if len(parts) >= 3 else name
+
+
+def _repeat_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[-1].isdigit() and parts[-2] in _REPEAT_CONTAINERS:
+        return ".".join(parts[:-1])
+    return None
+
+
+def group_modules(tensors: list[TensorInfo]) -> list[ModuleInfo]:
+    """Tensors folded into module rows, in first-seen order of the (sorted) tensor list."""
+    out: dict[str, ModuleInfo] = {}
+    for t in tensors:
+        m = out.get(t.module)
+        if m is None:
+            m = out[t.module] = ModuleInfo(
+                name=t.module, section=t.module.split(".")[0], tensors=[], params=0, nbytes=0, repeat=_repeat_of(t.module)
+            )
+        m.tensors.append(t.name)
+        m.params += t.params
+        m.nbytes += t.nbytes
+    return list(out.values())
+
+
+def split_params(tensors: list[TensorInfo]) -> dict[str, int]:
+    """Parameter counts per category, plus `trainable` (backbone + LM head + JEPA heads + other) and `total`."""
+    counts = {c: 0 for c in CATEGORIES}
+    for t in tensors:
+        counts[t.category] += t.params
+    counts["trainable"] = counts["backbone"] + counts["lm_head"] + counts["jepa_heads"] + counts["other"]
+    counts["total"] = counts["trainable"] + counts["teacher"]
+    return counts
+
+
+# --------------------------------------------------------------------------- norms
+
+
+def compute_norms(header: SafetensorsHeader, chunk: int = 1 << 22) -> None:
+    """Fill `norm` (float64 L2) for every float tensor, reading one chunk of one tensor at a time."""
+    import numpy as np
+
+    if not header.tensors:
+        return
+    mm = np.memmap(header.path, dtype=np.uint8, mode="r")
+    try:
+        for t in header.tensors:
+            np_dtype = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "BF16": np.uint16}.get(t.dtype)
+            if np_dtype is None or t.params == 0:
+                if np_dtype is not None:
+                    t.norm = 0.0
+                continue
+            start = header.data_start + t.offsets[0]
+            flat = np.frombuffer(mm, dtype=np_dtype, count=t.params, offset=start)
+            total = 0.0
+            for i in range(0, t.params, chunk):
+                x = flat[i : i + chunk]
+                if t.dtype == "BF16":
+                    # bf16 is the top half of an fp32: widen the bits, then reinterpret
+                    x = (x.astype(np.uint32) << 16).view(np.float32)
+                x = x.astype(np.float64)
+                total += float(np.dot(x, x))
+            t.norm = math.sqrt(total)
+            if not math.isfinite(t.norm):
+                t.nonfinite = sum(
+                    int((~np.isfinite(_widen(flat[i : i + chunk], t.dtype))).sum()) for i in range(0, t.params, chunk)
+                )
+                t.norm = None if t.nonfinite else t.norm
+    finally:
+        del mm
+
+
+def _widen(x, dtype: str):
+    import numpy as np
+
+    if dtype == "BF16":
+        return (x.astype(np.uint32) << 16).view(np.float32)
+    return x
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in ckpt_dir.iterdir():
+        m = _WEIGHTS_RE.match(p.name)
+        if m and p.is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """A file, a run directory or a checkpoints/ folder -> (weights or state file, how it was chosen)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} does not exist.",
+            hint="Pass a .safetensors checkpoint, a run directory (runs/<run>) or its checkpoints/ folder.",
+        )
+    if not path.is_dir():
+        return path, None
+    if (path / CKPT_DIR).is_dir():
+        ckpt_dir = path / CKPT_DIR
+    elif (path / LATEST).exists() or any(_WEIGHTS_RE.match(p.name) for p in path.iterdir()):
+        ckpt_dir = path
+    else:
+        raise CheckpointError(
+            f"{path} is a directory without checkpoints (no checkpoints/ folder, latest.json or step-*.safetensors).",
+            hint="Pass a run directory written by `jepa train` (runs/<run>), its checkpoints/ folder, or a .safetensors file.",
+        )
+    latest = ckpt_dir / LATEST
+    problem = None
+    if latest.is_file():
+        try:
+            d = json.loads(latest.read_text(encoding="utf-8"))
+            name = d["weights"]
+            if not isinstance(name, str) or not name:
+                raise TypeError("`weights` is not a file name")
+            target = ckpt_dir / name
+            if target.is_file():
+                return target, f"{latest} names step {d.get('step', '?')}"
+            problem = f"{latest} names {name}, which does not exist"
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            problem = f"{latest} is unreadable ({e})"
+    else:
+        problem = f"{latest} is missing"
+    steps = _checkpoint_steps(ckpt_dir)
+    if not steps:
+        raise CheckpointError(
+            f"{ckpt_dir} holds no weights checkpoints (step-*.safetensors); {problem}.",
+            hint="A run writes its first checkpoint after train.checkpoint_every steps or when it ends.",
+        )
+    step, target = steps[-1]
+    return target, f"{problem}; using the newest weights file, {target.name}"
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _int_or_none(value: str | None, key: str, warnings: list[str]) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        warnings.append(f"metadata `{key}` is not an integer: {value!r}")
+        return None
+
+
+def _json_or_none(value: str | None, key: str, warnings: list[str]) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        warnings.append(f"metadata `{key}` is not valid JSON ({e})")
+        return None
+
+
+def summarize_config(toml_text: str, tensors: list[TensorInfo]) -> dict[str, Any]:
+    """The few keys that identify a model, from the stored TOML (read with tomllib: no pydantic, no validation)."""
+    cfg = tomllib.loads(toml_text)
+    model, jepa, data = cfg.get("model", {}), cfg.get("jepa", {}), cfg.get("data", {})
+    emb = next((t for t in tensors if t.name == "transformer.tok_emb.weight" and len(t.shape) == 2), None)
+    baseline = jepa.get("run_baseline")
+    summary = {
+        "name": cfg.get("name"),
+        "d_model": model.get("d_model"),
+        "n_layers": model.get("n_layers"),
+        "n_heads": model.get("n_heads"),
+        # the tokenizer sets the vocabulary; the embedding shows the size actually trained
+        "vocab_size": emb.shape[0] if emb else data.get("vocab_size"),
+        "block_size": data.get("block_size"),
+        "dataset": data.get("dataset"),
+        "weight_tying": model.get("weight_tying"),
+        "run_baseline": baseline,
+    }
+    if not baseline:
+        summary.update(
+            teacher=jepa.get("teacher"),
+            tap_layer=model.get("tap_layer"),
+            latent_dim=jepa.get("latent_dim"),
+            horizons=jepa.get("horizons"),
+        )
+    return summary
+
+
+def _optimizer_summary(opt: Any, tensors: list[TensorInfo], warnings: list[str]) -> dict[str, Any]:
+    groups_raw = opt.get("groups") if isinstance(opt, dict) else opt if isinstance(opt, list) else None
+    groups = []
+    for g in groups_raw or []:
+        if not isinstance(g, dict):
+            continue
+        params = g.get("params")
+        n = len(params) if isinstance(params, list) else params if isinstance(params, int) else None
+        hyper = {k: v for k, v in g.items() if k not in ("params", "name")}
+        groups.append({"name": g.get("name") or "", "n_params": n, **hyper})
+    if groups_raw is None:
+        warnings.append("metadata `optimizer` has no `groups` list")
+    moments: dict[str, dict[str, int]] = {}
+    covered: set[str] = set()
+    elements = 0
+    for t in tensors:
+        if t.name.startswith("optim."):
+            base, _, kind = t.name[len("optim.") :].rpartition(".")
+            m = moments.setdefault(kind, {"tensors": 0, "elements": 0, "bytes": 0})
+            m["tensors"] += 1
+            m["elements"] += t.params
+            m["bytes"] += t.nbytes
+            covered.add(base)
+            elements += t.params
+    step = opt.get("step") if isinstance(opt, dict) else None
+    return {
+        "groups": groups,
+        "step": int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None,
+        "moments": moments,
+        "moment_tensors": sum(m["tensors"] for m in moments.values()),
+        "moment_bytes": sum(m["bytes"] for m in moments.values()),
+        "params_with_moments": len(covered),
+    }
+
+
+def _rng_summary(rng: Any, tensors: list[TensorInfo]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for t in tensors:
+        if t.name.startswith("rng."):
+            out[t.name[len("rng.") :]] = f"{t.dtype} tensor, {t.nbytes:,} bytes"
+    if isinstance(rng, dict):
+        for key, value in rng.items():
+            out[key] = _describe_rng(value)
+    return out
+
+
+def _describe_rng(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[1], list):
+        return f"Mersenne Twister, {len(value[1])} words"  # random.getstate()
+    if isinstance(value, dict):
+        name = value.get("key") or value.get("bit_generator")
+        state = value.get("state")
+        size = f", {len(state)} words" if isinstance(state, list) else ""
+        return f"{name}{size}" if name else f"{len(value)} fields"
+    if isinstance(value, list):
+        return f"{len(value)} entries"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- report
+
+
+def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
+    """Everything `jepa inspect` shows about a checkpoint file, run directory or checkpoints/ folder."""
+    target, source = resolve_checkpoint(path)
+    header = read_header(target)
+    if stats:
+        compute_norms(header)
+    meta = dict(header.metadata)
+    warnings: list[str] = []
+    fmt = meta.pop("format", None)
+    is_jepa = fmt is not None and fmt.startswith("jepa-")
+    kind = meta.pop("kind", None) or KNOWN_FORMATS.get(fmt or "")
+    if is_jepa and fmt not in KNOWN_FORMATS:
+        warnings.append(f"format {fmt!r} is newer or other than this jepa reads ({', '.join(KNOWN_FORMATS)}); shown as best effort")
+
+    metrics = _json_or_none(meta.pop("metrics", None), "metrics", warnings)
+    if metrics is not None and not isinstance(metrics, dict):
+        warnings.append("metadata `metrics` is not a JSON object")
+        metrics = None
+    config_toml = meta.pop("config", None)
+    config_summary = None
+    if config_toml is not None:
+        try:
+            config_summary = summarize_config(config_toml, header.tensors)
+        except tomllib.TOMLDecodeError as e:
+            warnings.append(f"metadata `config` is not valid TOML ({e})")
+    tying_raw = meta.pop("weight_tying", None)
+    tying = {"true": True, "false": False}.get(tying_raw) if tying_raw is not None else None
+    names = {t.name for t in header.tensors}
+    if tying is None and kind == "weights":
+        tying = "transformer.lm_head.weight" not in names and "transformer.tok_emb.weight" in names
+
+    modules = group_modules(header.tensors)
+    if stats:
+        by_name = {t.name: t for t in header.tensors}
+        for m in modules:
+            norms = [by_name[n].norm for n in m.tensors if by_name[n].norm is not None]
+            m.norm = math.sqrt(sum(x * x for x in norms)) if norms else None
+
+    report = InspectReport(
+        path=str(target),
+        file_size=header.file_size,
+        header_size=header.header_size,
+        is_jepa=is_jepa,
+        format=fmt,
+        kind=kind,
+        profile=meta.pop("profile", None),
+        step=_int_or_none(meta.pop("step", None), "step", warnings),
+        tokens_seen=_int_or_none(meta.pop("tokens_seen", None), "tokens_seen", warnings),
+        created=meta.pop("created", None),
+        jepa_version=meta.pop("jepa_version", None),
+        torch_version=meta.pop("torch_version", None),
+        tokenizer_sha256=meta.pop("tokenizer_sha256", None),
+        weight_tying=tying,
+        metrics=metrics,
+        config_toml=config_toml,
+        config_summary=config_summary,
+        tensors=header.tensors,
+        modules=modules,
+        totals={
+            "tensors": len(header.tensors),
+            "params": sum(t.params for t in header.tensors),
+            "bytes": sum(t.nbytes for t in header.tensors),
+        },
+        params=None,
+        tied_embedding=None,
+        stats=stats,
+        source=source,
+    )
+    if is_jepa and kind != "state":  # the split means nothing for another project's tensor names
+        report.params = split_params(header.tensors)
+        if tying and "transformer.tok_emb.weight" in names:
+            report.tied_embedding = "transformer.tok_emb.weight"
+    if kind == "state":
+        opt = _json_or_none(meta.pop("optimizer", None), "optimizer", warnings)
+        report.optimizer = _optimizer_summary(opt, header.tensors, warnings) if opt is not None else None
+        report.rng = _rng_summary(_json_or_none(meta.pop("rng", None), "rng", warnings), header.tensors)
+        report.data = _json_or_none(meta.pop("data", None), "data", warnings)
+    report.extra_metadata = meta
+
+    ckpt_dir = target.parent
+    m = _WEIGHTS_RE.match(target.name)
+    if m:
+        state = ckpt_dir / f"step-{m.group(1)}.state.safetensors"
+        report.state_file = str(state) if state.is_file() else None
+    if m or target.name.endswith(".state.safetensors"):
+        try:
+            report.available_steps = [s for s, _ in _checkpoint_steps(ckpt_dir)]
+        except OSError:
+            pass
+    if not is_jepa:
+        warnings.insert(0, "not a jepa checkpoint: no jepa `format` metadata (tensors shown; nothing else is known)")
+    report.warnings = warnings
+    return report
+
+
+def metric_items(metrics: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    """The eval metrics worth showing, in a fixed order: LM metrics, retrieval, rank, then the rest."""
+    if not metrics:
+        return []
+    first = [k for k in ("val_bpb", "val_loss", "val_ppl") if k in metrics]
+    # per-horizon top-1 values first, the margin after them
+    retrieval = sorted((k for k in metrics if k.startswith("retrieval_")), key=lambda k: ("top1" not in k, _natural_key(k)))
+    rank = [k for k in ("eff_rank",) if k in metrics]
+    seen = set(first) | set(retrieval) | set(rank) | _NOT_METRICS
+    rest = sorted(k for k in metrics if k not in seen)
+    return [(k, metrics[k]) for k in first + retrieval + rank + rest]
