@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from jepa_core.config import RESUME_SAFE_KEYS, Config, config_from_toml, config_to_toml, diff_configs
@@ -167,7 +168,7 @@ def _broadcast_run_dir(dinfo: DistInfo, path: Path | None) -> Path:
 
 
 def _val_bytes(prepared, batches) -> int:
-    lengths = torch.as_tensor(prepared.tokenizer().token_byte_lengths(), dtype=torch.int64)
+    lengths = torch.as_tensor(np.array(prepared.tokenizer().token_byte_lengths(), dtype=np.int64))
     return int(sum(lengths[y].sum().item() for _, y in batches))
 
 
@@ -433,8 +434,8 @@ def train(
                     emit("event", step, event="alert", kind="diverged", message=message)
                     break
 
-            if tc.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            if cfg.optim.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             elif log_due:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, float("inf"))
             else:
