@@ -1,0 +1,553 @@
+"""Read a run directory while (or after) it trains: metrics, status, alerts.
+
+The trainer appends one JSON object a line to `metrics.jsonl` and flushes each
+line; readers (the dashboard, `inspect`, the ablate report) follow the file
+without ever talking to the trainer. This module is the one reader they share:
+standard library only, no UI imports, cheap to poll a few times a second.
+
+Tailing rules: a last line without its newline is not consumed until the
+newline arrives (the trainer may be mid-write); a file that shrinks, is
+replaced, or whose first bytes change was rewritten, so reading starts over; a
+line that is not a JSON object is counted and skipped. Non-finite numbers
+(`NaN`, `Infinity`, as Python's json module writes them) are kept in the
+columns and raise a `nonfinite` alert.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+METRICS_FILE = "metrics.jsonl"
+END_STATES = ("finished", "interrupted", "diverged", "failed")
+# Bytes of the file's start remembered to notice a rewrite that is not a shrink.
+_HEAD_BYTES = 64
+
+
+# ---------------------------------------------------------------- tailing
+
+
+@dataclass
+class TailRead:
+    records: list[dict[str, Any]]
+    reset: bool  # the file was truncated or replaced: earlier records are void
+    bad_lines: int
+
+
+class MetricsTail:
+    """Incremental reader of a JSON-lines file that another process appends to."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._offset = 0  # bytes consumed, complete lines and the pending partial line
+        self._partial = b""
+        self._ident: tuple[int, int] | None = None
+        self._head = b""
+        self.size = 0
+        self.mtime: float | None = None
+
+    def _restart(self) -> None:
+        self._offset = 0
+        self._partial = b""
+        self._ident = None
+        self._head = b""
+
+    def read(self) -> TailRead:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            had = self._ident is not None
+            self._restart()
+            self.size, self.mtime = 0, None
+            return TailRead([], had, 0)
+        self.mtime = st.st_mtime
+        self.size = st.st_size
+        ident = (st.st_dev, st.st_ino)
+        reset = False
+        if self._ident is not None and (ident != self._ident or st.st_size < self._offset):
+            self._restart()
+            reset = True
+        if st.st_size == self._offset:
+            self._ident = ident
+            return TailRead([], reset, 0)
+        try:
+            with open(self.path, "rb") as f:
+                if self._offset and self._head:
+                    # Same inode and not shorter, but the start differs: rewritten in place.
+                    if f.read(len(self._head)) != self._head:
+                        self._restart()
+                        reset = True
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            self._restart()
+            return TailRead([], True, 0)
+        self._ident = ident
+        if self._offset == 0:
+            self._head = data[:_HEAD_BYTES]
+        self._offset += len(data)
+        buf = self._partial + data
+        lines = buf.split(b"\n")
+        self._partial = lines.pop()  # b"" when the data ended on a newline
+        records: list[dict[str, Any]] = []
+        bad = 0
+        for raw in lines:
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8", errors="replace"))
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(obj, dict):
+                records.append(obj)
+            else:
+                bad += 1
+        return TailRead(records, reset, bad)
+
+
+# ---------------------------------------------------------------- columns
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class Table:
+    """Append-only numeric columns, one row per metrics line; missing values are NaN.
+
+    Columns are `array('d')` so that a plotting layer can copy them into numpy
+    in one memcpy, without this module importing numpy.
+    """
+
+    def __init__(self) -> None:
+        self.columns: dict[str, array] = {}
+        self.n = 0
+
+    def append(self, rec: Mapping[str, Any]) -> list[str]:
+        """Add a row; return the keys whose value is NaN or infinite."""
+        bad: list[str] = []
+        nan = math.nan
+        seen = 0
+        for k, v in rec.items():
+            if not _is_number(v):
+                continue
+            col = self.columns.get(k)
+            if col is None:
+                col = self.columns[k] = array("d", [nan]) * self.n
+            fv = float(v)
+            if not math.isfinite(fv):
+                bad.append(k)
+            col.append(fv)
+            seen += 1
+        self.n += 1
+        if seen != len(self.columns):
+            for col in self.columns.values():
+                if len(col) < self.n:
+                    col.append(nan)
+        return bad
+
+    def column(self, key: str) -> array | None:
+        return self.columns.get(key)
+
+    def has(self, key: str) -> bool:
+        """True when the column exists and holds at least one finite value."""
+        col = self.columns.get(key)
+        return col is not None and any(math.isfinite(v) for v in col)
+
+    def last(self, key: str) -> float | None:
+        """The most recent finite value of a column."""
+        col = self.columns.get(key)
+        if col is None:
+            return None
+        for v in reversed(col):
+            if math.isfinite(v):
+                return v
+        return None
+
+    def last_row(self) -> dict[str, float]:
+        if not self.n:
+            return {}
+        return {k: c[self.n - 1] for k, c in self.columns.items()}
+
+    def truncate(self, n: int) -> None:
+        if n >= self.n:
+            return
+        for col in self.columns.values():
+            del col[n:]
+        self.n = n
+
+    def drop_after_step(self, step: float) -> None:
+        """Forget rows past `step` (a resumed run replays them from a checkpoint)."""
+        steps = self.columns.get("step")
+        if steps is None:
+            return
+        n = self.n
+        while n and steps[n - 1] > step:
+            n -= 1
+        self.truncate(n)
+
+
+# ---------------------------------------------------------------- alerts and status
+
+
+@dataclass
+class Alert:
+    """One kind of problem, aggregated: a collapse alert repeated 50 times is one Alert."""
+
+    kind: str  # "collapse", "diverged", "nonfinite", or any kind the trainer sends
+    key: str  # what it is about: the metric for nonfinite, else the kind
+    message: str
+    first_step: int
+    last_step: int
+    count: int = 1
+
+
+@dataclass
+class RunStatus:
+    state: str  # waiting, running, stopping, stale, or one of END_STATES
+    detail: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.state in ("waiting", "running", "stopping", "stale")
+
+
+def read_pid_file(run_dir: Path) -> dict[str, Any] | None:
+    """`train.pid` as a dict ({"pid", "host", "started"}), or None if absent or unreadable."""
+    try:
+        info = json.loads((Path(run_dir) / "train.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
+        return None
+    return info
+
+
+def pid_is_local_and_alive(info: Mapping[str, Any] | None) -> bool | None:
+    """True/False for a pid file written on this host; None when it names another host."""
+    if not info:
+        return None
+    host = info.get("host")
+    if host and host != socket.gethostname():
+        return None
+    pid = int(info["pid"])
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _fmt_age(s: float) -> str:
+    s = int(s)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if _is_number(v) else None
+
+
+class RunLog:
+    """Everything a reader knows about one run directory, updated by `poll()`."""
+
+    def __init__(self, run_dir: Path, *, stale_after: float = 60.0, clock: Callable[[], float] = time.time):
+        self.run_dir = Path(run_dir)
+        self.stale_after = stale_after
+        self.clock = clock
+        self.tail = MetricsTail(self.run_dir / METRICS_FILE)
+        self.version = 0  # bumped whenever the data changes; caches key on it
+        self.resets = 0  # times the file was truncated or replaced and reading started over
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.train = Table()
+        self.evals = Table()
+        self.events: list[dict[str, Any]] = []
+        self.alerts: dict[tuple[str, str], Alert] = {}
+        self.start: dict[str, Any] = {}
+        self.end: dict[str, Any] | None = None
+        self.bad_lines = 0
+        self.last_record_time: float | None = None
+        self._toml_config: dict[str, Any] | None = None
+
+    # ---- ingest
+
+    def poll(self) -> bool:
+        """Read what was appended since the last call; True when anything changed."""
+        r = self.tail.read()
+        if r.reset:
+            self._reset_state()
+            self.resets += 1
+        for rec in r.records:
+            self._ingest(rec)
+        self.bad_lines += r.bad_lines
+        changed = r.reset or bool(r.records) or bool(r.bad_lines)
+        if changed:
+            self.version += 1
+        return changed
+
+    def _alert(self, kind: str, key: str, message: str, step: int) -> None:
+        a = self.alerts.get((kind, key))
+        if a is None:
+            self.alerts[(kind, key)] = Alert(kind, key, message, step, step)
+        else:
+            a.count += 1
+            a.last_step = step
+            a.message = message
+
+    def _ingest(self, rec: dict[str, Any]) -> None:
+        typ = rec.get("type")
+        step = rec.get("step")
+        step_i = int(step) if _is_number(step) and math.isfinite(step) else 0
+        t = _num(rec.get("time"))
+        if t is not None and math.isfinite(t):
+            self.last_record_time = t
+        if typ in ("train", "eval"):
+            table = self.train if typ == "train" else self.evals
+            for key in table.append(rec):
+                if key in ("time", "step"):
+                    continue
+                v = rec[key]
+                self._alert("nonfinite", key, f"non-finite {key} ({v}) at step {step_i}", step_i)
+        elif typ == "event":
+            self.events.append(rec)
+            ev = rec.get("event")
+            if ev == "run_start":
+                self.start = rec
+                self.end = None
+            elif ev == "run_end":
+                self.end = rec
+                if rec.get("status") == "diverged":
+                    self._alert("diverged", "diverged", str(rec.get("message") or "training diverged"), step_i)
+            elif ev == "alert":
+                kind = str(rec.get("kind") or "alert")
+                self._alert(kind, kind, str(rec.get("message") or kind), step_i)
+            elif ev == "resume":
+                frm = _num(rec.get("from_step"))
+                if frm is not None:
+                    self.train.drop_after_step(frm)
+                    self.evals.drop_after_step(frm)
+                self.end = None
+        # unknown types are accepted and ignored
+
+    # ---- identity
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config: from run_start, else from config.toml (read once)."""
+        cfg = self.start.get("config")
+        if isinstance(cfg, dict):
+            return cfg
+        if self._toml_config is None:
+            try:
+                import tomllib
+
+                self._toml_config = tomllib.loads((self.run_dir / "config.toml").read_text())
+            except (OSError, ValueError):
+                self._toml_config = {}
+        return self._toml_config
+
+    @property
+    def name(self) -> str:
+        return str(self.start.get("run_name") or self.run_dir.name)
+
+    @property
+    def profile(self) -> str:
+        return str(self.start.get("profile") or self.config.get("name") or "?")
+
+    @property
+    def device(self) -> str:
+        dev = self.start.get("device") or (self.config.get("train") or {}).get("device") or "?"
+        prec = self.start.get("precision")
+        return f"{dev} {prec}" if prec else str(dev)
+
+    @property
+    def max_steps(self) -> int | None:
+        v = self.start.get("max_steps")
+        if not _is_number(v):
+            v = (self.config.get("train") or {}).get("max_steps")
+        return int(v) if _is_number(v) else None
+
+    @property
+    def is_baseline(self) -> bool:
+        return bool((self.config.get("jepa") or {}).get("run_baseline", False))
+
+    # ---- progress
+
+    @property
+    def step(self) -> int:
+        s = max(self.train.last("step") or 0, self.evals.last("step") or 0)
+        return int(s)
+
+    @property
+    def tokens(self) -> float | None:
+        return self.train.last("tokens")
+
+    @property
+    def tok_per_s(self) -> float | None:
+        return self.train.last("tok_per_s")
+
+    def elapsed(self) -> float | None:
+        """Seconds of training: the last line's `elapsed`, plus the time since while running."""
+        e = max(self.train.last("elapsed") or -1.0, self.evals.last("elapsed") or -1.0)
+        if e < 0:
+            return None
+        if self.end is None and self.last_record_time is not None and self.status().state in ("running", "stopping"):
+            e += max(0.0, self.clock() - self.last_record_time)
+        return e
+
+    def steps_per_second(self, window: int = 20) -> float | None:
+        """Recent training speed from the last `window` train lines."""
+        steps, el = self.train.column("step"), self.train.column("elapsed")
+        if steps is None or el is None or self.train.n < 2:
+            return None
+        i0 = max(0, self.train.n - window)
+        ds = steps[-1] - steps[i0]
+        dt = el[-1] - el[i0]
+        if not (math.isfinite(ds) and math.isfinite(dt)) or ds <= 0 or dt <= 0:
+            return None
+        return ds / dt
+
+    def eta(self) -> float | None:
+        """Seconds to max_steps at the recent speed; None when unknown or not running."""
+        if self.end is not None or self.max_steps is None:
+            return None
+        rate = self.steps_per_second()
+        if rate is None:
+            return None
+        return max(0.0, (self.max_steps - self.step) / rate)
+
+    def _typical_gap(self) -> float:
+        times = self.train.column("time")
+        if times is None or self.train.n < 3:
+            return 0.0
+        last = times[-21:]
+        recent = [b - a for a, b in zip(last[:-1], last[1:]) if math.isfinite(a) and math.isfinite(b)]
+        if not recent:
+            return 0.0
+        return sorted(recent)[len(recent) // 2]
+
+    def status(self) -> RunStatus:
+        """running, stopping, stale (quiet for a while or trainer gone), waiting, or how it ended."""
+        if self.end is not None:
+            st = str(self.end.get("status") or "finished")
+            return RunStatus(st, str(self.end.get("message") or ""))
+        if self.tail.mtime is None:
+            return RunStatus("waiting", "no metrics.jsonl yet")
+        pid_alive = pid_is_local_and_alive(read_pid_file(self.run_dir))
+        quiet = self.clock() - self.tail.mtime
+        # A step can legitimately be slow (eval, checkpoint): wait 5 typical gaps, at least stale_after.
+        limit = max(self.stale_after, 5 * self._typical_gap())
+        if pid_alive is False:
+            return RunStatus("stale", "trainer process exited without run_end")
+        if quiet > limit:
+            return RunStatus("stale", f"no new metrics for {_fmt_age(quiet)}")
+        if (self.run_dir / "stop").exists():
+            return RunStatus("stopping", "stop requested")
+        if not self.events and not self.train.n and not self.evals.n:
+            return RunStatus("waiting", "no metrics yet")
+        return RunStatus("running")
+
+    # ---- latest numbers
+
+    def latest_eval(self) -> dict[str, float]:
+        """The last eval line's numeric values (empty before the first eval)."""
+        return self.evals.last_row()
+
+    def horizons(self) -> list[int]:
+        """Horizons with retrieval numbers in the eval lines, ascending."""
+        hs = set()
+        for k in self.evals.columns:
+            if k.startswith("retrieval_top1_h") and k[len("retrieval_top1_h") :].isdigit():
+                hs.add(int(k[len("retrieval_top1_h") :]))
+        return sorted(hs)
+
+    def alert_list(self) -> list[Alert]:
+        return sorted(self.alerts.values(), key=lambda a: (a.first_step, a.kind))
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def is_run_dir(path: Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / n).exists() for n in (METRICS_FILE, "config.toml", "train.pid"))
+
+
+def discover_runs(paths: Iterable[Path], max_depth: int = 3) -> list[Path]:
+    """Run directories named by `paths`: each a run dir, or a folder of them (an ablation).
+
+    Raises CheckpointError for a path that is neither.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.name == METRICS_FILE:
+            p = p.parent
+        if not p.exists():
+            raise CheckpointError(
+                f"{p} does not exist.",
+                hint="Pass a run directory (runs/<profile>-<time>) or a folder of run directories; `ls runs/` lists them.",
+            )
+        if is_run_dir(p):
+            found = [p]
+        elif p.is_dir():
+            found = []
+            for depth in range(1, max_depth + 1):
+                found += sorted({m.parent for m in p.glob("/".join(["*"] * depth) + "/" + METRICS_FILE)})
+        else:
+            found = []
+        if not found:
+            raise CheckpointError(
+                f"{p} is not a run directory: it has no {METRICS_FILE} or config.toml, and no sub-folder holds a run.",
+                hint="Pass a directory written by `jepa train` (runs/<profile>-<time>) or an ablation folder that contains them.",
+            )
+        for f in found:
+            if f.resolve() not in {o.resolve() for o in out}:
+                out.append(f)
+    return out
+
+
+@dataclass
+class RunSet:
+    """Several runs watched together; `poll()` returns the runs that changed."""
+
+    runs: list[RunLog] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, run_dirs: Iterable[Path], **kw: Any) -> RunSet:
+        return cls([RunLog(d, **kw) for d in run_dirs])
+
+    def poll(self) -> list[RunLog]:
+        return [r for r in self.runs if r.poll()]
+
+    def labels(self) -> list[str]:
+        """Short unique labels: run names, or paths relative to the common parent when names clash."""
+        names = [r.name for r in self.runs]
+        if len(set(names)) == len(names):
+            return names
+        try:
+            common = Path(os.path.commonpath([str(r.run_dir.resolve()) for r in self.runs]))
+            return [str(r.run_dir.resolve().relative_to(common)) or r.name for r in self.runs]
+        except ValueError:
+            return [str(r.run_dir) for r in self.runs]
