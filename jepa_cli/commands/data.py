@@ -22,7 +22,7 @@ def prepare_cmd(
         ),
     ],
     vocab_size: Annotated[
-        Optional[int], typer.Option("--vocab-size", "-v", min=260, help="BPE vocabulary size (default: the profile's, else 1024).", rich_help_panel="Tokenizer")
+        Optional[int], typer.Option("--vocab-size", "-v", help="BPE vocabulary size, at least 260 (default: the profile's, else 1024).", rich_help_panel="Tokenizer")
     ] = None,
     lowercase: Annotated[
         Optional[bool], typer.Option("--lowercase/--no-lowercase", help="Lowercase text before tokenizing.", rich_help_panel="Tokenizer")
@@ -32,7 +32,7 @@ def prepare_cmd(
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Rebuild even when cached; accept a mirror file whose sha256 differs.", rich_help_panel="Source")] = False,
     profile: Annotated[
-        Optional[str], typer.Option("--profile", "-p", help="Take vocab size, lowercasing and split settings from this profile.", autocompletion=complete_profile, rich_help_panel="Tokenizer")
+        Optional[str], typer.Option("--profile", "-p", help="Take vocab size, lowercasing, split settings and the block size (for the length check; default 128) from this profile.", autocompletion=complete_profile, rich_help_panel="Tokenizer")
     ] = None,
 ) -> None:
     """Train the BPE tokenizer and write the token cache for DATASET.

@@ -142,6 +142,6 @@ register_dataset(
         # and both are legitimate sources of the same split.
         val=SourceFile(mirror_path="wikitext-2/valid.txt", size=1_146_846),
         hf=HFSource(path="wikitext", name="wikitext-2-raw-v1"),
-        size_hint="~10.9 MB train + 1.1 MB val",
+        size_hint="~12 MB",
     )
 )

@@ -79,7 +79,7 @@ def fetch_text(spec: TextSpec, progress: ProgressFn | None = None) -> RawSplits:
     return RawSplits(
         splits={"train": text},
         origin="text",
-        files=[{"path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256} for f in files],
+        files=[{"split": "train", "origin": "text", "path": str(f.path), "size": f.size, "sha256": f.sha256} for f in files],
     )
 
 
@@ -274,4 +274,27 @@ def load_hub_splits(spec: DatasetSpec, progress: ProgressFn | None = None) -> di
         out[split] = decode_text("".join(ds[hf_split][spec.hf.column]).encode("utf-8"), f"{spec.hf.path} {hf_split}")
     if progress:
         progress("download", 1, 1)
+    return out
+
+
+def locate(spec: DatasetSpec, from_path: Path | None = None) -> dict[str, tuple[str, str]]:
+    """Split -> (origin, where) that `fetch_alias` would use now, without reading anything.
+
+    origin is "from", "mirror", "raw-cache", "download", "hub" or "missing".
+    """
+    out: dict[str, tuple[str, str]] = {}
+    reason = offline_reason()
+    for split, sf in spec.files().items():
+        for origin, path in _local_candidates(split, sf, from_path):
+            if path.is_file():
+                out[split] = (origin, str(path))
+                break
+        else:
+            if reason is None and sf.url:
+                out[split] = ("download", sf.url)
+            elif reason is None and spec.hf is not None:
+                out[split] = ("hub", f"{spec.hf.path}/{spec.hf.name}")
+            else:
+                why = f"network disabled by {reason}" if reason else "no download source"
+                out[split] = ("missing", f"{sf.mirror_path} not found ({why})")
     return out
