@@ -1,0 +1,339 @@
+"""The live dashboard: a Textual app over one or more run directories.
+
+It only reads files (metrics.jsonl, config.toml, train.pid) and, on `s`,
+writes the `stop` file; training never waits for it. Data is polled on a
+timer (`poll_interval`, 0.5 s by default), which is also the cap on how often
+the charts redraw.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Grid, Horizontal, Vertical
+from textual.events import Resize
+from textual.geometry import Size
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, RichLog, Static
+
+from jepa_core.runlog import RunLog, RunSet, pid_is_local_and_alive, read_pid_file
+
+from .charts import CHARTS, METRIC_COLORS, RUN_COLORS, X_AXES, ChartWidget, View
+from .control import request_stop
+from .panels import alerts_text, event_line, evals_compact, evals_table, header_text
+
+# Below either size the dashboard uses its compact layout (80x24 fits).
+COMPACT_WIDTH = 120
+COMPACT_HEIGHT = 36
+
+HELP_TEXT = """\
+[b]jepa dashboard[/b]
+
+  [b]?[/b]      this help                  [b]q[/b]      detach (training goes on)
+  [b]s[/b]      stop training (asks first)  [b]x[/b]      x axis: step → tokens → time
+  [b]m[/b]      smoothing: EMA over a faint raw line
+  [b]l[/b]      log scale for the loss, variance and covariance charts
+  [b]tab[/b]    focus the next chart / the log   [b]c[/b]  on a chart: cycle its metric
+  mouse  click to focus; hover a chart to read values
+
+[b]charts[/b]
+  loss          total, LM, JEPA (train) and val (eval)
+  variance      std_anchor, std_pred (mean per-dim std of z), var_loss
+  covariance    cov_loss (off-diagonal covariance of z)
+  EMA momentum  teacher momentum; LR and lm_weight (↕) rescaled onto its axis
+  Several runs: one colour per run, one metric per chart (focus it, press c).
+
+[b]status[/b]  running · stopping · stale (no new metrics for a while, or the trainer
+  process is gone without run_end) · finished · interrupted · diverged · failed
+  Re-attach any time: [b]jepa watch RUN_DIR[/b]
+
+[dim]press escape, ? or q to close[/dim]"""
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > Static { width: auto; max-width: 90%; height: auto; max-height: 90%;
+                          border: round $accent; padding: 0 1; background: $surface; }
+    """
+    BINDINGS = [
+        Binding("escape", "close", "close"),
+        Binding("question_mark", "close", show=False),
+        Binding("q", "close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP_TEXT, id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmStop(ModalScreen[bool]):
+    DEFAULT_CSS = """
+    ConfirmStop { align: center middle; }
+    ConfirmStop > Vertical { width: 64; max-width: 95%; height: auto; border: thick $error;
+                             padding: 0 1; background: $surface; }
+    ConfirmStop Horizontal { height: auto; align: center middle; }
+    ConfirmStop Button { margin: 0 2; }
+    """
+    BINDINGS = [
+        Binding("y", "answer(True)", "stop"),
+        Binding("n", "answer(False)", "cancel"),
+        Binding("escape", "answer(False)", show=False),
+    ]
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names = list(names)
+
+    def compose(self) -> ComposeResult:
+        which = self.names[0] if len(self.names) == 1 else f"{len(self.names)} runs ({', '.join(self.names)})"
+        with Vertical():
+            yield Static(
+                f"[b]Stop training of {which}?[/b]\n"
+                "The trainer finishes its current step, writes a checkpoint and ends "
+                "with status [b]interrupted[/b]; resume later with --resume.\n"
+                "[b]y[/b] stop · [b]n[/b] cancel"
+            )
+            with Horizontal():
+                yield Button("Stop (y)", variant="error", id="yes")
+                yield Button("Cancel (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class Dashboard(App[str]):
+    """`run()` returns "detach" (q), "ended" (the child training process exited) or None."""
+
+    TITLE = "jepa"
+    CSS = """
+    Screen { layout: vertical; }
+    #header, #alerts, #evals { text-wrap: nowrap; text-overflow: ellipsis; }
+    #header { height: auto; max-height: 9; padding: 0 1; background: $panel; }
+    #alerts { height: 1; }
+    #body { height: 1fr; layout: horizontal; }
+    #charts { grid-size: 2 2; grid-gutter: 0 1; width: 1fr; height: 1fr; }
+    #side { width: 50; height: 1fr; }
+    #evals { height: auto; max-height: 24; border: round $primary-background; border-title-color: $text-muted; }
+    #log { height: 1fr; border: round $primary-background; border-title-color: $text-muted; }
+    #log:focus { border: round $accent; }
+    Screen.-compact #body { layout: vertical; }
+    Screen.-compact #side { width: 1fr; height: 4; }
+    Screen.-compact #evals { border: none; height: auto; max-height: 3; padding: 0 1; }
+    Screen.-compact #log { border: none; padding: 0 1; }
+    Screen.-compact #header { max-height: 3; }
+    """
+    BINDINGS = [
+        Binding("question_mark", "help", "help"),
+        Binding("q", "detach", "detach"),
+        Binding("s", "stop", "stop"),
+        Binding("x", "cycle_x", "x-axis"),
+        Binding("m", "toggle_smooth", "smooth"),
+        Binding("l", "toggle_log", "log"),
+    ]
+
+    def __init__(
+        self,
+        run_dirs: Sequence[Path],
+        *,
+        child: subprocess.Popen | None = None,
+        poll_interval: float = 0.5,
+        stale_after: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__()
+        self.runset = RunSet.open(run_dirs, stale_after=stale_after, clock=clock)
+        self.child = child
+        self.child_returncode: int | None = None
+        self.poll_interval = poll_interval
+        self.view = View()
+        self.labels = self.runset.labels()
+        self._logged_events = [0] * len(self.runs)
+        self._seen_resets = [0] * len(self.runs)
+        self._logged_alerts: list[set] = [set() for _ in self.runs]
+        self.compact = True
+        self._width = 80
+
+    # the charts read these
+    @property
+    def runs(self) -> list[RunLog]:
+        return self.runset.runs
+
+    @property
+    def colors(self) -> list[str]:
+        if len(self.runs) == 1:
+            return [METRIC_COLORS[0]]
+        return [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(self.runs))]
+
+    def compose(self) -> ComposeResult:
+        # Kept as attributes: timers fire while a modal screen is on top, where queries
+        # (which search the active screen) would not find them.
+        self.header = Static(id="header")
+        self.alerts = Static(id="alerts")
+        self.charts = [ChartWidget(spec, self) for spec in CHARTS]
+        self.side = Vertical(id="side")
+        self.evals = Static(id="evals")
+        self.log_pane = RichLog(id="log", wrap=True, markup=False, max_lines=2000, auto_scroll=True)
+        yield self.header
+        yield self.alerts
+        with Container(id="body"):
+            with Grid(id="charts"):
+                yield from self.charts
+            with self.side:
+                yield self.evals
+                yield self.log_pane
+        yield Footer()
+
+    @property
+    def main_screen(self):
+        return self.screen_stack[0] if self.screen_stack else self.screen
+
+    def on_mount(self) -> None:
+        self.evals.border_title = "latest eval"
+        self.log_pane.border_title = "log: events and samples"
+        self._apply_layout()
+        self._tick()
+        self.set_interval(self.poll_interval, self._tick)
+
+    def on_resize(self, event: Resize) -> None:
+        # self.size is updated after this handler runs: use the event's size
+        self._apply_layout(event.size)
+
+    def _apply_layout(self, size: Size | None = None) -> None:
+        w, h = size or self.size
+        self._width = w
+        compact = w < COMPACT_WIDTH or h < COMPACT_HEIGHT
+        self.compact = compact
+        self.main_screen.set_class(compact, "-compact")
+        self.side.styles.height = (min(3, len(self.runs)) + 3) if compact else "1fr"
+        self._update_panels()
+
+    # ---- data
+
+    def _tick(self) -> None:
+        changed = self.runset.poll()
+        for i, run in enumerate(self.runs):
+            self._log_new(i, run)
+        if changed:
+            self._refresh_charts()
+        self._update_panels()
+        if self.child is not None and self.child_returncode is None:
+            rc = self.child.poll()
+            if rc is not None:
+                self.child_returncode = rc
+                self.runset.poll()  # the last lines the trainer wrote before exiting
+                self.exit("ended")
+
+    def _log_new(self, i: int, run: RunLog) -> None:
+        log = self.log_pane
+        if run.resets != self._seen_resets[i]:
+            # a rewritten metrics file: rewrite the log from every run's events
+            self._seen_resets[i] = run.resets
+            log.clear()
+            self._logged_events = [0] * len(self.runs)
+            self._logged_alerts = [set() for _ in self.runs]
+            for j, r in enumerate(self.runs):
+                if j != i:
+                    self._log_new(j, r)
+        multi = len(self.runs) > 1
+        label = self.labels[i][:16] if multi else None
+        color = self.colors[i]
+        for rec in run.events[self._logged_events[i] :]:
+            log.write(event_line(rec, label, color))
+        self._logged_events[i] = len(run.events)
+        for a in run.alert_list():
+            if a.kind == "nonfinite" and a.key not in self._logged_alerts[i]:
+                self._logged_alerts[i].add(a.key)
+                t = Text()
+                if label:
+                    t.append(f"{label} ", style=f"bold {color}")
+                t.append(f"{a.first_step:>6} ", style="dim")
+                t.append("⚠ ", style="bold red")
+                t.append(a.message)
+                log.write(t)
+
+    def _update_panels(self) -> None:
+        w = self._width
+        if self.compact:
+            max_lines = 2 if len(self.runs) == 1 else 3
+        else:
+            max_lines = 2 if len(self.runs) == 1 else 8
+        self.header.update(header_text(self.runs, self.labels, self.colors, w - 2, max_lines))
+        self.alerts.update(alerts_text(self.runs, self.labels))
+        evals = self.evals
+        if self.compact:
+            evals.update(evals_compact(self.runs, self.labels, self.colors))
+        else:
+            evals.update(evals_table(self.runs, self.labels, self.colors))
+
+    # ---- keys
+
+    def _refresh_charts(self) -> None:
+        for chart in self.charts:
+            chart.refresh()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_detach(self) -> None:
+        self.exit("detach")
+
+    def action_cycle_x(self) -> None:
+        self.view.x_axis = X_AXES[(X_AXES.index(self.view.x_axis) + 1) % len(X_AXES)]
+        self._refresh_charts()
+        self.notify(f"x axis: {self.view.x_axis}", timeout=1.5)
+
+    def action_toggle_smooth(self) -> None:
+        self.view.smooth = not self.view.smooth
+        self._refresh_charts()
+
+    def action_toggle_log(self) -> None:
+        self.view.log = not self.view.log
+        self._refresh_charts()
+
+    def _stoppable(self) -> list[int]:
+        out = []
+        for i, run in enumerate(self.runs):
+            if run.end is not None:
+                continue
+            alive = pid_is_local_and_alive(read_pid_file(run.run_dir))
+            if alive is None and self.child is not None and self.child_returncode is None:
+                alive = True  # the trainer this dashboard started, before it wrote train.pid
+            if alive is True or (alive is None and run.status().state in ("running", "stopping", "waiting")):
+                out.append(i)
+        return out
+
+    def action_stop(self) -> None:
+        idx = self._stoppable()
+        if not idx:
+            self.notify("Nothing to stop: no run here is still training.", severity="warning")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            for i in idx:
+                fallback = self.child.pid if (self.child is not None and self.child_returncode is None) else None
+                req = request_stop(self.runs[i].run_dir, fallback_pid=fallback)
+                how = f" and sent SIGINT to pid {req.signalled_pid}" if req.signalled_pid else ""
+                self.notify(f"Stop requested for {self.labels[i]}: wrote {req.stop_file.name}{how}.", timeout=4)
+            self._update_panels()
+
+        self.push_screen(ConfirmStop([self.labels[i] for i in idx]), done)
+
+
+def screen_text(app: App) -> str:
+    """The current screen as plain text, one line per row (for snapshots and tests)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(s.text.rstrip() for s in strips)
