@@ -155,11 +155,6 @@ class Config(BaseModel):
                 "model.tap_layer",
                 f"tap_layer {m.tap_layer} is outside [-{m.n_layers}, {m.n_layers - 1}] for n_layers = {m.n_layers}",
             )
-        if len(j.horizons) != len(j.horizon_probs):
-            raise _CrossError(
-                "jepa.horizon_probs",
-                f"{len(j.horizon_probs)} probabilities for {len(j.horizons)} horizons; give one per horizon",
-            )
         if any(h < 1 for h in j.horizons):
             raise _CrossError("jepa.horizons", f"horizons must be >= 1, got {j.horizons}")
         if len(set(j.horizons)) != len(j.horizons):
@@ -169,6 +164,11 @@ class Config(BaseModel):
             raise _CrossError(
                 "jepa.horizons",
                 f"horizon(s) {too_far} >= data.block_size {d.block_size}; every horizon must be shorter than a block",
+            )
+        if len(j.horizons) != len(j.horizon_probs):
+            raise _CrossError(
+                "jepa.horizon_probs",
+                f"{len(j.horizon_probs)} probabilities for {len(j.horizons)} horizons; give one per horizon",
             )
         if any(p < 0 for p in j.horizon_probs) or not math.isclose(sum(j.horizon_probs), 1.0, abs_tol=1e-6):
             raise _CrossError(

@@ -101,3 +101,19 @@ def test_profile_completion():
 
     assert "tiny" in complete_profile("ti") and "tiny-baseline" in complete_profile("ti")
     assert "shakespeare" not in complete_profile("ti")
+
+
+def test_train_without_profile_explains():
+    r = jepa("train", "--no-tui")
+    assert r.returncode == 2
+    assert "--profile" in r.stderr and "tiny" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_with_bad_override_is_clean():
+    r = jepa("train", "--profile", "tiny", "--set", "jepa.horizons=[2, 500]", "--no-tui")
+    assert r.returncode == 2 and "jepa.horizons" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_of_missing_run_is_clean(tmp_path):
+    r = jepa("train", "--resume", str(tmp_path / "nope"), "--no-tui")
+    assert r.returncode == 2 and "Cannot resume" in r.stderr and "Traceback" not in r.stderr
