@@ -9,8 +9,10 @@ biases are ignored. JEPA adds:
 - the lm_bridge (two d x d matmuls on every token), trained: 6 * 2d^2;
 - the heads, which run on pairs_per_seq of every T tokens (ratio r = P/T):
   online projector and predictor trained (6x), target projector forward only
-  (2x), and the InfoNCE logits, an N x N x latent matmul per batch
-  (N = batch_size * P pairs), trained: 6 * N * latent per pair;
+  (2x); the InfoNCE logits, an N x N x latent matmul per batch (N =
+  batch_size * P pairs) whose backward only reaches the predictions:
+  4 * N * latent per pair; and the anchors' covariance z_c^T z_c, trained:
+  6 * latent^2 per pair (the predictions' too when gamma_cov_pred > 0);
 - with teacher = "encoder", a forward-only pass of blocks 0..tl on every
   token: 2 * N_matmul(blocks 0..tl) + 4 * (tl+1) * d * T.
 """
@@ -41,7 +43,8 @@ def estimate_flops_per_token(cfg: Config, vocab_size: int) -> float:
     proj = d * hid + hid * lat
     pred = 2 * lat * hid + hid * lat
     n_pairs = cfg.train.batch_size * j.pairs_per_seq
-    flops += r * (6.0 * (proj + pred) + 2.0 * proj + 6.0 * n_pairs * lat)
+    n_cov = 2 if j.gamma_cov_pred else 1
+    flops += r * (6.0 * (proj + pred) + 2.0 * proj + 4.0 * n_pairs * lat + n_cov * 6.0 * lat * lat)
     if j.teacher == "encoder":
         tl = cfg.tap_index
         flops += 2.0 * (tl + 1) * _block_matmul_params(d, hidden) + 4.0 * (tl + 1) * d * T
