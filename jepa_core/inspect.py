@@ -387,8 +387,8 @@ def compute_norms(header: SafetensorsHeader, chunk: int = 1 << 22) -> None:
                 if t.dtype == "BF16":
                     # bf16 is the top half of an fp32: widen the bits, then reinterpret
                     x = (x.astype(np.uint32) << 16).view(np.float32)
-                x = x.astype(np.float64)
-                total += float(np.dot(x, x))
+                # float64 products and sum without a float64 copy (einsum casts in small buffers)
+                total += float(np.einsum("i,i->", x, x, dtype=np.float64))
             t.norm = math.sqrt(total)
             if not math.isfinite(t.norm):
                 t.nonfinite = sum(
@@ -412,7 +412,11 @@ def _widen(x, dtype: str):
 
 def _checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
     out = []
-    for p in ckpt_dir.iterdir():
+    try:
+        entries = list(ckpt_dir.iterdir())
+    except OSError as e:
+        raise CheckpointError(f"Cannot list {ckpt_dir}: {e.strerror or e}.") from None
+    for p in entries:
         m = _WEIGHTS_RE.match(p.name)
         if m and p.is_file():
             out.append((int(m.group(1)), p))
@@ -431,7 +435,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
         return path, None
     if (path / CKPT_DIR).is_dir():
         ckpt_dir = path / CKPT_DIR
-    elif (path / LATEST).exists() or any(_WEIGHTS_RE.match(p.name) for p in path.iterdir()):
+    elif (path / LATEST).exists() or _checkpoint_steps(path):
         ckpt_dir = path
     else:
         raise CheckpointError(
@@ -664,8 +668,8 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
     if m or target.name.endswith(".state.safetensors"):
         try:
             report.available_steps = [s for s, _ in _checkpoint_steps(ckpt_dir)]
-        except OSError:
-            pass
+        except CheckpointError:
+            pass  # a listing is a nicety; the file itself was readable
     if not is_jepa:
         warnings.insert(0, "not a jepa checkpoint: no jepa `format` metadata (tensors shown; nothing else is known)")
     report.warnings = warnings

@@ -401,7 +401,7 @@ def test_cli_options_config_stats_all_and_state(tmp_path, capsys, monkeypatch):
     code, out, _ = cli_fast([run / "checkpoints" / "step-00000040.state.safetensors"], capsys, monkeypatch)
     assert code == 0
     assert "AdamW step 40 · 3 groups · 12 moment tensors" in out and "backbone_decay" in out
-    assert "Mersenne Twister" in out and "position=4,096" in out
+    assert "Mersenne Twister" in out and "position=4096" in out
 
 
 JSON_KEYS = {
@@ -579,3 +579,38 @@ def test_inspect_reads_only_the_header(tmp_path):
     assert r.totals["params"] == 25_000_000 and peak < 2_000_000
     r = inspect_checkpoint(p, stats=True)  # zeros: the norm is exactly 0
     assert r.tensors[0].norm == 0.0
+
+
+# --------------------------------------------------------------------------- the trainer's own writer
+
+
+@pytest.mark.parametrize("overrides", [[], ["jepa.teacher=encoder", "model.weight_tying=false"], ["jepa.run_baseline=true"]])
+def test_checkpoint_written_by_the_trainer(tmp_path, overrides):
+    """The real writer (jepa_core.train.checkpoint) and model: the split matches the model's own parameters."""
+    ckpt = pytest.importorskip("jepa_core.train.checkpoint")
+    jepa_model = pytest.importorskip("jepa_core.model.jepa")
+    from jepa_core.config import config_to_toml, load_config
+
+    small = ["model.d_model=16", "model.n_layers=2", "model.n_heads=2", "jepa.latent_dim=8", "data.block_size=64"]
+    cfg = load_config("tiny", small + overrides)
+    torch.manual_seed(0)
+    model = jepa_model.JepaLM(cfg, 300)
+    named = dict(model.named_parameters())
+    trainable = [n for n, p in named.items() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [named[n] for n in trainable], "name": "all"}], lr=1e-3)
+    for n in trainable:  # one step so that AdamW holds moments
+        named[n].grad = torch.ones_like(named[n])
+    opt.step()
+    meta = ckpt.CheckpointMeta(config_to_toml(cfg), "tiny", 7, 7 * 64, "f" * 64, {"type": "eval", "val_bpb": 3.25}, cfg.model.weight_tying)
+    ckpt.save_checkpoint(tmp_path / "run", model, opt, meta, {"position": 7}, keep_last=2)
+
+    r = inspect_checkpoint(tmp_path / "run")
+    assert (r.step, r.metrics["val_bpb"], r.weight_tying) == (7, 3.25, cfg.model.weight_tying)
+    assert r.params["trainable"] == sum(named[n].numel() for n in trainable)
+    assert r.params["teacher"] == sum(p.numel() for n, p in named.items() if not p.requires_grad)
+    assert r.params["jepa_heads"] == sum(p.numel() for n, p in named.items() if n.startswith("jepa."))
+    assert r.params["buffers"] == 0 and r.params["other"] == 0
+    s = inspect_checkpoint(Path(r.state_file))
+    assert s.kind == "state" and s.optimizer["groups"][0]["n_params"] == len(trainable)
+    assert s.optimizer["step"] == 1 and s.optimizer["params_with_moments"] == len(trainable)
+    assert s.optimizer["moments"]["exp_avg_sq"]["elements"] == r.params["trainable"]

@@ -235,20 +235,19 @@ def _render_state(report) -> None:
         console.print("[bold]data position[/]  " + escape(_flat(report.data)))
 
 
-def _flat(value: Any, prefix: str = "") -> str:
-    if isinstance(value, dict):
-        parts = []
-        for k, v in value.items():
-            key = f"{prefix}{k}"
-            parts.append(_flat(v, key + ".") if isinstance(v, dict) else f"{key}={_short(v)}")
-        return " · ".join(p for p in parts if p) or "{}"
-    return _short(value)
+def _flat(value: Any) -> str:
+    """Top-level scalars in full; nested state (e.g. a generator's) as a size only; --json has all of it."""
+    if not isinstance(value, dict):
+        return _short(value)
+    return " · ".join(f"{k}={_short(v)}" for k, v in value.items()) or "{}"
 
 
 def _short(v: Any) -> str:
+    if isinstance(v, dict):
+        return f"{{{len(v)} fields}}"
     if isinstance(v, list):
         return f"[{len(v)} items]" if len(v) > 8 else json.dumps(v)
-    return _num(v) if isinstance(v, (int, float)) else str(v)
+    return str(v)
 
 
 def _tensor_table(report, expand: bool):
