@@ -383,10 +383,7 @@ def compute_norms(header: SafetensorsHeader, chunk: int = 1 << 22) -> None:
             flat = np.frombuffer(mm, dtype=np_dtype, count=t.params, offset=start)
             total = 0.0
             for i in range(0, t.params, chunk):
-                x = flat[i : i + chunk]
-                if t.dtype == "BF16":
-                    # bf16 is the top half of an fp32: widen the bits, then reinterpret
-                    x = (x.astype(np.uint32) << 16).view(np.float32)
+                x = _widen(flat[i : i + chunk], t.dtype)
                 # float64 products and sum without a float64 copy (einsum casts in small buffers)
                 total += float(np.einsum("i,i->", x, x, dtype=np.float64))
             t.norm = math.sqrt(total)
@@ -402,7 +399,7 @@ def compute_norms(header: SafetensorsHeader, chunk: int = 1 << 22) -> None:
 def _widen(x, dtype: str):
     import numpy as np
 
-    if dtype == "BF16":
+    if dtype == "BF16":  # bf16 is the top half of an fp32: widen the bits, then reinterpret
         return (x.astype(np.uint32) << 16).view(np.float32)
     return x
 
