@@ -6,6 +6,8 @@ Progress and warnings go to stderr, the summary tables to stdout, so
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from rich.markup import escape
@@ -35,14 +37,13 @@ def _size(n: int | None) -> str:
 def _short(path: str | Path) -> str:
     """A path relative to the cwd or with ~ for the home directory, when that is shorter."""
     p = Path(path)
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        pass
-    try:
-        return "~/" + str(p.relative_to(Path.home()))
-    except ValueError:
-        return str(p)
+    options = [str(p)]
+    if p.is_absolute():
+        with contextlib.suppress(ValueError):
+            options.append(os.path.relpath(p))
+        with contextlib.suppress(ValueError):
+            options.append("~/" + str(p.relative_to(Path.home())))
+    return min(options, key=len)
 
 
 class _StageProgress:
@@ -171,24 +172,25 @@ def run_list() -> None:
     for entry in list_prepared():
         prepared.setdefault(entry["settings"]["dataset"], []).append(entry)
 
-    table = Table(title="datasets", title_justify="left", show_lines=True)
-    table.add_column("name", style="bold cyan", no_wrap=True)
-    table.add_column("source", no_wrap=True)
-    table.add_column("size", justify="right")
+    table = Table(title="datasets", title_justify="left")
+    table.add_column("name", style="bold cyan", overflow="fold")
+    table.add_column("source")
+    table.add_column("size", justify="right", no_wrap=True)
     table.add_column("prepared")
     table.add_column("where", overflow="fold")
 
-    def prepared_cells(entries: list[dict]) -> tuple[str, str]:
+    def add(name: str, source: str, size: str, entries: list[dict], where_if_none: str) -> None:
+        # one line per prepared cache, so each "where" sits beside its own vocab and token count
         if not entries:
-            return "[dim]no[/]", ""
-        what, where = [], []
-        for e in entries:
+            table.add_row(name, source, size, "[dim]no[/]", where_if_none)
+        for i, e in enumerate(entries):
             n = e["splits"]["train"]["tokens"] + e["splits"]["val"]["tokens"]
-            lc = ", lc" if e["tokenizer"].get("lowercase") else ""
+            lc = ", lowercase" if e["tokenizer"].get("lowercase") else ""
             flag = "" if e.get("source", {}).get("verified_sha256", True) else " [yellow](sha256 mismatch, forced)[/]"
-            what.append(f"[green]yes[/] {e['vocab_size']:,}{lc}: {n:,} tok{flag}")
-            where.append(escape(_short(e["dir"])))
-        return "\n".join(what), "\n".join(where)
+            what = f"[green]yes[/]: vocab {e['vocab_size']:,}{lc}, {n:,} tokens{flag}"
+            first = i == 0
+            table.add_row(name if first else "", source if first else "", size if first else "", what, escape(_short(e["dir"])))
+        table.add_section()
 
     labels = {"mirror": "mirror", "raw-cache": "downloaded", "from": "--from", "download": "URL", "hub": "HF hub", "missing": "missing"}
     for spec in list_datasets():
@@ -200,14 +202,11 @@ def run_list() -> None:
             local = origin in ("mirror", "raw-cache", "from")
             where_lines.append(f"[dim]{escape(_short(where) if local else where)}[/]")
         size = spec.size_hint or _size(spec.train.size)
-        entries = prepared.pop(spec.name, [])
-        p, w = prepared_cells(entries)
-        table.add_row(spec.name, "\n".join(source_lines), size, p, w if entries else "\n".join(where_lines))
+        add(spec.name, "\n".join(source_lines), size, prepared.pop(spec.name, []), "\n".join(where_lines))
 
     for name, entries in sorted(prepared.items()):
         path = name.removeprefix("text:")
         size = _size(Path(path).stat().st_size) if Path(path).is_file() else ""
-        p, w = prepared_cells(entries)
-        table.add_row(escape(f"text:{_short(path)}"), "local text", size, p, w)
+        add(escape(f"text:{_short(path)}"), "local", size, entries, "")
     table.add_row("text:PATH", "local", "", "", "[dim]a .txt file or a folder of them; val = the tail data.val_fraction[/]")
     console.print(table)
