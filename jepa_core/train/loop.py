@@ -223,7 +223,7 @@ def train(
     barrier(dinfo)
     if not dinfo.is_main:
         prepared = load_prepared(cfg.data)
-    if len(prepared.train_tokens) <= cfg.data.block_size + 1:
+    if len(prepared.train_tokens) < cfg.data.block_size + 1:
         raise ConfigError(
             f"The train split of `{cfg.data.dataset}` has {len(prepared.train_tokens)} tokens, too few for one block of {cfg.data.block_size}.",
             hint="Lower data.block_size or raise data.train_fraction.",
