@@ -261,6 +261,11 @@ def train(
         fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
 
     val_set = val_batches(prepared.val_tokens, cfg.data.block_size, tc.batch_size, tc.eval_batches) if dinfo.is_main else []
+    if dinfo.is_main and not val_set:
+        raise ConfigError(
+            f"The validation split of `{cfg.data.dataset}` has {len(prepared.val_tokens)} tokens, too few for one block of {cfg.data.block_size}.",
+            hint="Lower data.block_size or raise data.val_fraction.",
+        )
     val_bytes = _val_bytes(prepared, val_set) if dinfo.is_main else 0
     eval_pairs = fixed_eval_pairs(val_set[0][0].shape[0], cfg.data.block_size, jc, jc.eval_pairs, seed=tc.seed) if (dinfo.is_main and not model.is_baseline and val_set) else None
     tokenizer = prepared.tokenizer() if dinfo.is_main else None
