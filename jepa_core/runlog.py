@@ -62,7 +62,13 @@ class MetricsTail:
         self._ident = None
         self._head = b""
 
-    def read(self) -> TailRead:
+    @property
+    def pending(self) -> int:
+        """Bytes known to be in the file but not read yet (as of the last read)."""
+        return max(0, self.size - self._offset)
+
+    def read(self, max_bytes: int | None = None) -> TailRead:
+        """New complete lines since the last call (at most about max_bytes of them)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -88,7 +94,7 @@ class MetricsTail:
                         self._restart()
                         reset = True
                 f.seek(self._offset)
-                data = f.read()
+                data = f.read(max_bytes if max_bytes else -1)
         except FileNotFoundError:
             self._restart()
             return TailRead([], True, 0)
@@ -120,6 +126,9 @@ class MetricsTail:
 # ---------------------------------------------------------------- columns
 
 
+_NAN1 = (math.nan,)
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -138,24 +147,28 @@ class Table:
     def append(self, rec: Mapping[str, Any]) -> list[str]:
         """Add a row; return the keys whose value is NaN or infinite."""
         bad: list[str] = []
-        nan = math.nan
+        cols = self.columns
+        n = self.n
         seen = 0
+        isfinite = math.isfinite
         for k, v in rec.items():
-            if not _is_number(v):
-                continue
-            col = self.columns.get(k)
+            tv = type(v)
+            if tv is not float and tv is not int:  # bool is its own type: excluded
+                if not _is_number(v):
+                    continue
+            col = cols.get(k)
             if col is None:
-                col = self.columns[k] = array("d", [nan]) * self.n
+                col = cols[k] = array("d", _NAN1) * n
             fv = float(v)
-            if not math.isfinite(fv):
+            if not isfinite(fv):
                 bad.append(k)
             col.append(fv)
             seen += 1
-        self.n += 1
-        if seen != len(self.columns):
-            for col in self.columns.values():
-                if len(col) < self.n:
-                    col.append(nan)
+        self.n = n + 1
+        if seen != len(cols):
+            for col in cols.values():
+                if len(col) <= n:
+                    col.append(math.nan)
         return bad
 
     def column(self, key: str) -> array | None:
@@ -292,19 +305,34 @@ class RunLog:
 
     # ---- ingest
 
-    def poll(self) -> bool:
-        """Read what was appended since the last call; True when anything changed."""
-        r = self.tail.read()
-        if r.reset:
-            self._reset_state()
-            self.resets += 1
-        for rec in r.records:
-            self._ingest(rec)
-        self.bad_lines += r.bad_lines
-        changed = r.reset or bool(r.records) or bool(r.bad_lines)
+    def poll(self, budget_s: float | None = None, chunk_bytes: int = 1 << 20) -> bool:
+        """Read what was appended since the last call; True when anything changed.
+
+        With `budget_s`, stop after about that many seconds even if more is
+        waiting (`behind` then says so): attaching to a long run fills in over a
+        few polls instead of freezing the caller.
+        """
+        t_end = None if budget_s is None else time.monotonic() + budget_s
+        changed = False
+        while True:
+            r = self.tail.read(chunk_bytes if t_end is not None else None)
+            if r.reset:
+                self._reset_state()
+                self.resets += 1
+            for rec in r.records:
+                self._ingest(rec)
+            self.bad_lines += r.bad_lines
+            changed |= r.reset or bool(r.records) or bool(r.bad_lines)
+            if t_end is None or not self.tail.pending or time.monotonic() > t_end:
+                break
         if changed:
             self.version += 1
         return changed
+
+    @property
+    def behind(self) -> bool:
+        """True when the last poll stopped before the end of the file."""
+        return self.tail.pending > 0
 
     def _alert(self, kind: str, key: str, message: str, step: int) -> None:
         a = self.alerts.get((kind, key))
@@ -538,8 +566,14 @@ class RunSet:
     def open(cls, run_dirs: Iterable[Path], **kw: Any) -> RunSet:
         return cls([RunLog(d, **kw) for d in run_dirs])
 
-    def poll(self) -> list[RunLog]:
-        return [r for r in self.runs if r.poll()]
+    def poll(self, budget_s: float | None = None) -> list[RunLog]:
+        """Poll every run (sharing the time budget, if any); the runs that changed."""
+        each = None if budget_s is None else budget_s / max(1, len(self.runs))
+        return [r for r in self.runs if r.poll(each)]
+
+    @property
+    def behind(self) -> bool:
+        return any(r.behind for r in self.runs)
 
     def labels(self) -> list[str]:
         """Short unique labels: run names, or paths relative to the common parent when names clash."""

@@ -263,3 +263,15 @@ def test_runset_labels_stay_unique(tmp_path):
     rs = RunSet.open(dirs)
     assert rs.labels() == ["x/run", "y/run"]
     assert rs.poll() == []
+
+
+def test_poll_with_a_budget_reads_in_chunks_and_catches_up(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text("".join(_line(type="train", step=s, time=s, loss=1.0 / s) for s in range(1, 2001)))
+    run = RunLog(tmp_path)
+    assert run.poll(budget_s=0.0, chunk_bytes=4096)  # one chunk, then out of time
+    assert run.behind and 0 < run.train.n < 2000
+    while run.behind:
+        run.poll(budget_s=0.0, chunk_bytes=4096)
+    assert run.train.n == 2000 and list(run.train.column("step")) == [float(s) for s in range(1, 2001)]
+    assert run.bad_lines == 0

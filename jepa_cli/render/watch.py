@@ -33,4 +33,4 @@ def run_watch(run_dirs: list[Path]) -> None:
     live = [r for r in app.runs if r.status().state in ("running", "stopping", "waiting")]
     if live:
         names = " ".join(str(r.run_dir) for r in live)
-        console.print(f"Detached; training goes on. Re-attach with: [bold]jepa watch {names}[/]")
+        console.print(f"Detached; training goes on. Re-attach with: [bold]jepa watch {names}[/]", soft_wrap=True)

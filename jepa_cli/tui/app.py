@@ -222,7 +222,10 @@ class Dashboard(App[str]):
     # ---- data
 
     def _tick(self) -> None:
-        changed = self.runset.poll()
+        # A long file is read over several ticks so the screen stays responsive while attaching.
+        changed = self.runset.poll(budget_s=0.15)
+        if self.runset.behind:
+            self.set_timer(0.02, self._tick)
         for i, run in enumerate(self.runs):
             self._log_new(i, run)
         if changed:

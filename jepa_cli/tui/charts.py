@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from rich.style import Style
@@ -86,22 +87,70 @@ class View:
 
 
 @dataclass
+class Prepared:
+    """A series ready to draw: finite points (log10 in log scale), optional EMA, extents."""
+
+    x: np.ndarray
+    y: np.ndarray
+    smoothed: np.ndarray | None
+    latest: float  # last finite raw value, for the legend
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+
+
+@dataclass
 class Series:
     label: str
     color: str
-    x: np.ndarray
-    y: np.ndarray
-    smooth: bool
-    latest: float | None
+    data: Prepared
+
+
+# Per run, arrays derived from its columns, valid for one `RunLog.version`: a key press
+# or a second chart on the same x column reuses them; new data invalidates them.
+_DERIVED: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _memo(run: RunLog) -> dict:
+    entry = _DERIVED.get(run)
+    if entry is None or entry[0] != run.version:
+        entry = (run.version, {})
+        _DERIVED[run] = entry
+    return entry[1]
 
 
 def _column(run: RunLog, table: str, key: str) -> np.ndarray | None:
-    t = run.train if table == "train" else run.evals
-    col = t.column(key)
-    if col is None or len(col) == 0:
-        return None
-    # copy at once: a numpy view would pin the array('d') buffer and block the reader's appends
-    return np.frombuffer(col, dtype=np.float64).copy()
+    memo = _memo(run)
+    k = ("col", table, key)
+    if k not in memo:
+        t = run.train if table == "train" else run.evals
+        col = t.column(key)
+        # copy at once: a numpy view would pin the array('d') buffer and block the reader's appends
+        memo[k] = None if col is None or len(col) == 0 else np.frombuffer(col, dtype=np.float64).copy()
+    return memo[k]
+
+
+def prepare(run: RunLog, m: Metric, x_axis: str, log: bool, smooth: bool) -> Prepared | None:
+    """The finite, transformed (and smoothed) points of one metric of one run; None if nothing to draw."""
+    smooth = smooth and m.smooth
+    memo = _memo(run)
+    k = ("prep", m.table, m.key, x_axis, log, smooth)
+    if k in memo:
+        return memo[k]
+    out = None
+    y = _column(run, m.table, m.key)
+    x = _column(run, m.table, _X_COLUMN[x_axis])
+    if y is not None and x is not None:
+        fin = np.flatnonzero(np.isfinite(y))
+        if fin.size:
+            latest = float(y[fin[-1]])
+            xf, yf = finite_xy(x, y, log)
+            if xf.size:
+                sm = ema(yf, smoothing_alpha(yf.size)) if (smooth and yf.size > 2) else None
+                out = Prepared(xf, yf, sm, latest, float(xf.min()), float(xf.max()), float(yf.min()), float(yf.max()))
+    memo[k] = out
+    return out
 
 
 def metric_choices(spec: ChartSpec, n_runs: int) -> list[str]:
@@ -111,32 +160,22 @@ def metric_choices(spec: ChartSpec, n_runs: int) -> list[str]:
 
 
 def collect_series(spec: ChartSpec, runs: Sequence[RunLog], labels: Sequence[str], view: View, selection: int) -> list[Series]:
-    xkey = _X_COLUMN[view.x_axis]
+    log = view.log and spec.loggable
     out: list[Series] = []
     if len(runs) == 1 and selection == 0:
-        run = runs[0]
         for i, m in enumerate(spec.metrics):
-            y = _column(run, m.table, m.key)
-            x = _column(run, m.table, xkey)
-            if y is None or x is None or not np.isfinite(y).any():
-                continue
-            out.append(Series(m.label, METRIC_COLORS[i % len(METRIC_COLORS)], x, y, m.smooth, _last_finite(y)))
+            d = prepare(runs[0], m, view.x_axis, log, view.smooth)
+            if d is not None:
+                out.append(Series(m.label, METRIC_COLORS[i % len(METRIC_COLORS)], d))
         return out
     idx = selection - 1 if len(runs) == 1 else selection
     m = spec.metrics[idx % len(spec.metrics)]
     for j, (run, label) in enumerate(zip(runs, labels)):
-        y = _column(run, m.table, m.key)
-        x = _column(run, m.table, xkey)
-        if y is None or x is None or not np.isfinite(y).any():
-            continue
-        color = METRIC_COLORS[idx % len(METRIC_COLORS)] if len(runs) == 1 else RUN_COLORS[j % len(RUN_COLORS)]
-        out.append(Series(label, color, x, y, m.smooth, _last_finite(y)))
+        d = prepare(run, m, view.x_axis, log, view.smooth)
+        if d is not None:
+            color = METRIC_COLORS[idx % len(METRIC_COLORS)] if len(runs) == 1 else RUN_COLORS[j % len(RUN_COLORS)]
+            out.append(Series(label, color, d))
     return out
-
-
-def _last_finite(y: np.ndarray) -> float | None:
-    idx = np.flatnonzero(np.isfinite(y))
-    return float(y[idx[-1]]) if idx.size else None
 
 
 def fmt_x(v: float, axis: str) -> str:
@@ -174,25 +213,16 @@ def render_chart(
     choices = metric_choices(spec, len(runs))
     sel_label = choices[selection % len(choices)]
 
-    # transform: finite (and positive in log) points, smoothing on the finite subsequence
-    prepared: list[tuple[Series, np.ndarray, np.ndarray, np.ndarray | None]] = []
-    for s in series:
-        x, y = finite_xy(s.x, s.y, log)
-        if x.size == 0:
-            continue
-        sm = ema(y, smoothing_alpha(y.size)) if (view.smooth and s.smooth and y.size > 2) else None
-        prepared.append((s, x, y, sm))
-
     # axes
-    if prepared:
-        x0 = min(float(p[1].min()) for p in prepared)
-        x1 = max(float(p[1].max()) for p in prepared)
+    if series:
+        x0 = min(sr.data.x_lo for sr in series)
+        x1 = max(sr.data.x_hi for sr in series)
     else:
         x0, x1 = 0.0, 1.0
-    rescale = spec.rescale_others and len(prepared) > 1 and sel_label == "all"
-    if prepared:
-        basis = prepared[:1] if rescale else prepared
-        y_lo, y_hi = nice_range(min(float(p[2].min()) for p in basis), max(float(p[2].max()) for p in basis))
+    rescale = spec.rescale_others and len(series) > 1 and sel_label == "all"
+    if series:
+        basis = series[:1] if rescale else series
+        y_lo, y_hi = nice_range(min(sr.data.y_lo for sr in basis), max(sr.data.y_hi for sr in basis))
     else:
         y_lo, y_hi = 0.0, 1.0
 
@@ -207,22 +237,22 @@ def render_chart(
         geometry.plot_left, geometry.plot_width, geometry.x0, geometry.x1 = lab_w, plot_w, x0, x1
 
     canvas = Canvas(plot_w, plot_h)
-    for i, (s, x, y, sm) in enumerate(prepared):
-        yy, smm = y, sm
+    for i, sr in enumerate(series):
+        d = sr.data
+        yy, smm = d.y, d.smoothed
         if rescale and i > 0:
-            lo, hi = float(y.min()), float(y.max())
             band_lo = y_lo + 0.05 * (y_hi - y_lo)
             band_hi = y_hi - 0.05 * (y_hi - y_lo)
-            if hi > lo:
-                yy = band_lo + (y - lo) * ((band_hi - band_lo) / (hi - lo))
+            if d.y_hi > d.y_lo:
+                yy = band_lo + (d.y - d.y_lo) * ((band_hi - band_lo) / (d.y_hi - d.y_lo))
             else:
-                yy = np.full_like(y, band_hi)
+                yy = np.full_like(d.y, band_hi)
             smm = None
         if smm is not None:
-            canvas.draw(bucket(x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=s.color, dim=True))
-            canvas.draw(bucket(x, smm, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=s.color, bold=True))
+            canvas.draw(bucket(d.x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color, dim=True))
+            canvas.draw(bucket(d.x, smm, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color, bold=True))
         else:
-            canvas.draw(bucket(x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=s.color))
+            canvas.draw(bucket(d.x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color))
 
     lines: list[Text] = []
     # title line: title, modes, legend (or the hover readout)
@@ -234,18 +264,18 @@ def render_chart(
     modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
     if modes:
         head.append("[" + ",".join(modes) + "] ", Style(dim=True))
-    if hover_x is not None and prepared:
+    if hover_x is not None and series:
         head.append(f"{view.x_axis} {fmt_x(hover_x, view.x_axis)}:", Style(bold=True))
-        for s, x, y, sm in prepared:
-            j = int(np.argmin(np.abs(x - hover_x)))
-            v = (10 ** y[j]) if log else y[j]
-            head.append(f" {s.label} ", Style(color=s.color))
+        for sr in series:
+            j = int(np.argmin(np.abs(sr.data.x - hover_x)))
+            v = (10 ** sr.data.y[j]) if log else sr.data.y[j]
+            head.append(f" {sr.label} ", Style(color=sr.color))
             head.append(fmt_num(float(v)))
     else:
-        for i, (s, x, y, sm) in enumerate(prepared):
-            head.append(" ━", Style(color=s.color, bold=True))
-            head.append(f"{s.label} ", Style(color=s.color))
-            head.append(fmt_num(s.latest) + ("↕" if rescale and i > 0 else ""))
+        for i, sr in enumerate(series):
+            head.append(" ━", Style(color=sr.color, bold=True))
+            head.append(f"{sr.label} ", Style(color=sr.color))
+            head.append(fmt_num(sr.data.latest) + ("↕" if rescale and i > 0 else ""))
     lines.append(head)
 
     # plot rows with the y labels at top, middle and bottom
@@ -253,7 +283,7 @@ def render_chart(
     label_at = {0: y_labels[0], plot_h - 1: y_labels[2]}
     if plot_h >= 5:
         label_at[(plot_h - 1) // 2] = y_labels[1]
-    if not prepared:
+    if not series:
         msg = "no data yet"
         if spec.jepa_only and runs and all(r.is_baseline for r in runs):
             msg = "baseline run: no JEPA metrics"

@@ -55,13 +55,14 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
         if proc.poll() is None:
             err_console.print(
                 f"The dashboard stopped; training goes on (pid {proc.pid}, output in {run_dir / LOG_FILE}). "
-                f"Re-attach with: jepa watch {run_dir}"
+                f"Re-attach with: jepa watch {run_dir}",
+                soft_wrap=True,
             )
         raise
     rc = proc.poll()
     if rc is None:
-        console.print(f"Detached: training goes on in the background (pid {proc.pid}, output in {run_dir / LOG_FILE}).")
-        console.print(f"Re-attach with: [bold]jepa watch {run_dir}[/]   Stop it: press s there, or `touch {run_dir / 'stop'}`.")
+        console.print(f"Detached: training goes on in the background (pid {proc.pid}, output in {run_dir / LOG_FILE}).", soft_wrap=True)
+        console.print(f"Re-attach with: [bold]jepa watch {run_dir}[/]   Stop it: press s there, or `touch {run_dir / 'stop'}`.", soft_wrap=True)
         # The child outlives us by design; mark it handled so Popen does not warn at exit.
         proc.returncode = 0
         return 0
@@ -71,8 +72,8 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
     bpb = run.latest_eval().get("val_bpb")
     tail = f", val BPB {bpb:.4f}" if bpb is not None else ""
     ms = f"/{run.max_steps}" if run.max_steps else ""
-    console.print(f"Training {status} at step {run.step}{ms}{tail} (exit code {rc}). Run directory: {run_dir}")
-    console.print(f"See the charts again with: jepa watch {run_dir}")
+    console.print(f"Training {status} at step {run.step}{ms}{tail} (exit code {rc}). Run directory: {run_dir}", soft_wrap=True)
+    console.print(f"See the charts again with: jepa watch {run_dir}", soft_wrap=True)
     if rc != 0:
         lines = _tail(run_dir / LOG_FILE)
         if lines:
