@@ -1,4 +1,4 @@
-"""`jepa preflight [--profile NAME] [--json]`."""
+"""`jepa preflight [--profile NAME] [--json] [--check NAME ...]`."""
 
 from __future__ import annotations
 
@@ -15,11 +15,16 @@ def preflight(
     ] = None,
     set_: Annotated[list[str], typer.Option("--set", "-s", help="Override a key: section.key=value. Repeatable.")] = [],
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    check: Annotated[
+        list[str],
+        typer.Option("--check", "-c", help="Run only this check (repeatable): profiles, runtime, horizon_sampling, ema, rope_causality, "
+                     "grad_barrier, optimizer_coverage, forward_backward, checkpoint_roundtrip, data, memory, bf16."),
+    ] = [],
 ) -> None:
-    """Run fast correctness checks before a commit or an expensive run; exit 0 only if none failed."""
+    """Run fast correctness checks before a commit or an expensive run; exit 0 only if none failed (1 if one did)."""
     from jepa_cli.render.preflight import run_preflight
 
-    run_preflight(profile=profile, overrides=set_, json_out=json_out)
+    run_preflight(profile=profile, overrides=set_, json_out=json_out, only=check)
 
 
 def register(app: typer.Typer) -> None:

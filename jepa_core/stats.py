@@ -1,0 +1,151 @@
+"""Small-sample statistics for ablation reports: mean/std, Student-t CDF, Welch's t-test.
+
+Standard library only (scipy is not a dependency). The Student-t CDF goes
+through the regularised incomplete beta function,
+    P(|T| > t) = I_x(df/2, 1/2)  with  x = df / (df + t^2),
+evaluated by its continued fraction (modified Lentz). Working with the tail
+I_x directly rather than 1 - CDF keeps small p-values accurate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+_EPS = 1e-15
+_TINY = 1e-300
+_MAX_ITER = 500
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for I_x(a, b) (modified Lentz), valid for x < (a + 1) / (a + b + 2)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > _TINY else _TINY)
+    h = d
+    for m in range(1, _MAX_ITER + 1):
+        m2 = 2 * m
+        # even step
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > _TINY else _TINY)
+        c = 1.0 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        h *= d * c
+        # odd step
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > _TINY else _TINY)
+        c = 1.0 + aa / c
+        c = c if abs(c) > _TINY else _TINY
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < _EPS:
+            return h
+    raise ArithmeticError(f"incomplete beta continued fraction did not converge (a={a}, b={b}, x={x})")
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) for a, b > 0 and 0 <= x <= 1."""
+    if a <= 0 or b <= 0:
+        raise ValueError("betainc needs a, b > 0")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"betainc needs 0 <= x <= 1, got {x}")
+    if x == 0.0 or x == 1.0:
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(log_front)
+    # the continued fraction converges fast only on this side; use the symmetry on the other
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with df > 0 degrees of freedom (df may be fractional)."""
+    if df <= 0 or math.isnan(df):
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if math.isnan(t):
+        return math.nan
+    if math.isinf(t):
+        return 0.0
+    if math.isinf(df):
+        return math.erfc(abs(t) / math.sqrt(2.0))
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student-t cumulative distribution function P(T <= t)."""
+    tail = 0.5 * t_two_sided_p(t, df)
+    return 1.0 - tail if t >= 0 else tail
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float | None
+    std: float | None  # sample std (ddof = 1); None with fewer than 2 values
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(values: Iterable[float | None]) -> Summary:
+    """Mean and sample standard deviation of the finite values."""
+    xs = finite(values)
+    n = len(xs)
+    if n == 0:
+        return Summary(None, None, 0)
+    mean = math.fsum(xs) / n
+    if n < 2:
+        return Summary(mean, None, 1)
+    var = math.fsum((x - mean) ** 2 for x in xs) / (n - 1)
+    return Summary(mean, math.sqrt(var), n)
+
+
+@dataclass(frozen=True)
+class WelchResult:
+    diff: float  # mean(a) - mean(b)
+    t: float
+    df: float
+    p: float  # two-sided
+    n_a: int
+    n_b: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def welch_t_test(a: Iterable[float | None], b: Iterable[float | None]) -> WelchResult | None:
+    """Welch's unequal-variance t-test of mean(a) - mean(b); None when a side has < 2 finite values.
+
+    t = (ma - mb) / sqrt(va/na + vb/nb); df by Welch-Satterthwaite
+    (va/na + vb/nb)^2 / ((va/na)^2/(na-1) + (vb/nb)^2/(nb-1)).
+    With zero variance on both sides the t statistic is 0 (equal means, p = 1)
+    or infinite (p = 0), and df is taken as na + nb - 2.
+    """
+    xa, xb = finite(a), finite(b)
+    na, nb = len(xa), len(xb)
+    if na < 2 or nb < 2:
+        return None
+    sa, sb = summarize(xa), summarize(xb)
+    assert sa.mean is not None and sb.mean is not None and sa.std is not None and sb.std is not None
+    diff = sa.mean - sb.mean
+    ea, eb = sa.std**2 / na, sb.std**2 / nb
+    se2 = ea + eb
+    if se2 == 0.0:
+        df = float(na + nb - 2)
+        if diff == 0.0:
+            return WelchResult(diff, 0.0, df, 1.0, na, nb)
+        return WelchResult(diff, math.copysign(math.inf, diff), df, 0.0, na, nb)
+    t = diff / math.sqrt(se2)
+    df = se2**2 / (ea**2 / (na - 1) + eb**2 / (nb - 1))
+    return WelchResult(diff, t, df, t_two_sided_p(t, df), na, nb)

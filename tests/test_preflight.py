@@ -1,0 +1,266 @@
+"""`jepa preflight`: the checks pass on a healthy tree, and each one fails, readably, when
+the mechanism it guards is broken on purpose."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from jepa_cli.main import app
+from jepa_core import preflight as pf
+from jepa_core.config import load_config
+from jepa_core.errors import ConfigError
+
+runner = CliRunner()
+
+
+def _one(name: str, profile: str | None = None, overrides=()) -> pf.CheckResult:
+    (res,) = pf.run_preflight(profile, overrides, checks=pf.select_checks([name]))
+    return res
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def test_default_profile_passes_every_check_under_30s(mirror):
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    results = pf.run_preflight()
+    wall = time.perf_counter() - t0
+    bad = [(r.name, r.status, r.detail) for r in results if r.status != "pass"]
+    assert not bad, bad
+    assert [r.name for r in results] == pf.check_names()
+    assert wall < 30, f"preflight took {wall:.1f} s"
+    summary = pf.summarize_results(results)
+    assert summary["ok"] and summary["passed"] == len(pf.CHECKS) and summary["failed"] == 0
+
+
+# --------------------------------------------------------------------------- broken on purpose
+
+
+def test_noncausal_attention_fails_rope_causality(monkeypatch):
+    import jepa_core.model.transformer as tr
+
+    real = tr.F.scaled_dot_product_attention
+
+    def leaky(q, k, v, is_causal=False, **kw):
+        return real(q, k, v, is_causal=False, **kw)  # every position sees the future
+
+    monkeypatch.setattr(tr.F, "scaled_dot_product_attention", leaky)
+    r = _one("rope_causality")
+    assert r.status == "fail"
+    assert "attention sees the future" in r.detail and "position 0" in r.detail
+
+
+def test_missing_detach_fails_grad_barrier(monkeypatch):
+    from jepa_core.model.transformer import DecoderOnlyTransformer
+
+    init = DecoderOnlyTransformer.__init__
+
+    def no_barrier(self, *a, **kw):
+        init(self, *a, **kw)
+        self.grad_barrier = False  # the config asks for a barrier; the model ignores it
+
+    monkeypatch.setattr(DecoderOnlyTransformer, "__init__", no_barrier)
+    r = _one("grad_barrier")
+    assert r.status == "fail"
+    assert "still reaches blocks 0.." in r.detail and "transformer.blocks.0." in r.detail
+
+
+def test_wrong_ema_direction_fails_ema(monkeypatch):
+    from jepa_core.model import JepaLM
+
+    @torch.no_grad()
+    def swapped(self, momentum):  # t = (1-m) t + m o: the classic swapped-momentum bug
+        for t, o in zip(self.teacher_parameters(), self._online_for_teacher()):
+            t.mul_(1 - momentum).add_(o, alpha=momentum)
+
+    monkeypatch.setattr(JepaLM, "update_teacher", swapped)
+    r = _one("ema")
+    assert r.status == "fail"
+    assert "differs from o + m^n (t0 - o)" in r.detail
+
+
+def test_forgotten_parameter_fails_optimizer_coverage(monkeypatch):
+    import jepa_core.model as model_pkg
+
+    real = model_pkg.build_param_groups
+
+    def drop_one(model, ocfg):
+        groups = real(model, ocfg)
+        groups[2]["params"] = groups[2]["params"][1:]  # lose a norm gain
+        return groups
+
+    monkeypatch.setattr(model_pkg, "build_param_groups", drop_one)
+    r = _one("optimizer_coverage")
+    assert r.status == "fail"
+    assert "is in no optimizer group" in r.detail
+
+
+def test_uniform_horizons_fail_sampling_statistics(monkeypatch):
+    import jepa_core.model as model_pkg
+
+    real = model_pkg.sample_anchor_target_pairs
+
+    def ignores_probs(B, T, horizons, probs, P, device, generator=None):
+        return real(B, T, horizons, [1 / len(horizons)] * len(horizons), P, device, generator)
+
+    monkeypatch.setattr(model_pkg, "sample_anchor_target_pairs", ignores_probs)
+    r = _one("horizon_sampling")
+    assert r.status == "fail"
+    assert "horizon 2:" in r.detail and "expected 0.5" in r.detail
+
+
+def test_lossy_checkpoint_fails_roundtrip(monkeypatch):
+    import jepa_core.train.checkpoint as ck
+
+    real = ck.model_tensors
+
+    def half(model):  # a writer that silently stores bf16-rounded weights
+        return {k: v.to(torch.bfloat16).to(v.dtype) if v.is_floating_point() else v for k, v in real(model).items()}
+
+    monkeypatch.setattr(ck, "model_tensors", half)
+    r = _one("checkpoint_roundtrip")
+    assert r.status == "fail"
+    assert "not bit-identical" in r.detail
+
+
+def test_exception_in_one_check_is_its_failure_only():
+    def boom(ctx):
+        raise RuntimeError("kaboom")
+
+    checks = [pf.Check("boom", "raises", boom), *pf.select_checks(["ema"])]
+    results = pf.run_preflight(None, checks=checks)
+    assert [(r.name, r.status) for r in results] == [("boom", "fail"), ("ema", "pass")]
+    assert results[0].detail == "RuntimeError: kaboom"
+
+
+def test_skip_is_reported_with_reason():
+    def not_here(ctx):
+        raise pf.Skip("needs a GPU")
+
+    (r,) = pf.run_preflight(None, checks=[pf.Check("gpu_only", "x", not_here)])
+    assert (r.status, r.detail) == ("skip", "needs a GPU")
+
+
+def test_fault_injection_env(monkeypatch):
+    monkeypatch.setenv(pf.FAULT_ENV, "ema")
+    r = _one("ema")
+    assert r.status == "fail" and "injected fault" in r.detail
+    monkeypatch.setenv(pf.FAULT_ENV, "emma")
+    with pytest.raises(ConfigError, match="emma"):
+        _one("ema")
+
+
+def test_bad_profile_is_a_config_error():
+    with pytest.raises(ConfigError, match="No profile named"):
+        pf.run_preflight("no-such-profile")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_data_preparable_from_mirror(mirror):
+    r = _one("data")
+    assert r.status == "pass" and "mirror" in r.detail and "nothing was downloaded" in r.detail
+
+
+def test_data_wikitext2_offline_fails_with_reason(monkeypatch, tmp_path):
+    monkeypatch.setenv("JEPA_DATA_MIRROR", str(tmp_path))  # an empty mirror
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = _one("data", "wikitext2")
+    assert r.status == "fail"
+    assert "wikitext-2/train.txt" in r.detail and "HF_HUB_OFFLINE" in r.detail and "--from" in r.detail
+
+
+def test_data_missing_text_file_fails(tmp_path):
+    r = _one("data", "tiny", [f'data.dataset="text:{tmp_path / "nope.txt"}"'])
+    assert r.status == "fail" and "nope.txt" in r.detail
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_estimate_formula_by_hand():
+    cfg = load_config("tiny", ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.tap_layer=-1", "jepa.latent_dim=16",
+                               "data.vocab_size=300", "data.block_size=40", "train.batch_size=3", "jepa.pairs_per_seq=4"])
+    est = pf.estimate_memory(cfg)
+    from jepa_core.model import JepaLM
+
+    m = JepaLM(cfg, 300)
+    total = sum(p.numel() for p in m.parameters())
+    teacher = sum(p.numel() for p in m.teacher_parameters())
+    assert est.params_total == total and est.params_trainable == total - teacher
+    assert (est.weights, est.grads, est.optimizer) == (4 * total, 4 * (total - teacher), 8 * (total - teacher))
+    # SwiGLU width: ceil(8/3 * 32) = 86 -> rounded up to 128 (ff_round 64)
+    h, d, L, T, V, a = 128, 32, 2, 40, 300, 4
+    per_token = L * (10 * d + 4 * h) * a + d * a + V * (a + 12) + 4 * d * a
+    assert est.activations_per_seq == T * per_token == 40 * 12_096
+    assert est.activations_per_batch_extra == 12 * (3 * 4) ** 2
+    assert est.total == est.static + 3 * est.activations_per_seq + 12 * 144
+    bf = pf.estimate_memory(cfg, precision="bf16")
+    assert bf.activations_per_seq == T * (L * (10 * d + 4 * h) * 2 + d * 2 + V * 14 + 4 * d * 2)
+
+
+def test_memory_verdict_suggests_a_batch_that_fits():
+    cfg = load_config("tiny")
+    est = pf.estimate_memory(cfg)
+    capacity = int((est.static + 5.5 * est.activations_per_seq) / pf.MEMORY_BUDGET_FRACTION)
+    fits, detail = pf.memory_verdict(est, cfg, capacity, "test memory")
+    assert not fits
+    b = est.max_batch_size(pf.MEMORY_BUDGET_FRACTION * capacity)
+    assert b == 5  # 5.5 sequences' worth of activations minus the small pair term
+    assert f"train.batch_size={b}" in detail and f"grad_accum_steps={math.ceil(32 / b)}" in detail
+    fits, detail = pf.memory_verdict(est, cfg, 10 * est.total, "test memory")
+    assert fits and "of" in detail
+    fits, detail = pf.memory_verdict(est, cfg, est.static // 2, "test memory")
+    assert not fits and "weights and optimizer alone" in detail
+
+
+# --------------------------------------------------------------------------- reduced models
+
+
+def test_reduce_config_caps_big_profiles():
+    cfg = load_config("gpt2-small")
+    small, notes = pf.reduce_config(cfg)
+    assert (small.model.d_model, small.model.n_layers, small.data.block_size, small.jepa.latent_dim) == (128, 4, 128, 64)
+    assert 0 <= small.tap_index < 4 and (small.model.d_model // small.model.n_heads) % 2 == 0
+    assert any("d_model 768->128" in n for n in notes) and any("block_size 1024->128" in n for n in notes)
+    tiny = load_config("tiny")
+    same, notes = pf.reduce_config(tiny)
+    assert same.model == tiny.model and same.data == tiny.data and notes == ["batch 32->4"]
+
+
+def test_forward_backward_on_baseline_profile():
+    r = _one("forward_backward", "tiny-baseline")
+    assert r.status == "pass" and "(baseline)" in r.detail
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_json_and_exit_codes(monkeypatch):
+    res = runner.invoke(app, ["preflight", "--json", "-c", "ema", "-c", "profiles"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [c["name"] for c in doc["checks"]] == ["profiles", "ema"]
+    assert doc["summary"]["ok"] is True and all(c["status"] == "pass" for c in doc["checks"])
+    assert set(doc["checks"][0]) == {"name", "status", "seconds", "detail"}
+
+    monkeypatch.setenv(pf.FAULT_ENV, "ema")
+    res = runner.invoke(app, ["preflight", "-c", "ema", "-c", "profiles"], env={"COLUMNS": "160"})
+    assert res.exit_code == 1
+    assert "injected fault" in res.stdout and "1 check(s) failed" in res.stdout
+
+
+def test_cli_bad_profile_exit_2():
+    from tests.test_cli import jepa
+
+    r = jepa("preflight", "--profile", "no-such-profile", "-c", "ema")
+    assert r.returncode == 2
+    assert "No profile named" in r.stderr and "Traceback" not in r.stderr + r.stdout
