@@ -243,3 +243,59 @@ async def test_dashboard_exits_when_its_child_training_ends(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: not app.is_running or app.return_value is not None, timeout=10)
     assert app.return_value == "ended" and app.child_returncode == 3
+
+
+@async_test
+async def test_mouse_hover_reads_values_and_click_focuses(tmp_path):
+    run = write_fake_run(tmp_path / "r", steps=100)
+    app = Dashboard([run], poll_interval=POLL)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.runs[0].train.n == 10)
+        cov = _chart(app, "covariance")
+        await pilot.click("#chart-covariance", offset=(cov.geometry.plot_left + 1, 3))
+        assert app.focused is cov
+        # the left edge of the plot is step 10: the readout names the step and the value there
+        await pilot.hover("#chart-covariance", offset=(cov.geometry.plot_left, 3))
+        head = _chart_text(app, "covariance").splitlines()[0]
+        first = float(app.runs[0].train.column("cov_loss")[0])
+        assert "step 10:" in head
+        from jepa_cli.tui.plot import fmt_num
+
+        assert f"cov_loss {fmt_num(first)}" in head
+
+
+@async_test
+async def test_stale_run_is_marked(tmp_path):
+    run = write_fake_run(tmp_path / "r", steps=100, finished=False)
+    app = Dashboard([run], poll_interval=POLL, clock=lambda: time.time() + 3600)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: "STALE" in screen_text(app))
+        assert "no new metrics for 60m0" in screen_text(app)
+
+
+@async_test
+async def test_redraws_are_throttled_to_the_poll_interval(tmp_path, monkeypatch):
+    """A trainer writing 100 lines a second does not make the charts redraw 100 times a second."""
+    import jepa_cli.tui.charts as charts
+
+    calls = []
+    real = charts.render_chart
+    monkeypatch.setattr(charts, "render_chart", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run = tmp_path / "fast"
+    _start(run, max_steps=100_000)
+    rng = random.Random(0)
+    app = Dashboard([run], poll_interval=0.25)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        calls.clear()
+        t0 = time.monotonic()
+        step = 0
+        while time.monotonic() - t0 < 1.0:
+            step += 1
+            _write(run / "metrics.jsonl", [train_record(step, rng, 100_000)])
+            await pilot.pause(0.01)
+        elapsed = time.monotonic() - t0
+        await wait_for(pilot, lambda: app.runs[0].train.n == step)
+    assert step > 30
+    # at most one redraw of each of the 4 charts per poll (+1 poll of slack at each end)
+    assert len(calls) <= 4 * (elapsed / 0.25 + 2), (len(calls), elapsed)

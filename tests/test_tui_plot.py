@@ -116,6 +116,6 @@ def test_nice_range_and_formats():
     lo, hi = nice_range(2.0, 2.0)
     assert lo < 2.0 < hi
     assert nice_range(float("nan"), 1.0) == (0.0, 1.0)
-    assert fmt_num(2.4567) == "2.46" and fmt_num(12345) == "12.3k" and fmt_num(2_460_000) == "2.46M"
+    assert fmt_num(2.4567) == "2.46" and fmt_num(12345) == "12.3k" and fmt_num(3000) == "3k" and fmt_num(999) == "999" and fmt_num(2_460_000) == "2.46M"
     assert fmt_num(3e-4) == "3e-4" and fmt_num(-1.234e-5) == "-1.23e-5" and fmt_num(None) == "–" and fmt_num(float("nan")) == "nan"
     assert fmt_duration(59.6) == "1:00" and fmt_duration(3725) == "1:02:05" and fmt_duration(None) == "–"

@@ -265,7 +265,10 @@ def render_chart(
     if modes:
         head.append("[" + ",".join(modes) + "] ", Style(dim=True))
     if hover_x is not None and series:
-        head.append(f"{view.x_axis} {fmt_x(hover_x, view.x_axis)}:", Style(bold=True))
+        # name the x of the nearest logged point, not the pixel's fractional x
+        d0 = series[0].data
+        snap = float(d0.x[int(np.argmin(np.abs(d0.x - hover_x)))])
+        head.append(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))
         for sr in series:
             j = int(np.argmin(np.abs(sr.data.x - hover_x)))
             v = (10 ** sr.data.y[j]) if log else sr.data.y[j]

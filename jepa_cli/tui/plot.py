@@ -221,7 +221,7 @@ def fmt_num(v: float | None, digits: int = 3) -> str:
     if not math.isfinite(v):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     a = abs(v)
-    if a >= 1e4:
+    if a >= 1e3:  # 3e+03 reads badly on an axis: 3k
         for div, suf in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
             if a >= div:
                 return f"{v / div:.{digits}g}{suf}"
