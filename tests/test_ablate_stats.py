@@ -1,0 +1,113 @@
+"""Student-t CDF and Welch's t-test against closed forms and independent numerics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from jepa_core.stats import betainc, summarize, t_cdf, t_two_sided_p, welch_t_test
+
+TS = [-30.0, -4.0, -1.5, -0.3, 0.0, 0.2, 0.9, 2.0, 5.0, 50.0]
+
+
+@pytest.mark.parametrize("t", TS)
+def test_t_cdf_df1_is_cauchy(t):
+    assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-13)
+
+
+@pytest.mark.parametrize("t", TS)
+def test_t_cdf_df2_closed_form(t):
+    assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-13)
+
+
+@pytest.mark.parametrize("t", TS)
+def test_t_cdf_df3_closed_form(t):
+    x = t / math.sqrt(3)
+    ref = 0.5 + (math.atan(x) + x / (1 + x * x)) / math.pi
+    assert t_cdf(t, 3) == pytest.approx(ref, abs=1e-13)
+
+
+@pytest.mark.parametrize("t", TS)
+def test_t_cdf_df4_closed_form(t):
+    u = 1 + t * t / 4
+    ref = 0.5 + 0.375 * (t / math.sqrt(u)) * (1 - t * t / (12 * u))
+    assert t_cdf(t, 4) == pytest.approx(ref, abs=1e-13)
+
+
+def _t_pdf(x: float, df: float) -> float:
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    return c * (1 + x * x / df) ** (-(df + 1) / 2)
+
+
+@pytest.mark.parametrize("df", [1.7, 2.5, 5.3, 11.0])
+@pytest.mark.parametrize("t", [0.5, 1.3, 2.8])
+def test_t_cdf_fractional_df_matches_simpson_integral(df, t):
+    # P(0 < T < t) by composite Simpson's rule on the density, in float64
+    n = 2000
+    h = t / n
+    s = _t_pdf(0, df) + _t_pdf(t, df) + sum((4 if i % 2 else 2) * _t_pdf(i * h, df) for i in range(1, n))
+    assert t_cdf(t, df) == pytest.approx(0.5 + s * h / 3, abs=1e-10)
+
+
+def test_large_df_approaches_normal():
+    for t in (0.5, 1.96, 3.0):
+        assert t_two_sided_p(t, 1e7) == pytest.approx(math.erfc(t / math.sqrt(2)), rel=1e-5)
+        assert t_two_sided_p(t, math.inf) == math.erfc(t / math.sqrt(2))
+
+
+def test_tiny_p_values_keep_precision():
+    # df = 1: P(|T| > t) = 1 - 2 atan(t)/pi = 2 atan(1/t)/pi, exact for large t without cancellation
+    t = 1e6
+    assert t_two_sided_p(t, 1) == pytest.approx(2 * math.atan(1 / t) / math.pi, rel=1e-9)
+
+
+def test_betainc_identities():
+    for x in (0.0, 0.1, 0.5, 0.93, 1.0):
+        assert betainc(1, 1, x) == pytest.approx(x, abs=1e-14)
+        assert betainc(3.5, 1, x) == pytest.approx(x**3.5, abs=1e-14)
+        assert betainc(2.2, 1.3, x) == pytest.approx(1 - betainc(1.3, 2.2, 1 - x), abs=1e-13)
+    assert betainc(7.0, 7.0, 0.5) == pytest.approx(0.5, abs=1e-14)
+    with pytest.raises(ValueError):
+        betainc(0, 1, 0.5)
+
+
+def test_welch_by_hand_integer_df():
+    # means 2 and 5, variances 1 and 1, n = 3: t = -3 / sqrt(2/3), df = (2/3)^2 / (2 * (1/3)^2 / 2) = 4
+    r = welch_t_test([1, 2, 3], [4, 5, 6])
+    assert r is not None
+    assert r.diff == -3.0 and r.n_a == 3 and r.n_b == 3
+    assert r.t == pytest.approx(-3 / math.sqrt(2 / 3), rel=1e-14)
+    assert r.df == pytest.approx(4.0, rel=1e-14)
+    t = abs(r.t)
+    u = 1 + t * t / 4
+    cdf4 = 0.5 + 0.375 * (t / math.sqrt(u)) * (1 - t * t / (12 * u))
+    assert r.p == pytest.approx(2 * (1 - cdf4), rel=1e-10)
+
+
+def test_welch_unequal_variances():
+    a, b = [10.0, 12.0], [1.0, 2.0, 6.0]
+    # var a = 2, var b = 7; se^2 = 1 + 7/3 = 10/3; df = (10/3)^2 / (1/1 + (7/3)^2/2) = (100/9) / (1 + 49/18)
+    r = welch_t_test(a, b)
+    assert r is not None
+    assert r.t == pytest.approx((11 - 3) / math.sqrt(10 / 3), rel=1e-14)
+    assert r.df == pytest.approx((100 / 9) / (1 + 49 / 18), rel=1e-14)
+    assert 0 < r.p < 0.1
+    swapped = welch_t_test(b, a)
+    assert swapped.t == pytest.approx(-r.t) and swapped.p == pytest.approx(r.p)
+
+
+def test_welch_edge_cases():
+    assert welch_t_test([1.0], [2.0, 3.0]) is None  # one seed: no variance, no test
+    assert welch_t_test([1.0, float("nan")], [2.0, 3.0]) is None  # non-finite values are dropped
+    same = welch_t_test([2.0, 2.0], [2.0, 2.0])
+    assert same.p == 1.0 and same.t == 0.0
+    apart = welch_t_test([3.0, 3.0], [2.0, 2.0])
+    assert apart.p == 0.0 and apart.t == math.inf
+
+
+def test_summarize():
+    s = summarize([1.0, 2.0, 4.0, None, float("inf")])
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3)
+    assert s.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert summarize([5.0]).std is None and summarize([]).mean is None
