@@ -233,6 +233,10 @@ async def test_layout_switches_between_compact_and_large(tmp_path):
         await pilot.pause(0.1)
         assert not app.screen.has_class("-compact")
         assert "latest eval" in screen_text(app)
+        for w, h in ((40, 10), (20, 6), (200, 60)):  # odd sizes must not crash
+            await pilot.resize_terminal(w, h)
+            await pilot.pause(0.1)
+            assert app.is_running and screen_text(app)
 
 
 @async_test
