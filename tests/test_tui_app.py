@@ -303,3 +303,18 @@ async def test_redraws_are_throttled_to_the_poll_interval(tmp_path, monkeypatch)
     assert step > 30
     # at most one redraw of each of the 4 charts per poll (+1 poll of slack at each end)
     assert len(calls) <= 4 * (elapsed / 0.25 + 2), (len(calls), elapsed)
+
+
+@async_test
+async def test_truncated_file_starts_over(tmp_path):
+    run = write_fake_run(tmp_path / "r", steps=200)
+    app = Dashboard([run], poll_interval=POLL)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: "FINISHED" in screen_text(app))
+        # the file is rewritten from scratch (a new run in the same directory)
+        _start(run, max_steps=50)
+        _write(run / "metrics.jsonl", [train_record(s, random.Random(1), 50) for s in (10, 20)])
+        await wait_for(pilot, lambda: "step 20/50" in screen_text(app))
+        assert "RUNNING" in screen_text(app) and "FINISHED" not in screen_text(app)
+        assert app.runs[0].train.n == 2 and app.runs[0].resets == 1
+        assert "run_end" not in screen_text(app)  # the log pane was rewritten too
