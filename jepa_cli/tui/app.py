@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Grid, Horizontal, Vertical
+from textual.containers import Container, Grid, Horizontal, Vertical, VerticalScroll
 from textual.events import Resize
 from textual.geometry import Size
 from textual.screen import ModalScreen
@@ -33,34 +33,29 @@ COMPACT_WIDTH = 120
 COMPACT_HEIGHT = 36
 
 HELP_TEXT = """\
-[b]jepa dashboard[/b]
-
-  [b]?[/b]      this help                  [b]q[/b]      detach (training goes on)
-  [b]s[/b]      stop training (asks first)  [b]x[/b]      x axis: step → tokens → time
-  [b]m[/b]      smoothing: EMA over a faint raw line
-  [b]l[/b]      log scale for the loss, variance and covariance charts
-  [b]tab[/b]    focus the next chart / the log   [b]c[/b]  on a chart: cycle its metric
-  mouse  click to focus; hover a chart to read values
-
+[b]keys[/b]
+  [b]?[/b]      help                 [b]q[/b]  detach: training goes on
+  [b]s[/b]      stop training (asks) [b]x[/b]  x axis: step / tokens / time
+  [b]m[/b]      EMA smoothing        [b]l[/b]  log scale on loss charts
+  [b]tab[/b]    next chart / log     [b]c[/b]  cycle the focused chart's metric
+  [b]mouse[/b]  click to focus, hover a chart to read its values
 [b]charts[/b]
-  loss          total, LM, JEPA (train) and val (eval)
-  variance      std_anchor, std_pred (mean per-dim std of z), var_loss
-  covariance    cov_loss (off-diagonal covariance of z)
-  EMA momentum  teacher momentum; LR and lm_weight (↕) rescaled onto its axis
-  Several runs: one colour per run, one metric per chart (focus it, press c).
-
-[b]status[/b]  running · stopping · stale (no new metrics for a while, or the trainer
-  process is gone without run_end) · finished · interrupted · diverged · failed
-  Re-attach any time: [b]jepa watch RUN_DIR[/b]
-
-[dim]press escape, ? or q to close[/dim]"""
+  loss          total, lm, jepa (train) and val (eval)
+  variance      std_anchor, std_pred (per-dim std of z), var_loss
+  covariance    cov_loss
+  EMA momentum  the teacher's; LR and lm_w rescaled onto its axis (↕)
+  several runs: one colour per run, one metric per chart (c)
+[b]status[/b]  running, stopping, stale (quiet, or trainer gone),
+        finished, interrupted, diverged, failed
+re-attach any time: [b]jepa watch RUN_DIR[/b]     [dim]escape ? q: close[/dim]"""
 
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Static { width: auto; max-width: 90%; height: auto; max-height: 90%;
-                          border: round $accent; padding: 0 1; background: $surface; }
+    HelpScreen > VerticalScroll { width: auto; max-width: 95%; height: auto; max-height: 95%;
+                                  border: round $accent; padding: 0 1; background: $surface; }
+    HelpScreen Static { width: auto; }
     """
     BINDINGS = [
         Binding("escape", "close", "close"),
@@ -69,7 +64,9 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP_TEXT, id="help-text")
+        with VerticalScroll() as box:
+            box.border_title = "jepa dashboard"
+            yield Static(HELP_TEXT, id="help-text")
 
     def action_close(self) -> None:
         self.dismiss(None)
