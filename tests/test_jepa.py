@@ -268,6 +268,30 @@ def test_targets_come_from_the_teacher(teacher):
     torch.testing.assert_close(z_t2, expect, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tap_layer", [0, 2])
+def test_encoder_teacher_at_target_rows_equals_full_pass(tap_layer):
+    """The training path computes the tap block only at the targets; same values."""
+    torch.manual_seed(11)
+    model = JepaLM(small_cfg(model={"tap_layer": tap_layer}, jepa={"teacher": "encoder"}), V)
+    with torch.no_grad():  # a teacher that differs from the online net
+        for p in model.teacher_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    idx = torch.randint(0, V, (3, 32))
+    pairs = model.sample_pairs(3, 32, "cpu", torch.Generator().manual_seed(2))
+    _, h_tap = model.transformer(idx)
+    full = model.jepa_latents(idx, h_tap, pairs)
+    rows = model.jepa_latents(idx, h_tap, pairs, per_seq=4)
+    torch.testing.assert_close(rows[2], full[2], atol=1e-5, rtol=1e-5)
+    enc = model.teacher.encoder
+    pos = pairs.tpos.view(3, 4)
+    expect = enc(idx).gather(1, pos[:, :, None].expand(3, 4, 32))
+    torch.testing.assert_close(enc(idx, pos), expect, atol=1e-5, rtol=1e-5)
+    # the forward pass (which samples its own pairs) takes that path and agrees too
+    out_rows = model(idx, idx, generator=torch.Generator().manual_seed(2))
+    out_full = model(idx, idx, pairs=pairs)
+    assert out_rows.jepa_loss.item() == pytest.approx(out_full.jepa_loss.item(), rel=1e-5)
+
+
 def test_teacher_never_uses_dropout():
     model = JepaLM(small_cfg(model={"dropout": 0.5}, jepa={"teacher": "encoder", "head_dropout": 0.5}), V)
     model.train()

@@ -13,8 +13,11 @@ biases are ignored. JEPA adds:
   batch_size * P pairs) whose backward only reaches the predictions:
   4 * N * latent per pair; and the anchors' covariance z_c^T z_c, trained:
   6 * latent^2 per pair (the predictions' too when gamma_cov_pred > 0);
-- with teacher = "encoder", a forward-only pass of blocks 0..tl on every
-  token: 2 * N_matmul(blocks 0..tl) + 4 * (tl+1) * d * T.
+- with teacher = "encoder", a forward-only pass of blocks 0..tl-1 on every
+  token, 2 * N_matmul(blocks 0..tl-1) + 4 * tl * d * T, and of block tl at the
+  target rows only: keys/values on every token (2 * 2d^2), queries, output
+  projection and MLP on P of T tokens, attention of P queries over T keys
+  (4 * r * T * d).
 """
 
 from __future__ import annotations
@@ -47,5 +50,6 @@ def estimate_flops_per_token(cfg: Config, vocab_size: int) -> float:
     flops += r * (6.0 * (proj + pred) + 2.0 * proj + 4.0 * n_pairs * lat + n_cov * 6.0 * lat * lat)
     if j.teacher == "encoder":
         tl = cfg.tap_index
-        flops += 2.0 * (tl + 1) * _block_matmul_params(d, hidden) + 4.0 * (tl + 1) * d * T
+        flops += 2.0 * tl * _block_matmul_params(d, hidden) + 4.0 * tl * d * T
+        flops += 2.0 * 2 * d * d + r * 2.0 * (_block_matmul_params(d, hidden) - 2 * d * d) + 4.0 * r * T * d
     return flops

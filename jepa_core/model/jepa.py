@@ -314,19 +314,28 @@ class JepaLM(nn.Module):
         )
 
     def jepa_latents(
-        self, idx: torch.Tensor, h_tap: torch.Tensor, pairs: Pairs
+        self, idx: torch.Tensor, h_tap: torch.Tensor, pairs: Pairs, per_seq: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(z_anchor, z_pred, z_target) for the pairs; z_target carries no gradient."""
+        """(z_anchor, z_pred, z_target) for the pairs; z_target carries no gradient.
+
+        `per_seq` = P promises the layout of sampled pairs (pairs.b ==
+        arange(B).repeat_interleave(P)); the encoder teacher then computes its
+        last block only at the target positions.
+        """
         z_a = self.jepa.online_proj(h_tap[pairs.b, pairs.t])
         z_p = self.jepa.predict(z_a, pairs.k_idx)
         tpos = pairs.tpos
         with torch.no_grad():
             if self.teacher.encoder is not None:
                 # the EMA stack up to the tap, never past it, without autograd
-                h_t = self.teacher.encoder(idx)
+                if per_seq is not None:
+                    h_sel = self.teacher.encoder(idx, tpos.view(idx.shape[0], per_seq))
+                    h_sel = h_sel.reshape(-1, h_sel.shape[-1])
+                else:
+                    h_sel = self.teacher.encoder(idx)[pairs.b, tpos]
             else:
-                h_t = h_tap.detach()
-            z_t = self.teacher.target_proj(h_t[pairs.b, tpos])
+                h_sel = h_tap.detach()[pairs.b, tpos]
+            z_t = self.teacher.target_proj(h_sel)
         return z_a, z_p, z_t
 
     def jepa_objective(
@@ -369,9 +378,11 @@ class JepaLM(nn.Module):
         if self.is_baseline:
             return ModelOutput(loss=lm_loss, lm_loss=lm_loss)
         B, T = idx.shape
+        per_seq = None
         if pairs is None:
             pairs = self.sample_pairs(B, T, idx.device, generator)
-        z_a, z_p, z_t = self.jepa_latents(idx, h_tap, pairs)
+            per_seq = self.cfg.jepa.pairs_per_seq
+        z_a, z_p, z_t = self.jepa_latents(idx, h_tap, pairs, per_seq)
         jepa_loss, stats = self.jepa_objective(z_a, z_p, z_t, pairs)
         loss = lm_weight * lm_loss + self.cfg.jepa.jepa_weight * jepa_loss
         return ModelOutput(loss=loss, lm_loss=lm_loss, jepa_loss=jepa_loss, stats=stats)

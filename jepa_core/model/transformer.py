@@ -97,6 +97,14 @@ class RotaryEmbedding(nn.Module):
         self.cos = cos.to(self.cos.device)
         self.sin = sin.to(self.sin.device)
 
+    def rotate_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x of shape (B, H, P, head_dim) at the positions (B, P) (any order)."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        cos = self.cos[positions][:, None].to(dtype)  # (B, 1, P, half)
+        sin = self.sin[positions][:, None].to(dtype)
+        x1, x2 = x.to(dtype).chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate x of shape (..., T, head_dim) at positions 0..T-1."""
         T = x.shape[-2]
@@ -140,6 +148,24 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y))
 
+    def forward_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The outputs at `positions` (B, P) only: queries for those rows, keys and
+        values for the whole (causal) prefix. Equals forward(x) gathered at positions."""
+        B, T, C = x.shape
+        P = positions.shape[1]
+        w = self.qkv.weight
+        kv = F.linear(x, w[C:]).view(B, T, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = self.rope(kv[0]), kv[1]
+        x_sel = x.gather(1, positions[:, :, None].expand(B, P, C))
+        q = F.linear(x_sel, w[:C]).view(B, P, self.n_heads, self.head_dim).transpose(1, 2)
+        q = self.rope.rotate_at(q, positions)
+        # query at position p sees keys 0..p (the causal mask for arbitrary query rows)
+        mask = torch.arange(T, device=x.device)[None, None, :] <= positions[:, :, None]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None], dropout_p=self.dropout_p if self.training else 0.0
+        )
+        return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, P, C)))
+
 
 class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + swiglu(norm(x))."""
@@ -155,6 +181,14 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x))
         return x + self.mlp(self.mlp_norm(x))
+
+    def forward_at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """forward(x) gathered at positions (B, P), computing only those rows
+        (keys and values still cover the prefix)."""
+        B, P, C = positions.shape[0], positions.shape[1], x.shape[-1]
+        x_sel = x.gather(1, positions[:, :, None].expand(B, P, C))
+        x_sel = x_sel + self.attn.forward_at(self.attn_norm(x), positions)
+        return x_sel + self.mlp(self.mlp_norm(x_sel))
 
 
 def make_lm_bridge(d_model: int, eps: float, dropout: float) -> nn.Sequential:
@@ -255,8 +289,15 @@ class TapEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.tap_index + 1))
         self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Tap activations (B, T, d), or only at `positions` (B, P) -> (B, P, d).
+
+        With positions, the last block computes just those rows: the teacher's
+        targets sit at a few positions per sequence, so its MLP and queries at
+        every other position would be thrown away.
+        """
         x = self.tok_emb(idx)
-        for block in self.blocks:
-            x = block(x)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block.forward_at(x, positions) if positions is not None and i == last else block(x)
         return self.tap_norm(x) if self.tap_norm is not None else x
