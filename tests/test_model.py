@@ -102,6 +102,18 @@ def test_rope_tables_not_in_state_dict_and_follow_dtype():
     assert rope.cos.shape == (32, 8)
 
 
+def test_meta_build_then_materialise():
+    cfg = small_cfg(jepa={"teacher": "encoder"})
+    ref = JepaLM(cfg, V)
+    with torch.device("meta"):
+        model = JepaLM(cfg, V)
+    model.to_empty(device="cpu")
+    model.reset_rope_tables()
+    model.load_state_dict(ref.state_dict())
+    idx = torch.randint(0, V, (2, 32))
+    torch.testing.assert_close(model.lm_logits(idx), ref.lm_logits(idx), atol=0, rtol=0)
+
+
 def test_rmsnorm_matches_float64_reference():
     torch.manual_seed(4)
     norm = RMSNorm(10, eps=1e-5)

@@ -25,7 +25,7 @@ from torch import nn
 from ..config import Config, JepaConfig
 from .flops import estimate_flops_per_token
 from .param_groups import build_param_groups, check_param_groups
-from .transformer import DecoderOnlyTransformer, TapEncoder
+from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder
 
 __all__ = [
     "Pairs",
@@ -434,6 +434,13 @@ class JepaLM(nn.Module):
         return ids[0] if squeeze else ids
 
     # -- bookkeeping -------------------------------------------------------------------
+
+    def reset_rope_tables(self) -> None:
+        """Recompute the RoPE tables (non-persistent, so not in checkpoints): call after
+        building on the meta device and `to_empty(device=...)`, before loading weights."""
+        for mod in self.modules():
+            if isinstance(mod, RotaryEmbedding):
+                mod.reset_tables()
 
     def param_counts(self) -> dict[str, int]:
         """backbone (embedding, blocks, norms, tap norm, bridge), lm_head (untied head,
