@@ -259,8 +259,13 @@ def test_cli_json_and_exit_codes(monkeypatch):
 
 
 def test_cli_bad_profile_exit_2():
-    from tests.test_cli import jepa
+    import os
+    import subprocess
+    import sys
 
-    r = jepa("preflight", "--profile", "no-such-profile", "-c", "ema")
+    r = subprocess.run(
+        [sys.executable, "-m", "jepa_cli", "preflight", "--profile", "no-such-profile", "-c", "ema"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="120"),
+    )
     assert r.returncode == 2
     assert "No profile named" in r.stderr and "Traceback" not in r.stderr + r.stdout

@@ -1,9 +1,260 @@
-"""Rendering for `jepa ablate` (filled in by issue #7)."""
+"""Rendering for `jepa ablate`: the plan, Rich progress across runs, the report and a val BPB chart."""
 
 from __future__ import annotations
 
-from jepa_core.errors import NotBuiltYet
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from jepa_cli.console import console, err_console
+
+ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
 
 def run_ablate(profile, seeds, arms, overrides, out, resume) -> None:
-    raise NotBuiltYet("`jepa ablate` is not built yet (issue #7).")
+    from jepa_core.ablate import load_plan, plan_ablation, run_ablation
+
+    if resume is not None:
+        plan = load_plan(Path(resume))
+        if arms or overrides or out is not None:
+            err_console.print("[yellow]--resume continues the folder's own arms, seeds and overrides; --arm/--set/--out are ignored.[/]")
+    else:
+        plan = plan_ablation(profile, seeds, arms, overrides, out)
+    _print_plan(plan, resumed=resume is not None)
+    progress = AblateProgress(live=console.is_terminal)
+    try:
+        outcome = run_ablation(plan, callbacks=progress)
+    finally:
+        progress.stop()
+    rep = outcome.report
+    render_report(rep)
+    console.print(f"[dim]report: {plan.dir / 'report.md'}  {plan.dir / 'report.json'}   overlay the runs: jepa watch {plan.dir}[/]")
+    if outcome.stopped:
+        console.print(f"[yellow]ablation stopped[/]; continue it with: [bold]jepa ablate --resume {plan.dir}[/]")
+        raise typer.Exit(130)
+    if outcome.data_order_ok is False:
+        console.print("[bold red]the arms did not receive the same batches: the comparison is not fair[/]")
+        raise typer.Exit(1)
+    if outcome.failed:
+        console.print(f"[bold red]{len(outcome.failed)} run(s) failed:[/] {', '.join(outcome.failed)}; rerun them with --resume {plan.dir}")
+        raise typer.Exit(1)
+
+
+def _print_plan(plan, resumed: bool) -> None:
+    s = plan.settings
+    verb = "resuming" if resumed else "ablation"
+    console.print(f"[bold]{verb}[/] {plan.dir}  profile [cyan]{escape(plan.profile)}[/]  seeds {plan.seeds}  reference arm [bold]{plan.reference}[/]")
+    for i, a in enumerate(plan.arms):
+        colour = ARM_COLOURS[i % len(ARM_COLOURS)]
+        console.print(f"  arm [{colour}]{a.name}[/]: {escape(', '.join(a.overrides)) or '(the profile as is)'}")
+    if plan.overrides:
+        console.print(f"  every arm: {escape(', '.join(plan.overrides))}")
+    if s:
+        console.print(
+            f"  [dim]checked equal across arms: dataset {s.get('data.dataset')}, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
+            f" x {s.get('train.grad_accum_steps')}, {s.get('train.max_steps')} steps, eval every {s.get('train.eval_every')}, "
+            f"{s.get('device')} {s.get('precision')}, compile {s.get('train.compile')}[/]"
+        )
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class AblateProgress:
+    """AblationCallbacks: a Rich progress display (runs overall + steps of the current run),
+    or one log line per run when stdout is not a terminal."""
+
+    def __init__(self, live: bool):
+        self.live = live
+        self.progress = None
+        self.runs_task = None
+        self.step_task = None
+        self.total = 0
+        self.done = 0
+
+    # AblationCallbacks protocol (duck-typed: no jepa_core import at module level)
+    def on_begin(self, plan, todo) -> None:
+        self.total = len(plan.runs())
+        self.done = self.total - len(todo)
+        if not todo:
+            console.print("[dim]every run is already done; rebuilding the report[/]")
+            return
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                console=console,
+            )
+            self.progress.start()
+            self.runs_task = self.progress.add_task("[bold]runs", total=self.total, completed=self.done, info="")
+            self.step_task = self.progress.add_task("", total=plan.settings.get("train.max_steps") or 1, info="")
+
+    def on_skip(self, spec, status) -> None:
+        self._log(f"[dim]skip {spec.name}: already {status}[/]")
+
+    def on_run_start(self, spec, position, total, action) -> None:
+        if self.progress is not None:
+            self.progress.update(self.step_task, description=f"  {spec.name}", completed=0, info=action)
+        else:
+            console.print(f"[{self.done + 1}/{self.total}] {spec.name}: {action}")
+
+    def train_callbacks(self, spec):
+        from jepa_core.train.loop import TrainCallbacks
+
+        outer = self
+
+        class _Run(TrainCallbacks):
+            def on_start(self, info: dict[str, Any]) -> None:
+                if outer.progress is not None:
+                    outer.progress.update(outer.step_task, total=info["max_steps"], completed=info["start_step"])
+
+            def on_step(self, step: int, max_steps: int) -> None:
+                if outer.progress is not None:
+                    outer.progress.update(outer.step_task, completed=step)
+
+            def on_record(self, r: dict[str, Any]) -> None:
+                if r.get("type") == "eval" and outer.progress is not None:
+                    outer.progress.update(outer.step_task, info=f"val BPB {r.get('val_bpb', float('nan')):.4f}")
+
+        return _Run()
+
+    def on_run_end(self, spec, status, message) -> None:
+        self.done += 1
+        colour = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
+        if self.progress is not None:
+            self.progress.update(self.runs_task, completed=self.done)
+        self._log(f"{spec.name}: [{colour}]{status}[/]" + (f" [dim]{escape(message)}[/]" if message and status != "finished" else ""))
+
+    def _log(self, line: str) -> None:
+        (self.progress.console if self.progress is not None else console).print(line)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+# --------------------------------------------------------------------------- report
+
+
+def render_report(rep: dict[str, Any]) -> None:
+    from jepa_core.ablate import fmt_metric, fmt_p
+
+    metrics = rep["metrics"]
+    colours = {a["name"]: ARM_COLOURS[i % len(ARM_COLOURS)] for i, a in enumerate(rep["arms"])}
+
+    t = Table(title="per arm: mean ± std over seeds (finished runs)", title_justify="left")
+    t.add_column("arm", style="bold")
+    t.add_column("n", justify="right")
+    for m in metrics:
+        t.add_column(m["label"], justify="right")
+    for a in rep["arms"]:
+        cells = []
+        for m in metrics:
+            sm = a["summary"][m["key"]]
+            cells.append(fmt_metric(m["key"], sm["mean"]) + (f" ± {fmt_metric(m['key'], sm['std'])}" if sm["std"] is not None else ""))
+        t.add_row(f"[{colours[a['name']]}]{a['name']}[/]", str(a["summary"]["val_loss"]["n"]), *cells)
+    console.print(t)
+
+    if rep["comparisons"]:
+        labels = {m["key"]: m["label"] for m in metrics}
+        c = Table(title=f"difference to {rep['reference']} (Welch's t-test)", title_justify="left")
+        for col, just in (("arm", "left"), ("metric", "left"), ("diff", "right"), ("p", "right"), ("seeds", "right")):
+            c.add_column(col, justify=just)
+        for row in rep["comparisons"]:
+            p = row["p"]
+            p_s = fmt_p(p)
+            if p is not None and p < 0.05:
+                p_s = f"[bold]{p_s}[/]"
+            diff = fmt_metric(row["metric"], row["diff"]) if row["diff"] is not None else "NA"
+            if row["diff"] is not None and row["diff"] > 0 and not diff.startswith("-"):
+                diff = "+" + diff
+            c.add_row(f"[{colours[row['arm']]}]{row['arm']}[/]", labels[row["metric"]], diff, p_s, f"{row['n_arm']}/{row['n_ref']}")
+        console.print(c)
+
+    r = Table(title="runs", title_justify="left")
+    for col in ("run", "seed", "status", "step", "val loss", "val BPB", "top-1", "tok/s", "wall s"):
+        r.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for a in rep["arms"]:
+        for run in a["runs"]:
+            st = run["status"]
+            colour = {"finished": "green", "interrupted": "yellow", "pending": "dim", "incomplete": "yellow"}.get(st, "red")
+            r.add_row(
+                f"[{colours[a['name']]}]{run['name']}[/]", str(run["train_seed"]), f"[{colour}]{st}[/]", str(run["step"]),
+                fmt_metric("val_loss", run["val_loss"]), fmt_metric("val_bpb", run["val_bpb"]), fmt_metric("retrieval_top1", run["retrieval_top1"]),
+                fmt_metric("tok_per_s", run["tok_per_s"]), fmt_metric("wall_s", run["wall_s"]),
+            )
+    console.print(r)
+
+    series = {name: list(zip(c["steps"], c["mean"])) for name, c in rep["curves"].items() if c["steps"]}
+    if series:
+        console.print(Text("val BPB (mean over seeds) by step", style="bold"))
+        for line in line_chart(series, colours, width=min(72, max(30, console.width - 12)), height=12):
+            console.print(line)
+        n_points = max(len(v) for v in series.values())
+        if n_points < 3:
+            every = rep["settings"].get("train.eval_every")
+            console.print(f"[dim]only {n_points} eval point(s) per run (train.eval_every = {every}); "
+                          "lower it with --set train.eval_every=N for a curve[/]")
+
+    d = rep["data_order"]
+    if d["ok"] is True:
+        n = {s["seed_index"]: max(s["batches"].values()) for s in d["per_seed"]}
+        console.print(f"[green]data order verified[/]: every arm drew identical batches per seed ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
+    elif d["ok"] is False:
+        console.print(f"[bold red]data order MISMATCH[/]: {escape('; '.join(d['mismatches']))}")
+
+
+def line_chart(series: dict[str, list[tuple[float, float]]], colours: dict[str, str], width: int = 60, height: int = 12) -> list[Text]:
+    """A small unicode line chart: one coloured trace per series, shared axes, a legend."""
+    pts = [(x, y) for s in series.values() for x, y in s if math.isfinite(y)]
+    if not pts:
+        return []
+    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    pad = 0.05 * (y1 - y0)
+    y0, y1 = y0 - pad, y1 + pad
+    grid: list[list[tuple[str, str] | None]] = [[None] * width for _ in range(height)]
+
+    def col(x: float) -> int:
+        return 0 if x1 == x0 else round((x - x0) / (x1 - x0) * (width - 1))
+
+    def row(y: float) -> int:
+        return min(height - 1, max(0, round((y1 - y) / (y1 - y0) * (height - 1))))
+
+    for name, s in series.items():
+        s = sorted((x, y) for x, y in s if math.isfinite(y))
+        colour = colours.get(name, "white")
+        # interpolate between eval points so the trace is continuous across columns
+        for (xa, ya), (xb, yb) in zip(s, s[1:]):
+            ca, cb = col(xa), col(xb)
+            for c in range(ca, cb + 1):
+                f = 0.0 if cb == ca else (c - ca) / (cb - ca)
+                grid[row(ya + f * (yb - ya))][c] = ("·", colour)
+        for x, y in s:
+            grid[row(y)][col(x)] = ("●", colour)
+    lines = []
+    for r in range(height):
+        label = y1 - r * (y1 - y0) / (height - 1)
+        t = Text(f"{label:8.3f} │" if r in (0, height // 2, height - 1) else " " * 9 + "│", style="dim")
+        for cell in grid[r]:
+            t.append(cell[0] if cell else " ", style=cell[1] if cell else None)
+        lines.append(t)
+    axis = Text(" " * 9 + "└" + "─" * width, style="dim")
+    lines.append(axis)
+    left, right = f"step {x0:g}", f"{x1:g}"
+    lines.append(Text(" " * 10 + left + " " * max(1, width - len(left) - len(right)) + right, style="dim"))
+    legend = Text(" " * 10)
+    for name in series:
+        legend.append("● ", style=colours.get(name, "white"))
+        legend.append(f"{name}   ")
+    lines.append(legend)
+    return lines
