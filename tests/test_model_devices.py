@@ -5,6 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the machine's cores are shared with other test runs; restore the setting afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 from jepa_core.config import validate
 from jepa_core.model import JepaLM, sample_anchor_target_pairs
 
@@ -25,7 +34,6 @@ def _cfg(teacher="encoder"):
 @pytest.mark.slow
 def test_compiled_model_matches_eager():
     """No graph breaks, and the compiled forward/backward gives the eager numbers (CPU inductor)."""
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = JepaLM(_cfg(), V)
     idx = torch.randint(0, V, (4, 32))

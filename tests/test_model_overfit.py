@@ -7,6 +7,15 @@ import contextlib
 import pytest
 import torch
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the machine's cores are shared with other test runs; restore the setting afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 from jepa_core.config import validate
 from jepa_core.model import JepaLM, build_param_groups, check_param_groups, ema_momentum_at
 
@@ -57,7 +66,6 @@ def _overfit(teacher: str, precision: str, max_steps: int = 200) -> tuple[list[f
 
 @pytest.mark.parametrize("teacher", ["projector", "encoder"])
 def test_tiny_model_overfits_one_batch_fp32(teacher):
-    torch.set_num_threads(1)
     losses, model = _overfit(teacher, "fp32")
     assert losses[0] > 3.5  # starts near ln 64 = 4.16
     assert min(losses) < 0.5, f"LM loss only reached {min(losses):.3f} in {len(losses)} steps"
@@ -67,6 +75,5 @@ def test_tiny_model_overfits_one_batch_fp32(teacher):
 
 @pytest.mark.skipif(not _bf16_autocast_works(), reason="bf16 autocast is not supported on this CPU build")
 def test_tiny_model_overfits_one_batch_bf16_autocast():
-    torch.set_num_threads(1)
     losses, _ = _overfit("projector", "bf16")
     assert min(losses) < 0.5, f"LM loss only reached {min(losses):.3f} in {len(losses)} steps"
