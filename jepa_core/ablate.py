@@ -410,6 +410,7 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
     """Compare the recorded batch digests of every arm with the reference arm, seed by seed."""
     per_seed = []
     mismatches = []
+    compared = 0  # arm pairs with at least one batch in common
     for i in range(len(plan.seeds)):
         logs = {a.name: read_batch_log(plan.dir / f"{a.name}-s{i}") for a in plan.arms}
         ref = logs[plan.reference]
@@ -418,12 +419,14 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
             if name == plan.reference:
                 continue
             common = sorted(set(ref) & set(log))
+            compared += bool(common)
             bad = next((k for k in common if ref[k] != log[k]), None)
             if bad is not None:
                 mismatches.append(f"seed {i}: arm `{name}` drew a different batch {bad} than `{plan.reference}`")
         per_seed.append({"seed_index": i, "batches": counts})
-    recorded = any(n for s in per_seed for n in s["batches"].values())
-    return {"ok": (not mismatches) if recorded else None, "per_seed": per_seed, "mismatches": mismatches}
+    # None: nothing to compare yet (one arm ran, or no batches were recorded)
+    ok = False if mismatches else (True if compared else None)
+    return {"ok": ok, "compared_pairs": compared, "per_seed": per_seed, "mismatches": mismatches}
 
 
 # --------------------------------------------------------------------------- report
@@ -538,6 +541,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(f"| {a['name']} | {', '.join(a['overrides']) or '(profile)'} | {n} | " + " | ".join(cells) + " |")
     lines += ["", f"## Difference to `{rep['reference']}` (Welch's t-test, two-sided)", "", "| arm | metric | diff | p | seeds (arm/ref) |", "|---|---|---|---|---|"]
     for c in rep["comparisons"]:
+        if c["diff"] is None:
+            continue  # a metric one side lacks (retrieval and rank of a baseline)
         lines.append(f"| {c['arm']} | {labels[c['metric']]} | {fmt_metric(c['metric'], c['diff']) if c['diff'] is not None else 'NA'} | {fmt_p(c['p'])} | {c['n_arm']}/{c['n_ref']} |")
     lines += ["", "## Runs", "", "| run | arm | seed | status | step | val loss | val BPB | top-1 | tok/s |", "|---|---|---|---|---|---|---|---|---|"]
     for a in rep["arms"]:
@@ -557,7 +562,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
                 row.append(_num(c.get(st)))
             lines.append(f"| {st} | " + " | ".join(row) + " |")
     d = rep["data_order"]
-    verdict = {True: "identical batches across arms for every seed", False: "MISMATCH: " + "; ".join(d["mismatches"]), None: "not recorded"}[d["ok"]]
+    verdict = {True: "identical batches across arms for every seed", False: "MISMATCH: " + "; ".join(d["mismatches"]), None: "not compared yet"}[d["ok"]]
     lines += ["", f"Data order: {verdict}."]
     if not rep["complete"]:
         lines.append(f"\nIncomplete: some runs have not finished; continue with `jepa ablate --resume {rep['ablation_dir']}`.")
@@ -621,6 +626,9 @@ class AblationCallbacks:
     """Progress hooks for the CLI; the defaults do nothing."""
 
     def on_begin(self, plan: AblationPlan, todo: list[RunSpec]) -> None:
+        pass
+
+    def on_prepare(self, stage: str, done: int, total: int) -> None:  # data preparation, before the first run
         pass
 
     def on_skip(self, spec: RunSpec, status: str) -> None:
@@ -706,6 +714,11 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
     for spec in plan.runs():
         if spec not in todo:
             cb.on_skip(spec, plan.state[spec.name]["status"])
+    if todo:
+        from .data import ensure_prepared
+
+        # prepared once up front, so no run's wall time includes tokenizing the data
+        ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
     stopped, failed = False, []
     with _StopFlag() as flag:
         for pos, spec in enumerate(todo):

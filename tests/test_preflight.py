@@ -269,3 +269,12 @@ def test_cli_bad_profile_exit_2():
     )
     assert r.returncode == 2
     assert "No profile named" in r.stderr and "Traceback" not in r.stderr + r.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: checks the device memory, bf16 and a step on the GPU")
+def test_cuda_checks_on_gpt2_small():
+    results = pf.run_preflight("gpt2-small", ["train.device=\"cuda\""], checks=pf.select_checks(["runtime", "forward_backward", "memory", "bf16"]))
+    by = {r.name: r for r in results}
+    assert all(r.status == "pass" for r in results), [(r.name, r.detail) for r in results]
+    assert "cuda" in by["forward_backward"].detail and "memory" in by["memory"].detail

@@ -95,6 +95,10 @@ class AblateProgress:
             self.runs_task = self.progress.add_task("[bold]runs", total=self.total, completed=self.done, info="")
             self.step_task = self.progress.add_task("", total=plan.settings.get("train.max_steps") or 1, info="")
 
+    def on_prepare(self, stage, done, total) -> None:
+        if done == 0:
+            self._log(f"[dim]preparing data: {stage}...[/]")
+
     def on_skip(self, spec, status) -> None:
         self._log(f"[dim]skip {spec.name}: already {status}[/]")
 
@@ -168,6 +172,8 @@ def render_report(rep: dict[str, Any]) -> None:
         for col, just in (("arm", "left"), ("metric", "left"), ("diff", "right"), ("p", "right"), ("seeds", "right")):
             c.add_column(col, justify=just)
         for row in rep["comparisons"]:
+            if row["diff"] is None:
+                continue  # a metric one side lacks (retrieval and rank of a baseline)
             p = row["p"]
             p_s = fmt_p(p)
             if p is not None and p < 0.05:
@@ -206,7 +212,8 @@ def render_report(rep: dict[str, Any]) -> None:
     d = rep["data_order"]
     if d["ok"] is True:
         n = {s["seed_index"]: max(s["batches"].values()) for s in d["per_seed"]}
-        console.print(f"[green]data order verified[/]: every arm drew identical batches per seed ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
+        scope = "every arm drew identical batches per seed" if rep["complete"] else "the arms run so far drew identical batches"
+        console.print(f"[green]data order verified[/]: {scope} ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
     elif d["ok"] is False:
         console.print(f"[bold red]data order MISMATCH[/]: {escape('; '.join(d['mismatches']))}")
 
