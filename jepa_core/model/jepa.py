@@ -59,7 +59,9 @@ class Pairs(NamedTuple):
         return self.t + self.k
 
     def to(self, device: torch.device | str) -> "Pairs":
-        return Pairs(*(x.to(device, non_blocking=True) for x in self))
+        device = torch.device(device)
+        # non_blocking only host -> GPU: a non-blocking copy to the host could be read early
+        return Pairs(*(x.to(device, non_blocking=device.type == "cuda") for x in self))
 
 
 def sample_anchor_target_pairs(
