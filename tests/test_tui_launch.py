@@ -150,6 +150,9 @@ def test_s_then_y_stops_training_gracefully(tmp_path, trainer, monkeypatch, caps
         await _until(pilot, lambda: (run_dir / "train.pid").exists() and app.runs[0].train.n >= 2)
         await pilot.press("s")
         await pilot.press("y")
+        # this fake trainer exits 0 when stopped, so the dashboard lingers until q
+        await _until(pilot, lambda: app.child_returncode is not None)
+        await pilot.press("q")
 
     _headless(monkeypatch, stop)
     rc = train_with_dashboard([sys.executable, str(trainer), str(run_dir), "forever"], run_dir)
@@ -161,7 +164,15 @@ def test_s_then_y_stops_training_gracefully(tmp_path, trainer, monkeypatch, caps
 
 def test_finished_training_returns_zero(tmp_path, trainer, monkeypatch, capsys):
     run_dir = tmp_path / "run"
-    _headless(monkeypatch)
+
+    async def quit_when_done(app, pilot):
+        # a successful run keeps its final charts on screen until the user presses q
+        await _until(pilot, lambda: app.child_returncode is not None)
+        await pilot.pause(0.2)
+        assert app.is_running
+        await pilot.press("q")
+
+    _headless(monkeypatch, quit_when_done)
     rc = train_with_dashboard([sys.executable, str(trainer), str(run_dir), "finish"], run_dir)
     out = capsys.readouterr().out
     assert rc == 0 and "Training finished at step 20/20" in out

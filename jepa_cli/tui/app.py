@@ -148,10 +148,14 @@ class Dashboard(App[str]):
         poll_interval: float = 0.5,
         stale_after: float = 60.0,
         clock: Callable[[], float] = time.time,
+        linger_on_success: bool = False,
     ):
         super().__init__()
         self.runset = RunSet.open(run_dirs, stale_after=stale_after, clock=clock)
         self.child = child
+        # keep the final charts on screen after a successful run (until `q`);
+        # a failed run exits at once so its log tail is printed
+        self.linger_on_success = linger_on_success
         self.child_returncode: int | None = None
         self.poll_interval = poll_interval
         self.view = View()
@@ -233,7 +237,10 @@ class Dashboard(App[str]):
             if rc is not None:
                 self.child_returncode = rc
                 self.runset.poll()  # the last lines the trainer wrote before exiting
-                self.exit("ended")
+                if rc == 0 and self.linger_on_success:
+                    self.notify("Training finished. Press q to leave the dashboard.", timeout=30)
+                else:
+                    self.exit("ended")
 
     def _log_new(self, i: int, run: RunLog) -> None:
         log = self.log_pane

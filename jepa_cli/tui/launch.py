@@ -50,7 +50,7 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
     run_dir = Path(run_dir)
     proc = spawn_training(child_argv, run_dir)
     try:
-        Dashboard([run_dir], child=proc).run()
+        Dashboard([run_dir], child=proc, linger_on_success=True).run()
     except BaseException:
         if proc.poll() is None:
             err_console.print(
