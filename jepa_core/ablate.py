@@ -29,7 +29,6 @@ Reading and reporting (`run_summary`, `build_report`) only read files.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -588,38 +587,31 @@ def batch_digest(x, y) -> str:
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def record_batches(run_dir: Path) -> Iterator[None]:
-    """Log a digest of every training batch `train()` draws in this block to run_dir/batches.txt.
+class RecordingCallbacks:
+    """Train callbacks that log a digest of every training batch to run_dir/batches.txt
+    (one line "index digest"), then pass every hook on to `inner`."""
 
-    `train()` looks `TrainBatcher` up in `jepa_core.data` when it starts, so the
-    recording subclass is put there for the duration of one run (runs are
-    sequential in this process) and the lazy attribute is restored afterwards.
-    """
-    import jepa_core.data as data_pkg
-    from jepa_core.data.batching import TrainBatcher
+    def __init__(self, run_dir: Path, inner=None):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        self._log = open(Path(run_dir) / BATCH_LOG, "a", encoding="utf-8", buffering=1)
+        self._inner = inner
 
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    log = open(Path(run_dir) / BATCH_LOG, "a", encoding="utf-8", buffering=1)
+    def on_batch(self, index: int, x, y) -> None:
+        self._log.write(f"{index} {batch_digest(x, y)}\n")
+        if self._inner is not None and hasattr(self._inner, "on_batch"):
+            self._inner.on_batch(index, x, y)
 
-    class RecordingBatcher(TrainBatcher):
-        def next(self):
-            index = self.batches_drawn
-            x, y = super().next()
-            log.write(f"{index} {batch_digest(x, y)}\n")
-            return x, y
+    def __getattr__(self, name: str):
+        # on_prepare / on_start / on_step / on_record: the inner callbacks, or no-ops
+        inner = self.__dict__.get("_inner")
+        if inner is not None and hasattr(inner, name):
+            return getattr(inner, name)
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
 
-    missing = object()
-    old = data_pkg.__dict__.get("TrainBatcher", missing)
-    data_pkg.TrainBatcher = RecordingBatcher
-    try:
-        yield
-    finally:
-        if old is missing:
-            del data_pkg.TrainBatcher
-        else:
-            data_pkg.TrainBatcher = old
-        log.close()
+    def close(self) -> None:
+        self._log.close()
 
 
 class AblationCallbacks:
@@ -731,8 +723,11 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
             plan.save()
             cb.on_run_start(spec, pos, len(todo), action)
             try:
-                with record_batches(run_dir):
-                    result = train(cfg, run_dir=run_dir, resume=ref, callbacks=cb.train_callbacks(spec), handle_signals=True)
+                recorder = RecordingCallbacks(run_dir, cb.train_callbacks(spec))
+                try:
+                    result = train(cfg, run_dir=run_dir, resume=ref, callbacks=recorder, handle_signals=True)
+                finally:
+                    recorder.close()
                 status, step, message = result.status, result.step, result.message
             except JepaError as e:
                 plan.state[spec.name] = {"status": "failed", "step": 0, "message": e.message, "action": action}

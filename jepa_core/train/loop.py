@@ -56,6 +56,9 @@ class TrainCallbacks:
     def on_step(self, step: int, max_steps: int) -> None:
         pass
 
+    def on_batch(self, index: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Every training micro-batch as drawn (CPU tensors); `index` counts from 0 over the whole run."""
+
     def on_record(self, record: dict[str, Any]) -> None:  # every train/eval/event record written
         pass
 
@@ -204,6 +207,7 @@ def train(
     )
 
     cb = callbacks or TrainCallbacks()
+    on_batch = getattr(cb, "on_batch", None)  # optional hook: callers need not subclass TrainCallbacks
     t_start = time.time()
     dinfo = init_distributed(cfg.train.device)
     rt: Runtime = resolve_runtime(cfg.train.device, cfg.train.precision, dinfo.local_rank)
@@ -258,7 +262,8 @@ def train(
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+        # the only buffers are the fixed RoPE tables: nothing to re-broadcast each step
+        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     val_set = val_batches(prepared.val_tokens, cfg.data.block_size, tc.batch_size, tc.eval_batches) if dinfo.is_main else []
     if dinfo.is_main and not val_set:
@@ -414,6 +419,8 @@ def train(
             out = None
             for micro in range(accum):
                 x, y = batcher.next()
+                if on_batch is not None:
+                    on_batch((step - 1) * accum + micro, x, y)
                 if device.type == "cuda":
                     x = x.pin_memory().to(device, non_blocking=True)
                     y = y.pin_memory().to(device, non_blocking=True)
