@@ -16,38 +16,23 @@ from jepa_core import ablate as ab
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.stats import welch_t_test
 
+import train_helpers
 from train_helpers import small_text
 
 runner = CliRunner()
 
 
 def small_overrides(text: Path, *extra: str) -> list[str]:
-    """The tiny shape of tests/train_helpers.py, 4 steps, evals at 2 and 4."""
-    return [
-        f'data.dataset="text:{text}"',
-        "data.vocab_size=320",
-        "data.block_size=32",
-        "model.d_model=32",
-        "model.n_layers=2",
-        "model.n_heads=2",
-        "model.tap_layer=-1",
-        "jepa.latent_dim=16",
-        "jepa.horizons=[1, 4]",
-        "jepa.horizon_probs=[0.5, 0.5]",
-        "jepa.pairs_per_seq=2",
-        "jepa.eval_pairs=32",
-        "train.batch_size=4",
+    """The small shape of tests/train_helpers.py, 4 steps, evals at 2 and 4."""
+    return train_helpers.small_overrides(
+        text,
         "train.max_steps=4",
         "train.eval_every=2",
-        "train.eval_batches=2",
         "train.checkpoint_every=2",
         "train.sample_tokens=0",
-        'train.device="cpu"',
-        'train.precision="fp32"',
-        "log.every=1",
         "optim.warmup_steps=1",
         *extra,
-    ]
+    )
 
 
 @pytest.fixture

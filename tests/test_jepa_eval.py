@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from jepa_core.config import validate
+from model_helpers import small_cfg
 from jepa_core.model import (
     JepaLM,
     bits_per_byte,
@@ -23,14 +24,6 @@ from jepa_core.model import (
 V = 61
 
 
-def small_cfg(model=None, jepa=None, data=None, train=None):
-    raw = {
-        "model": {"d_model": 32, "n_layers": 3, "n_heads": 2, "tap_layer": -2, **(model or {})},
-        "jepa": {"latent_dim": 16, "horizons": [2, 4], "horizon_probs": [0.5, 0.5], "pairs_per_seq": 4, **(jepa or {})},
-        "data": {"block_size": 32, **(data or {})},
-        "train": {"batch_size": 32, **(train or {})},
-    }
-    return validate(raw)
 
 
 def _retrieval_reference(p, y, k_idx, horizons):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from jepa_core.config import validate
+from model_helpers import small_cfg
 from jepa_core.model import JepaLM
 from jepa_core.model.transformer import (
     CausalSelfAttention,
@@ -19,13 +19,6 @@ from jepa_core.model.transformer import (
 )
 
 
-def small_cfg(model=None, jepa=None, data=None):
-    raw = {
-        "model": {"d_model": 32, "n_layers": 3, "n_heads": 2, "tap_layer": -2, **(model or {})},
-        "jepa": {"latent_dim": 16, "horizons": [2, 4], "horizon_probs": [0.5, 0.5], "pairs_per_seq": 4, **(jepa or {})},
-        "data": {"block_size": 32, **(data or {})},
-    }
-    return validate(raw)
 
 
 V = 61

@@ -24,8 +24,9 @@ def small_text(tmp: Path, n_bytes: int = 120_000) -> Path:
     return path
 
 
-def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False, teacher: str = "projector") -> Config:
-    overrides = [
+def small_overrides(text: Path, *extra: str) -> list[str]:
+    """The small shape (d32, 2 layers, block 32, batch 4) on a local text: a run takes seconds."""
+    return [
         f'data.dataset="text:{text}"',
         "data.vocab_size=320",
         "data.block_size=32",
@@ -38,8 +39,6 @@ def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False,
         "jepa.horizon_probs=[0.5, 0.5]",
         "jepa.pairs_per_seq=2",
         "jepa.eval_pairs=32",
-        f'jepa.teacher="{teacher}"',
-        f"jepa.run_baseline={'true' if baseline else 'false'}",
         "train.batch_size=4",
         "train.max_steps=8",
         "train.eval_every=4",
@@ -48,11 +47,20 @@ def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False,
         "train.sample_tokens=8",
         'train.device="cpu"',
         'train.precision="fp32"',
-        f'train.out_dir="{out_dir}"',
         "log.every=1",
-        "optim.warmup_steps=2",
         *extra,
     ]
+
+
+def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False, teacher: str = "projector") -> Config:
+    overrides = small_overrides(
+        text,
+        f'jepa.teacher="{teacher}"',
+        f"jepa.run_baseline={'true' if baseline else 'false'}",
+        f'train.out_dir="{out_dir}"',
+        "optim.warmup_steps=2",
+        *extra,
+    )
     return load_config("tiny", overrides)
 
 
