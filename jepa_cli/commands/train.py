@@ -24,7 +24,7 @@ def train(
         typer.Option("--resume", "-r", help="`auto` (latest run of this profile) or a run directory / checkpoint path.", rich_help_panel="Run"),
     ] = None,
     run_dir: Annotated[
-        Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/<profile>-<UTC time>.", rich_help_panel="Run")
+        Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/PROFILE-UTCTIME.", rich_help_panel="Run")
     ] = None,
     tui: Annotated[
         Optional[bool],
