@@ -125,7 +125,10 @@ def test_flops_hand_count_at_the_tiny_shape():
                        + 4 * (B * P) * lat + 6 * lat * lat)
     proj = base + 6 * 2 * d * d + heads
     assert estimate_flops_per_token(arm_config(cfg, "projector"), V) == pytest.approx(proj)
-    enc = proj + 2 * 3 * per_block + 4 * 3 * d * T  # teacher forward over blocks 0..2
+    # teacher forward: blocks 0..1 over every token, block 2's keys and values over every
+    # token, the rest of block 2 (and its attention) only at the P target rows per sequence
+    enc = (proj + 2 * 2 * per_block + 4 * 2 * d * T + 2 * 2 * d * d
+           + (P / T) * 2 * (per_block - 2 * d * d) + 4 * (P / T) * T * d)
     assert estimate_flops_per_token(arm_config(cfg, "encoder"), V) == pytest.approx(enc)
 
 

@@ -47,7 +47,12 @@ def barrier(info: DistInfo) -> None:
 
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+        # every rank leaves together: a rank tearing gloo down while another still
+        # talks to it can abort the process ("terminate called without an active exception")
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def broadcast_flag(info: DistInfo, flag: bool, device: torch.device) -> bool:

@@ -262,8 +262,7 @@ def train(
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # the only buffers are the fixed RoPE tables: nothing to re-broadcast each step
-        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
 
     val_set = val_batches(prepared.val_tokens, cfg.data.block_size, tc.batch_size, tc.eval_batches) if dinfo.is_main else []
     if dinfo.is_main and not val_set:
