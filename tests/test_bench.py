@@ -18,6 +18,7 @@ from jepa_core.errors import ConfigError
 from jepa_core.model import estimate_flops_per_token
 
 SMALL = [
+    "train.compile=false",
     "model.d_model=32",
     "model.n_layers=2",
     "model.n_heads=2",

@@ -23,7 +23,7 @@ def test_two_ranks_with_gloo(tmp_path):
         "--set", "model.d_model=32", "--set", "model.n_layers=2", "--set", "model.n_heads=2",
         "--set", "jepa.horizons=[1,4]", "--set", "jepa.horizon_probs=[0.5,0.5]", "--set", "jepa.latent_dim=16",
         "--set", 'jepa.teacher="encoder"',
-        "--set", "train.batch_size=4", "--set", "train.max_steps=4", "--set", "train.eval_every=4",
+        "--set", "train.batch_size=4", "--set", "train.compile=false", "--set", "train.max_steps=4", "--set", "train.eval_every=4",
         "--set", "train.checkpoint_every=4", "--set", "log.every=1", "--set", "train.sample_tokens=4",
         "--set", f'train.out_dir="{out_dir}"',
     ]

@@ -226,7 +226,7 @@ def test_sigint_checkpoints_and_resumes(tmp_path, text, home):
         "--set", f'data.dataset="text:{text}"', "--set", "data.vocab_size=320", "--set", "data.block_size=32",
         "--set", "model.d_model=32", "--set", "model.n_layers=2", "--set", "model.n_heads=2",
         "--set", "jepa.horizons=[1,4]", "--set", "jepa.horizon_probs=[0.5,0.5]", "--set", "jepa.latent_dim=16",
-        "--set", "train.batch_size=4", "--set", "train.eval_every=1000", "--set", "train.checkpoint_every=1000",
+        "--set", "train.batch_size=4", "--set", "train.compile=false", "--set", "train.eval_every=1000", "--set", "train.checkpoint_every=1000",
         "--set", "log.every=1", "--set", "train.sample_tokens=0",
     ]
     proc = _cli("train", *common, "--set", "train.max_steps=100000", "--run-dir", str(run), "--no-tui", env=dict(os.environ, JEPA_HOME=str(home)))

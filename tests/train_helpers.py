@@ -47,6 +47,7 @@ def small_overrides(text: Path, *extra: str) -> list[str]:
         "train.sample_tokens=8",
         'train.device="cpu"',
         'train.precision="fp32"',
+        "train.compile=false",
         "log.every=1",
         *extra,
     ]
