@@ -215,7 +215,7 @@ def test_memory_verdict_suggests_a_batch_that_fits():
     assert not fits
     b = est.max_batch_size(pf.MEMORY_BUDGET_FRACTION * capacity)
     assert b == 5  # 5.5 sequences' worth of activations minus the small pair term
-    assert f"train.batch_size={b}" in detail and f"grad_accum_steps={math.ceil(32 / b)}" in detail
+    assert f"train.batch_size={b}" in detail and f"grad_accum_steps={math.ceil(cfg.train.batch_size / b)}" in detail
     fits, detail = pf.memory_verdict(est, cfg, 10 * est.total, "test memory")
     assert fits and "of" in detail
     fits, detail = pf.memory_verdict(est, cfg, est.static // 2, "test memory")
@@ -233,7 +233,7 @@ def test_reduce_config_caps_big_profiles():
     assert any("d_model 768->128" in n for n in notes) and any("block_size 1024->128" in n for n in notes)
     tiny = load_config("tiny")
     same, notes = pf.reduce_config(tiny)
-    assert same.model == tiny.model and same.data == tiny.data and notes == ["batch 32->4"]
+    assert same.model == tiny.model and same.data == tiny.data and notes == [f"batch {tiny.train.batch_size}->4"]
 
 
 def test_forward_backward_on_baseline_profile():

@@ -34,6 +34,12 @@ def _render(run_dirs, size) -> str:
     async def go() -> str:
         app = Dashboard(run_dirs, poll_interval=0.05, clock=lambda: T0 + 3600)
         async with app.run_test(size=size) as pilot:
+            # wait until the whole file is read and logged, then for two more polls,
+            # so the snapshot never catches a half-filled log pane (its scrollbar)
+            for _ in range(200):
+                await pilot.pause(0.05)
+                if not app.runset.behind:
+                    break
             await pilot.pause(0.3)
             return screen_text(app)
 
