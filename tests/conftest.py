@@ -37,3 +37,14 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 def shared_home(tmp_path_factory) -> Path:
     """A JEPA_HOME shared by a session's tests that need prepared data (prepared once)."""
     return tmp_path_factory.mktemp("jepa_shared_home")
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (the cores are shared); restore the setting afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -6,13 +6,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine's cores are shared with other test runs; restore the setting afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from jepa_core.config import validate
 from jepa_core.model import JepaLM, sample_anchor_target_pairs
