@@ -18,6 +18,7 @@ JSON the CLI writes with --json).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import platform
@@ -176,6 +177,7 @@ class BenchReport:
     arms: list[ArmResult]
     load_avg: dict[str, list[float]] = field(default_factory=dict)
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def arm(self, name: str) -> ArmResult | None:
         return next((a for a in self.arms if a.name == name), None)
@@ -229,6 +231,7 @@ class BenchReport:
             "ratios_vs_baseline": self.ratios,
             "load_avg": self.load_avg,
             "wall_s": self.wall_s,
+            "notes": self.notes,
         }
 
 
@@ -385,7 +388,7 @@ def run_bench(
     timed steps, the arms interleaved round by round. `fused_cpu` overrides
     the CPU fused-AdamW choice (None: the default the loop uses).
     """
-    from jepa_core.train.device import gpu_peak_flops, resolve_runtime
+    from jepa_core.train.device import compile_unavailable_reason, gpu_peak_flops, resolve_runtime
 
     if steps < 1 or repeats < 1 or warmup < 0:
         raise ConfigError(f"bench needs steps >= 1, repeats >= 1 and warmup >= 0 (got {steps}, {repeats}, {warmup}).")
@@ -397,6 +400,12 @@ def run_bench(
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     device = rt.device
     plan = plan_step(cfg, device, rt.precision, fused_cpu=DEFAULT_FUSED_CPU if fused_cpu is None else fused_cpu)
+    notes: list[str] = []
+    if plan.compile:
+        why_not = compile_unavailable_reason(device)
+        if why_not:
+            plan = dataclasses.replace(plan, compile=False)
+            notes.append(why_not)
     V, B, T = cfg.data.vocab_size, cfg.train.batch_size, cfg.data.block_size
 
     # random tokens, made before timing (data preparation is off the critical path)
@@ -505,6 +514,7 @@ def run_bench(
         arms=[results[n] for n in arms],
         load_avg={"start": load_start, "end": load_end},
         wall_s=time.perf_counter() - t_start,
+        notes=notes,
     )
 
 

@@ -320,3 +320,29 @@ def test_cli_bad_profile_is_a_clean_error():
     r = subprocess.run([sys.executable, "-m", "jepa_cli", "bench", "--profile", "no-such-profile"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no-such-profile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compile_needs_a_cpp_compiler_on_cpu(monkeypatch):
+    import shutil
+
+    import torch._inductor.cpp_builder as cpp_builder
+
+    from jepa_core.train.device import compile_unavailable_reason
+
+    assert compile_unavailable_reason(torch.device("cuda")) is None
+    if shutil.which("g++") or shutil.which("c++"):
+        assert compile_unavailable_reason(torch.device("cpu")) is None
+
+    def no_compiler():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    reason = compile_unavailable_reason(torch.device("cpu"))
+    assert reason and "C++ compiler" in reason
+    # the bench then runs eagerly and says why
+    compiled = []
+    monkeypatch.setattr(bench.torch, "compile", lambda m: compiled.append(m) or m)
+    cfg = load_config("tiny", SMALL + ["train.compile=true"])
+    rep = run_bench(cfg, steps=1, repeats=1, warmup=0, arms=("baseline",), matmul_sizes=(16,), matmul_repeats=1)
+    assert compiled == [] and rep.plan["compile"] is False
+    assert rep.notes == [reason] and rep.arms[0].compile_s is None

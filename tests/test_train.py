@@ -257,3 +257,22 @@ def test_sigint_checkpoints_and_resumes(tmp_path, text, home):
     resumed = [r for r in recs if r["type"] == "event" and r["event"] == "resume"]
     assert resumed and resumed[-1]["from_step"] == ref.step
     assert read_latest(run).step == target
+
+
+def test_compile_falls_back_to_eager_without_a_cpp_compiler(tmp_path, text, monkeypatch):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    def no_compiler():
+        raise RuntimeError("no compiler")
+
+    def compile_must_not_run(*a, **k):
+        raise AssertionError("torch.compile was called although no C++ compiler works")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    monkeypatch.setattr(torch, "compile", compile_must_not_run)
+    cfg = small_config(text, tmp_path / "runs", "train.compile=true", "train.max_steps=2")
+    train(cfg, run_dir=tmp_path / "c", handle_signals=False)
+    start = next(r for r in read_metrics(tmp_path / "c") if r.get("event") == "run_start")
+    assert start["compile"] is False
+    assert any("C++ compiler" in n for n in start["notes"])
+    assert read_metrics(tmp_path / "c")[-1]["status"] == "finished"

@@ -117,5 +117,6 @@ def render_report(d: dict[str, Any]) -> None:
     load = d.get("load_avg") or {}
     if load.get("start"):
         notes.append(f"1-min load average {load['start'][0]:.2f} at start, {load['end'][0]:.2f} at end (>= cores: timings are noisy)")
+    notes.extend(d.get("notes") or [])
     for n in notes:
         console.print(f"[dim]{n}[/]")

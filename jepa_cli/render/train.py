@@ -41,6 +41,8 @@ class PlainProgress:
             f"{'LM-only baseline' if info['baseline'] else 'JEPA'}"
         )
         console.print(f"[dim]run dir: {info['run_dir']}  (watch it with: jepa watch {info['run_dir']})[/]")
+        for note in info.get("notes", []):
+            console.print(f"[yellow]note:[/] {note}")
         self.start_step = info["start_step"]
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

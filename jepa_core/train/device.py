@@ -88,3 +88,22 @@ def gpu_peak_flops(device: torch.device) -> float | None:
         if key in name:
             return GPU_PEAK_BF16[key]
     return None
+
+
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why `torch.compile` cannot run on `device`, or None when it can (as far as we can tell).
+
+    On CPU, inductor builds C++ kernels: without a working C++ compiler the first
+    compiled call fails, so callers check first and run eagerly instead.
+    """
+    if device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a private API that moved: let torch.compile decide
+        return None
+    try:
+        get_cpp_compiler()
+    except Exception as e:  # InvalidCxxCompiler and friends
+        return f"torch.compile on CPU needs a C++ compiler and none works here ({type(e).__name__}); running eagerly"
+    return None

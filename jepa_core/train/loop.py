@@ -36,7 +36,7 @@ from jepa_core.train.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from jepa_core.train.device import Runtime, gpu_peak_flops, resolve_runtime
+from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, resolve_runtime
 from jepa_core.train.distributed import DistInfo, barrier, broadcast_flag, init_distributed, ranks_in_sync, shutdown
 from jepa_core.train.metrics import MetricsLogger
 from jepa_core.train.schedule import lr_factor
@@ -257,7 +257,10 @@ def train(
 
     fwd: torch.nn.Module = model
     compile_s = 0.0
-    if tc.compile:
+    # a profile that asks for compile still trains on a machine without a C++ compiler
+    compile_note = compile_unavailable_reason(device) if tc.compile else None
+    use_compile = tc.compile and compile_note is None
+    if use_compile:
         fwd = torch.compile(model)
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -300,7 +303,7 @@ def train(
         "profile": cfg.name,
         "device": str(device),
         "precision": rt.precision,
-        "compile": tc.compile,
+        "compile": use_compile,
         "world_size": dinfo.world_size,
         "max_steps": max_steps,
         "start_step": step,
@@ -310,6 +313,8 @@ def train(
         "flops_per_token": flops_per_token,
         "baseline": model.is_baseline,
     }
+    if compile_note:
+        start_info["notes"] = [compile_note]
     emit("event", step, event="run_start", **start_info, config=cfg.to_dict())
     if resume is not None:
         emit("event", step, event="resume", from_step=step, checkpoint=str(resume.weights))
@@ -460,7 +465,7 @@ def train(
             if device.type == "cuda" and (log_due or first_step):
                 torch.cuda.synchronize(device)
             dt = time.perf_counter() - t0
-            if first_step and tc.compile:
+            if first_step and use_compile:
                 compile_s = dt  # the first compiled step includes compilation; keep it out of throughput
             else:
                 train_time += dt
