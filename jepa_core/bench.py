@@ -324,6 +324,7 @@ class _Arm:
 
     def __init__(self, name: str, cfg: Config, vocab_size: int, device: torch.device, plan: StepPlan, seed: int):
         from jepa_core.model import JepaLM, build_param_groups, check_param_groups, estimate_flops_per_token
+        from jepa_core.train.optimizer import build_optimizer
 
         self.name, self.cfg, self.device, self.plan = name, cfg, device, plan
         torch.manual_seed(seed)
@@ -331,8 +332,7 @@ class _Arm:
         groups = build_param_groups(self.model, cfg.optim)
         check_param_groups(self.model, groups)
         self.base_lrs = [g["lr"] for g in groups]
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=o.eps, **plan.adamw_kwargs())
+        self.optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.fwd: Callable = torch.compile(self.model) if plan.compile else self.model
         self.flops_per_token = estimate_flops_per_token(cfg, vocab_size)

@@ -103,6 +103,14 @@ class OptimConfig(_Section):
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     grad_clip: float = Field(1.0, ge=0, description="Clip the global gradient norm to this; 0 disables.")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw",
+        description="adamw: AdamW for every group. muon: Muon (torch.optim.Muon, torch >= 2.9) for the 2-D matrices inside the blocks, AdamW for the rest.",
+    )
+    muon_lr: float = Field(0.02, gt=0, le=10, description="Peak learning rate of the Muon group (optimizer = muon); same warmup and cosine as lr.")
+    muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum (Nesterov).")
+    muon_weight_decay: float = Field(0.0, ge=0, le=10, description="Decoupled weight decay of the Muon group (scaled by its learning rate).")
+    muon_ns_steps: int = Field(5, ge=1, le=20, description="Newton-Schulz iterations per Muon update (fewer: cheaper, rougher orthogonalisation).")
 
 
 class TrainConfig(_Section):

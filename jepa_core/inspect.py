@@ -541,7 +541,9 @@ def _optimizer_summary(opt: Any, tensors: list[TensorInfo], warnings: list[str])
             covered.add(base)
             elements += t.params
     step = opt.get("step") if isinstance(opt, dict) else None
+    algorithm = opt.get("algorithm") if isinstance(opt, dict) else None
     return {
+        "algorithm": algorithm if isinstance(algorithm, str) else "adamw",
         "groups": groups,
         "step": int(step) if isinstance(step, (int, float)) and math.isfinite(step) else None,
         "moments": moments,

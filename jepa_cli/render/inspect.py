@@ -18,6 +18,8 @@ _CATEGORY_LABELS = {
 }
 
 
+_ALGORITHM_NAMES = {"adamw": "AdamW", "muon+adamw": "Muon + AdamW", None: "AdamW"}
+
 def run_inspect(path: Path, json_out: bool, show_config: bool, stats: bool, expand: bool = False) -> None:
     from jepa_core.inspect import inspect_checkpoint
 
@@ -207,7 +209,7 @@ def _render_state(report) -> None:
     else:
         step = "unknown" if opt["step"] is None else f"{opt['step']:,}"
         console.print(
-            f"[bold]optimizer[/]  AdamW step {step} · {len(opt['groups'])} groups · "
+            f"[bold]optimizer[/]  {_ALGORITHM_NAMES.get(opt.get('algorithm'), escape(str(opt.get('algorithm'))))} step {step} · {len(opt['groups'])} groups · "
             f"{opt['moment_tensors']:,} moment tensors ({_size(opt['moment_bytes'])}) "
             f"for {opt['params_with_moments']:,} parameter tensors"
         )

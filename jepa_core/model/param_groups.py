@@ -6,6 +6,10 @@ Groups (DESIGN.md section 3):
 - "backbone_decay": other trainable tensors with ndim >= 2, at `lr` with `weight_decay`;
 - "backbone_no_decay": other trainable tensors with ndim < 2 (norm gains,
   biases, the bridge gate), at `lr`, no decay.
+- "muon" (only with `optim.optimizer = "muon"`): the backbone's hidden 2-D matrices
+  (block projections and the lm_bridge), taken out of "backbone_decay"; at `muon_lr`
+  with `muon_weight_decay`. Embeddings stay on AdamW: Muon's orthogonalised update
+  suits matrices that map hidden states, not lookup tables.
 The EMA teacher is never in a group: it is updated by `update_teacher` only.
 """
 
@@ -29,24 +33,30 @@ def _is_head(name: str, tied: bool) -> bool:
 
 
 def build_param_groups(model: "JepaLM", ocfg: "OptimConfig") -> list[dict[str, Any]]:
-    """Three named groups (always present, possibly empty) that torch.optim.AdamW accepts."""
+    """Three named groups (always present, possibly empty), plus "muon" when that optimizer is chosen."""
     tied = model.transformer.weight_tying
     teacher = {id(p) for p in model.teacher_parameters()}
-    heads, decay, no_decay = [], [], []
+    use_muon = ocfg.optimizer == "muon"
+    heads, decay, no_decay, muon = [], [], [], []
     for name, p in model.named_parameters():
         if id(p) in teacher or not p.requires_grad:
             continue
         if _is_head(name, tied):
             heads.append(p)
+        elif use_muon and p.ndim == 2 and name != "transformer.tok_emb.weight":
+            muon.append(p)
         elif p.ndim >= 2:
             decay.append(p)
         else:
             no_decay.append(p)
-    return [
+    groups = [
         {"params": heads, "lr": ocfg.lr_head, "weight_decay": 0.0, "name": "heads"},
         {"params": decay, "lr": ocfg.lr, "weight_decay": ocfg.weight_decay, "name": "backbone_decay"},
         {"params": no_decay, "lr": ocfg.lr, "weight_decay": 0.0, "name": "backbone_no_decay"},
     ]
+    if use_muon:
+        groups.append({"params": muon, "lr": ocfg.muon_lr, "weight_decay": ocfg.muon_weight_decay, "name": "muon"})
+    return groups
 
 
 def param_group_names(model: nn.Module, groups: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -65,34 +65,43 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
 
 
-def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """AdamW state keyed by parameter name, plus the JSON-able group hyper-parameters."""
+# group hyper-parameters worth recording (AdamW's and Muon's); the rest are torch internals
+_GROUP_HYPER = ("lr", "weight_decay", "betas", "eps", "momentum", "nesterov")
+
+
+def optimizer_tensors(model: torch.nn.Module, optimizer: Any) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state keyed by parameter name (`optim.NAME.KEY`: AdamW's exp_avg and
+    exp_avg_sq, Muon's momentum_buffer), plus the JSON-able group hyper-parameters."""
+    from .optimizer import optimizer_algorithm
+
     names = {id(p): n for n, p in unwrap(model).named_parameters()}
     tensors: dict[str, torch.Tensor] = {}
     groups = []
     steps: dict[str, float] = {}
+    state_keys: dict[str, list[str]] = {}
     for g in optimizer.param_groups:
-        groups.append(
-            {
-                "name": g.get("name", ""),
-                "lr": g["lr"],
-                "weight_decay": g["weight_decay"],
-                "betas": list(g["betas"]),
-                "eps": g["eps"],
-                "params": [names[id(p)] for p in g["params"]],
-            }
-        )
+        hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k in _GROUP_HYPER}
+        groups.append({"name": g.get("name", ""), **hyper, "params": [names[id(p)] for p in g["params"]]})
         for p in g["params"]:
             st = optimizer.state.get(p)
             if not st:
                 continue
             n = names[id(p)]
-            tensors[f"optim.{n}.exp_avg"] = st["exp_avg"].detach().to("cpu").contiguous()
-            tensors[f"optim.{n}.exp_avg_sq"] = st["exp_avg_sq"].detach().to("cpu").contiguous()
-            step = st["step"]
-            steps[n] = float(step.item() if torch.is_tensor(step) else step)
+            keys = sorted(k for k, v in st.items() if k != "step" and torch.is_tensor(v))
+            for k in keys:
+                tensors[f"optim.{n}.{k}"] = st[k].detach().to("cpu").contiguous()
+            state_keys[n] = keys
+            if "step" in st:
+                step = st["step"]
+                steps[n] = float(step.item() if torch.is_tensor(step) else step)
     adam_step = max(steps.values()) if steps else 0.0
-    return tensors, {"groups": groups, "step": adam_step, "param_steps": steps}
+    return tensors, {
+        "algorithm": optimizer_algorithm(optimizer),
+        "groups": groups,
+        "step": adam_step,
+        "param_steps": steps,
+        "param_state": state_keys,
+    }
 
 
 def rng_snapshot() -> tuple[dict[str, torch.Tensor], dict]:
@@ -139,7 +148,7 @@ class CheckpointMeta:
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Any,
     meta: CheckpointMeta,
     data_state: dict,
     keep_last: int,
@@ -239,14 +248,21 @@ def load_weights_into(model: torch.nn.Module, path: Path) -> dict[str, str]:
     return meta
 
 
-def load_state_into(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
-    """Restore AdamW moments and RNG states; returns the decoded metadata (data position, step)."""
+def load_state_into(model: torch.nn.Module, optimizer: Any, path: Path) -> dict[str, Any]:
+    """Restore the optimizer state and RNG states; returns the decoded metadata (data position, step)."""
     meta = read_metadata(path)
     if meta.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a jepa state file (format {meta.get('format')!r}).")
     tensors = load_tensors(path)
     opt_meta = json.loads(meta["optimizer"])
     named = dict(unwrap(model).named_parameters())
+    saved_groups = [g.get("name", "") for g in opt_meta["groups"]]
+    current_groups = [g.get("name", "") for g in optimizer.param_groups]
+    if saved_groups != current_groups:
+        raise CheckpointError(
+            f"{path} holds optimizer groups {saved_groups}, this run builds {current_groups}.",
+            hint="The optimizer (optim.optimizer) changed since the checkpoint was written; resume with the same one.",
+        )
     for g, saved in zip(optimizer.param_groups, opt_meta["groups"], strict=True):
         current = [n for n, p in named.items() if any(p is q for q in g["params"])]
         if sorted(current) != sorted(saved["params"]):
@@ -255,13 +271,15 @@ def load_state_into(model: torch.nn.Module, optimizer: torch.optim.Optimizer, pa
     step_on_device = {
         id(p): bool(g.get("fused") or g.get("capturable")) for g in optimizer.param_groups for p in g["params"]
     }
-    for name, step in opt_meta["param_steps"].items():
+    steps = opt_meta["param_steps"]
+    # state files from before `param_state` existed hold AdamW moments only
+    state_keys = opt_meta.get("param_state") or {n: ["exp_avg", "exp_avg_sq"] for n in steps}
+    for name, keys in state_keys.items():
         p = named[name]
-        optimizer.state[p] = {
-            "step": torch.tensor(float(step), dtype=torch.float32, device=p.device if step_on_device[id(p)] else "cpu"),
-            "exp_avg": tensors[f"optim.{name}.exp_avg"].to(p.device),
-            "exp_avg_sq": tensors[f"optim.{name}.exp_avg_sq"].to(p.device),
-        }
+        st: dict[str, Any] = {k: tensors[f"optim.{name}.{k}"].to(p.device) for k in keys}
+        if name in steps:
+            st["step"] = torch.tensor(float(steps[name]), dtype=torch.float32, device=p.device if step_on_device[id(p)] else "cpu")
+        optimizer.state[p] = st
     restore_rng(tensors, json.loads(meta["rng"]))
     return {
         "step": int(meta["step"]),

@@ -36,6 +36,7 @@ from jepa_core.train.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from jepa_core.train.optimizer import build_optimizer
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, resolve_runtime
 from jepa_core.train.distributed import DistInfo, barrier, broadcast_flag, init_distributed, ranks_in_sync, shutdown
 from jepa_core.train.metrics import MetricsLogger
@@ -240,10 +241,7 @@ def train(
     groups = build_param_groups(model, cfg.optim)
     check_param_groups(model, groups)
     base_lrs = [g["lr"] for g in groups]
-    adamw_kwargs: dict[str, Any] = {"betas": (cfg.optim.beta1, cfg.optim.beta2), "eps": cfg.optim.eps}
-    if device.type == "cuda":
-        adamw_kwargs["fused"] = True
-    optimizer = torch.optim.AdamW(groups, **adamw_kwargs)
+    optimizer = build_optimizer(groups, cfg.optim, device)
 
     batcher = TrainBatcher(
         prepared.train_tokens, cfg.data.block_size, tc.batch_size, seed=tc.seed, rank=dinfo.rank, world_size=dinfo.world_size
