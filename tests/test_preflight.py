@@ -236,6 +236,27 @@ def test_reduce_config_caps_big_profiles():
     assert same.model == tiny.model and same.data == tiny.data and notes == [f"batch {tiny.train.batch_size}->4"]
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_checkpoint_roundtrip_covers_the_profiles_optimizer(optimizer, monkeypatch):
+    r = _one("checkpoint_roundtrip", "tiny", [f"optim.optimizer={optimizer}"])
+    assert r.status == "pass", r.detail
+    assert ("muon+adamw state tensors" if optimizer == "muon" else "adamw state tensors") in r.detail
+    # a writer that drops Muon's momentum (or AdamW's second moment) is caught
+    import jepa_core.train.checkpoint as ck
+
+    real = ck.optimizer_tensors
+    dropped = "momentum_buffer" if optimizer == "muon" else "exp_avg_sq"
+
+    def lossy(model, opt):
+        tensors, meta = real(model, opt)
+        meta["param_state"] = {n: [k for k in keys if k != dropped] for n, keys in meta["param_state"].items()}
+        return {k: v for k, v in tensors.items() if not k.endswith(dropped)}, meta
+
+    monkeypatch.setattr(ck, "optimizer_tensors", lossy)
+    r = _one("checkpoint_roundtrip", "tiny", [f"optim.optimizer={optimizer}"])
+    assert r.status == "fail" and dropped in r.detail
+
+
 def test_forward_backward_on_baseline_profile():
     r = _one("forward_backward", "tiny-baseline")
     assert r.status == "pass" and "(baseline)" in r.detail
