@@ -305,7 +305,7 @@ def test_state_from_another_optimizer_is_refused(tmp_path, text):
     from jepa_core.model import JepaLM, build_param_groups
     from jepa_core.train.optimizer import build_optimizer
 
-    cfg = small_config(text, tmp_path / "runs")
+    cfg = small_config(text, tmp_path / "runs", "optim.optimizer=adamw")
     train(cfg, run_dir=tmp_path / "r", stop_after=2, handle_signals=False)
     muon = small_config(text, tmp_path / "runs", "optim.optimizer=muon")
     model = JepaLM(muon, 320)
