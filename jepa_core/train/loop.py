@@ -36,10 +36,10 @@ from jepa_core.train.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from jepa_core.train.optimizer import build_optimizer
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, resolve_runtime
 from jepa_core.train.distributed import DistInfo, barrier, broadcast_flag, init_distributed, ranks_in_sync, shutdown
 from jepa_core.train.metrics import MetricsLogger
+from jepa_core.train.optimizer import build_optimizer
 from jepa_core.train.schedule import lr_factor
 
 EXIT_CODES = {"finished": 0, "interrupted": 130, "diverged": 3, "failed": 1}
