@@ -273,7 +273,7 @@ def load_state_into(model: torch.nn.Module, optimizer: Any, path: Path) -> dict[
     }
     steps = opt_meta["param_steps"]
     # state files from before `param_state` existed hold AdamW moments only
-    state_keys = opt_meta.get("param_state") or {n: ["exp_avg", "exp_avg_sq"] for n in steps}
+    state_keys = opt_meta["param_state"] if "param_state" in opt_meta else {n: ["exp_avg", "exp_avg_sq"] for n in steps}
     for name, keys in state_keys.items():
         p = named[name]
         st: dict[str, Any] = {k: tensors[f"optim.{name}.{k}"].to(p.device) for k in keys}
