@@ -1,10 +1,13 @@
-"""Small-sample statistics for ablation reports: mean/std, Student-t CDF, Welch's t-test.
+"""Small-sample statistics for ablation reports: mean/std, Student-t CDF and quantile,
+Welch's t-test with its confidence interval, Holm's step-down adjustment.
 
 Standard library only (scipy is not a dependency). The Student-t CDF goes
 through the regularised incomplete beta function,
     P(|T| > t) = I_x(df/2, 1/2)  with  x = df / (df + t^2),
 evaluated by its continued fraction (modified Lentz). Working with the tail
-I_x directly rather than 1 - CDF keeps small p-values accurate.
+I_x directly rather than 1 - CDF keeps small p-values accurate. The quantile
+inverts that tail by bisection: the tail is monotone in t, so bisection cannot
+miss, and 200 halvings reach the float resolution from any bracket.
 """
 
 from __future__ import annotations
@@ -81,6 +84,37 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+def t_ppf(q: float, df: float) -> float:
+    """Student-t quantile: the t with P(T <= t) = q, for 0 < q < 1 and df > 0 (df may be fractional)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"t_ppf needs 0 < q < 1, got {q}")
+    if df <= 0 or math.isnan(df):
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if q == 0.5:
+        return 0.0
+    # solve on the upper tail, P(T > t) = tail, for t > 0; symmetry gives the lower half
+    tail = 1.0 - q if q > 0.5 else q
+    sign = 1.0 if q > 0.5 else -1.0
+
+    def upper(t: float) -> float:
+        return 0.5 * t_two_sided_p(t, df)
+
+    lo, hi = 0.0, 1.0
+    while upper(hi) > tail:
+        lo, hi = hi, hi * 2.0
+        if math.isinf(hi):
+            return sign * math.inf
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid == lo or mid == hi:
+            break
+        if upper(mid) > tail:
+            lo = mid
+        else:
+            hi = mid
+    return sign * 0.5 * (lo + hi)
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -119,6 +153,16 @@ class WelchResult:
     p: float  # two-sided
     n_a: int
     n_b: int
+    se: float = math.nan  # standard error of diff, sqrt(va/na + vb/nb)
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """Welch-Satterthwaite interval for mean(a) - mean(b): diff +- t_{(1+level)/2, df} * se."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"confidence level must be in (0, 1), got {level}")
+        if self.se == 0.0:
+            return (self.diff, self.diff)
+        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
+        return (self.diff - half, self.diff + half)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,8 +188,28 @@ def welch_t_test(a: Iterable[float | None], b: Iterable[float | None]) -> WelchR
     if se2 == 0.0:
         df = float(na + nb - 2)
         if diff == 0.0:
-            return WelchResult(diff, 0.0, df, 1.0, na, nb)
-        return WelchResult(diff, math.copysign(math.inf, diff), df, 0.0, na, nb)
-    t = diff / math.sqrt(se2)
+            return WelchResult(diff, 0.0, df, 1.0, na, nb, 0.0)
+        return WelchResult(diff, math.copysign(math.inf, diff), df, 0.0, na, nb, 0.0)
+    se = math.sqrt(se2)
+    t = diff / se
     df = se2**2 / (ea**2 / (na - 1) + eb**2 / (nb - 1))
-    return WelchResult(diff, t, df, t_two_sided_p(t, df), na, nb)
+    return WelchResult(diff, t, df, t_two_sided_p(t, df), na, nb, se)
+
+
+def holm(pvalues: Iterable[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (family-wise error), in the input order.
+
+    With the m valid p-values sorted, p_(1) <= ... <= p_(m), the adjusted value is
+    max over j <= i of min(1, (m - j + 1) * p_(j)). None (a comparison that could
+    not be tested) stays None and does not count in m. Ties keep their input order,
+    which does not change the adjusted values.
+    """
+    ps = list(pvalues)
+    valid = [(p, i) for i, p in enumerate(ps) if p is not None and not math.isnan(p)]
+    m = len(valid)
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(valid, key=lambda v: v[0])):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

@@ -1,4 +1,5 @@
-"""Student-t CDF and Welch's t-test against closed forms and independent numerics."""
+"""Student-t CDF and quantile, Welch's t-test and interval, Holm's adjustment: against closed forms,
+printed tables and values worked by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from jepa_core.stats import betainc, summarize, t_cdf, t_two_sided_p, welch_t_test
+from jepa_core.stats import betainc, holm, summarize, t_cdf, t_ppf, t_two_sided_p, welch_t_test
 
 TS = [-30.0, -4.0, -1.5, -0.3, 0.0, 0.2, 0.9, 2.0, 5.0, 50.0]
 
@@ -111,3 +112,97 @@ def test_summarize():
     assert s.n == 3 and s.mean == pytest.approx(7 / 3)
     assert s.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
     assert summarize([5.0]).std is None and summarize([]).mean is None
+
+
+# --------------------------------------------------------------------------- quantile
+
+
+@pytest.mark.parametrize(
+    ("q", "df", "table"),
+    [
+        # two-sided 95% critical values as printed in t tables (6 decimals)
+        (0.975, 1, 12.706205),
+        (0.975, 2, 4.302653),
+        (0.975, 3, 3.182446),
+        (0.975, 4, 2.776445),
+        (0.975, 5, 2.570582),
+        (0.975, 10, 2.228139),
+        (0.975, 30, 2.042272),
+        (0.995, 5, 4.032143),
+        (0.95, 8, 1.859548),
+    ],
+)
+def test_t_ppf_matches_tables(q, df, table):
+    assert t_ppf(q, df) == pytest.approx(table, abs=5e-7)
+    assert t_ppf(1 - q, df) == pytest.approx(-table, abs=5e-7)
+
+
+@pytest.mark.parametrize("q", [0.001, 0.2, 0.5, 0.6, 0.975, 0.999999])
+def test_t_ppf_closed_forms_df1_df2(q):
+    # df = 1 (Cauchy): tan(pi (q - 1/2)); df = 2: (2q - 1) / sqrt(2 q (1 - q)). Near q = 1 both sides
+    # lose digits to 1 - q (0.999999 is not exact in binary), hence rel 1e-9 rather than 1e-12.
+    assert t_ppf(q, 1) == pytest.approx(math.tan(math.pi * (q - 0.5)), rel=1e-9, abs=1e-12)
+    assert t_ppf(q, 2) == pytest.approx((2 * q - 1) / math.sqrt(2 * q * (1 - q)), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("df", [1.0, 2.7, 9.0, 57.3])
+@pytest.mark.parametrize("q", [0.01, 0.3, 0.9, 0.975])
+def test_t_ppf_inverts_the_cdf(q, df):
+    assert t_cdf(t_ppf(q, df), df) == pytest.approx(q, abs=1e-13)
+
+
+def test_t_ppf_normal_limit_and_errors():
+    assert t_ppf(0.975, math.inf) == pytest.approx(1.959963984540054, abs=1e-12)
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError):
+            t_ppf(bad, 3)
+    with pytest.raises(ValueError):
+        t_ppf(0.9, 0)
+
+
+def test_welch_interval_by_hand():
+    # the integer-df case above: diff -3, se sqrt(2/3), df 4; t_{0.975, 4} = 2.776445 (table)
+    r = welch_t_test([1, 2, 3], [4, 5, 6])
+    assert r.se == pytest.approx(math.sqrt(2 / 3), rel=1e-14)
+    lo, hi = r.ci(0.95)
+    assert lo == pytest.approx(-3 - 2.776445 * math.sqrt(2 / 3), abs=1e-6)
+    assert hi == pytest.approx(-3 + 2.776445 * math.sqrt(2 / 3), abs=1e-6)
+    # the 95% interval excludes 0 exactly when p < 0.05 (here p is 0.0132...)
+    assert r.p < 0.05 and hi < 0
+    lo99, hi99 = r.ci(0.99)  # t_{0.995, 4} = 4.604095
+    assert hi99 == pytest.approx(-3 + 4.604095 * math.sqrt(2 / 3), abs=1e-6) and lo99 < lo
+    assert welch_t_test([2.0, 2.0], [1.0, 1.0]).ci() == (1.0, 1.0)  # no spread: a point
+
+
+def test_welch_interval_fractional_df():
+    a, b = [10.0, 12.0], [1.0, 2.0, 6.0]
+    r = welch_t_test(a, b)
+    lo, hi = r.ci(0.95)
+    half = (hi - lo) / 2
+    assert (lo + hi) / 2 == pytest.approx(8.0, rel=1e-12)
+    # the half-width is the t quantile at the Welch df times the standard error
+    assert half / math.sqrt(10 / 3) == pytest.approx(t_ppf(0.975, r.df), rel=1e-12)
+    assert t_two_sided_p(half / math.sqrt(10 / 3), r.df) == pytest.approx(0.05, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- Holm
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 (x4 = 0.02), 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> kept at 0.06: monotone)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    # capped at 1; one test is its own family
+    assert holm([0.4, 0.5, 0.9]) == pytest.approx([1.0, 1.0, 1.0])
+    assert holm([0.3]) == [0.3] and holm([]) == []
+    # an untestable comparison is skipped and does not enlarge the family
+    assert holm([0.02, None, 0.01]) == pytest.approx([0.02, None, 0.02])
+    # ties: 0.01 and 0.01 -> 3 * 0.01 and 2 * 0.01, raised to the running maximum 0.03
+    assert holm([0.01, 0.01, 0.2]) == pytest.approx([0.03, 0.03, 0.2])
+
+
+def test_holm_never_below_the_raw_p_and_keeps_the_order():
+    ps = [0.0001, 0.2, 0.03, 0.049, 0.5, 0.011]
+    adj = holm(ps)
+    assert all(a >= p for a, p in zip(adj, ps))
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    assert [adj[i] for i in order] == sorted(adj)
