@@ -63,8 +63,11 @@ class JepaConfig(_Section):
     horizon_probs: list[float] = Field([0.5, 0.3, 0.2], min_length=1, description="Sampling probability of each horizon; sums to 1.")
     pairs_per_seq: int = Field(8, ge=1, le=4096, description="Anchor/target pairs sampled per sequence.")
     tau: float = Field(0.1, gt=0, le=10, description="InfoNCE temperature.")
-    negatives: Literal["all", "other_sequences"] = Field(
-        "all", description="InfoNCE negatives: all pairs of the same horizon, or only those from other sequences."
+    negatives: Literal["distant", "all", "other_sequences"] = Field(
+        "distant",
+        description="InfoNCE negatives among the pairs of the same horizon: 'distant' drops same-sequence pairs "
+        "whose target is closer than k to the positive's target, 'all' keeps every pair, "
+        "'other_sequences' drops every same-sequence pair.",
     )
     gamma_var: float = Field(1.0, ge=0, description="Weight of the VICReg variance term on anchors.")
     gamma_cov: float = Field(0.04, ge=0, description="Weight of the VICReg covariance term on anchors.")
@@ -123,7 +126,18 @@ class TrainConfig(_Section):
     seed: int = Field(1337, ge=0, description="Seed for init, data order and pair sampling.")
     time_budget_s: float = Field(0.0, ge=0, description="Stop after this many seconds of training (0: no limit).")
     eval_every: int = Field(100, ge=1, description="Evaluate every N steps (and at the end).")
-    eval_batches: int = Field(8, ge=1, description="Validation batches per eval (fixed windows).")
+    eval_batches: int = Field(
+        8, ge=1, description="Ignored; kept so older config files load. An eval now scores the whole validation split (see eval_tokens)."
+    )
+    eval_tokens: int = Field(
+        0, ge=0, description="Score at most this many validation tokens per eval (the first ones of the split); 0 scores them all."
+    )
+    eval_stride: int = Field(
+        0,
+        ge=0,
+        description="0: score the validation split in non-overlapping blocks of block_size. N > 0: sliding windows "
+        "moved N tokens at a time, every token scored once with at least block_size - N tokens of context (slower, lower BPB).",
+    )
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at the end).")
     keep_last: int = Field(3, ge=1, description="Checkpoints kept on disk.")
     sample_every: int = Field(0, ge=0, description="Write a text sample every N steps (0: at each eval).")
@@ -188,6 +202,14 @@ class Config(BaseModel):
                 "jepa.ema_momentum_final",
                 f"ema_momentum_final {j.ema_momentum_final} is below ema_momentum {j.ema_momentum}",
             )
+        if self.train.eval_stride > d.block_size:
+            raise _CrossError(
+                "train.eval_stride",
+                f"eval_stride {self.train.eval_stride} is larger than data.block_size {d.block_size}; "
+                "use 1..block_size, or 0 for non-overlapping blocks",
+            )
+        if not j.run_baseline:
+            _check_pair_groups(j, d.block_size, self.train.batch_size)
         return self
 
     # Convenience views used by the model and trainer.
@@ -198,6 +220,58 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="python")
+
+
+def _check_pair_groups(j: JepaConfig, block_size: int, batch_size: int) -> None:
+    """Refuse JEPA settings whose InfoNCE groups would be empty or have no negatives.
+
+    Per rank and micro-batch the loss sees N = batch_size * pairs_per_seq pairs;
+    horizon k's group holds n_k of them, floor or ceil of pairs_per_seq * p_k per
+    sequence (see `sample_anchor_target_pairs`), so E[n_k] = N * p_k. "A group
+    can hold fewer than 2 pairs" is read as: N < 2, or E[n_k] < 2 for a horizon
+    with p_k > 0 (such a group would mostly have one pair or none, hence no
+    negative). A sampled group that still ends up with one pair costs nothing:
+    its InfoNCE row is 0 and var/cov are skipped below 2 rows.
+    """
+    B, P, T = batch_size, j.pairs_per_seq, block_size
+    keys = "train.batch_size"
+    if B * P < 2:
+        raise _CrossError(
+            keys,
+            f"train.batch_size x jepa.pairs_per_seq = {B} x {P} = {B * P} pair per micro-batch; InfoNCE needs at least 2 pairs (a positive and a negative)",
+        )
+    for k, p in zip(j.horizons, j.horizon_probs):
+        if p > 0 and P * p > T - k + 1e-9:
+            raise _CrossError(
+                "jepa.pairs_per_seq",
+                f"horizon {k} would get pairs_per_seq x p = {P} x {p:g} = {P * p:g} pairs per sequence but has only "
+                f"data.block_size - k = {T - k} anchors to draw them from without replacement; lower pairs_per_seq, "
+                "the horizon or its probability, or raise data.block_size",
+            )
+    thin = [(k, B * P * p) for k, p in zip(j.horizons, j.horizon_probs) if p > 0 and B * P * p < 2 - 1e-9]
+    if thin:
+        what = ", ".join(f"horizon {k}: {n:g}" for k, n in thin)
+        raise _CrossError(
+            keys,
+            f"with train.batch_size = {B} and jepa.pairs_per_seq = {P}, some horizons get fewer than 2 pairs per "
+            f"micro-batch on average (batch_size x pairs_per_seq x p; {what} pairs), so their InfoNCE group mostly "
+            "has no negative; raise batch_size or pairs_per_seq, or those horizons' probability (jepa.horizon_probs)",
+        )
+    if B == 1 and j.negatives == "other_sequences":
+        raise _CrossError(
+            "jepa.negatives",
+            'negatives = "other_sequences" with train.batch_size = 1 masks every negative (InfoNCE would be 0); '
+            'use negatives = "distant" or a batch_size of 2 or more',
+        )
+    if B == 1 and j.negatives == "distant":
+        close = [k for k, p in zip(j.horizons, j.horizon_probs) if p > 0 and T - 1 - k < k]
+        if close:
+            raise _CrossError(
+                "jepa.negatives",
+                f'negatives = "distant" with train.batch_size = 1: horizon(s) {close} have every target within k of '
+                f"every other (data.block_size {T} < 2k + 1), so every negative is masked; use a batch_size of 2 or more, "
+                'shorter horizons, or negatives = "all"',
+            )
 
 
 class _CrossError(ValueError):
@@ -224,6 +298,8 @@ RESUME_SAFE_KEYS = frozenset(
         "train.max_steps",
         "train.eval_every",
         "train.eval_batches",
+        "train.eval_tokens",
+        "train.eval_stride",
         "train.checkpoint_every",
         "train.keep_last",
         "train.sample_every",

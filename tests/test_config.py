@@ -140,3 +140,71 @@ def test_toml_text_roundtrip_is_exact():
 def test_defaults_validate():
     cfg = Config()
     assert cfg.tap_index == cfg.model.n_layers - 2
+
+
+# --------------------------------------------------------------------------- JEPA pair-group guards
+
+
+@pytest.mark.parametrize(
+    "overrides, key, fragments",
+    [
+        # one pair per micro-batch: no negative anywhere (and cov would divide by N - 1 = 0)
+        (["train.batch_size=1", "jepa.pairs_per_seq=1"], "train.batch_size", ["1 x 1 = 1 pair", "jepa.pairs_per_seq"]),
+        # tiny's horizon 8 (p 0.3) gets 1 x 4 x 0.3 = 1.2 pairs on average
+        (["train.batch_size=1"], "train.batch_size", ["horizon 8: 1.2, horizon 32: 0.8 pairs", "jepa.horizon_probs"]),
+        (["train.batch_size=2", "jepa.pairs_per_seq=2"], "train.batch_size", ["horizon 8: 1.2, horizon 32: 0.8 pairs"]),
+        (["train.batch_size=3", "jepa.pairs_per_seq=3"], "train.batch_size", ["horizon 32: 1.8 pairs"]),
+        # more pairs of horizon 2 per sequence than it has anchors (126)
+        (["jepa.pairs_per_seq=300"], "jepa.pairs_per_seq", ["horizon 2", "150", "126 anchors", "data.block_size"]),
+        (["data.block_size=40", "jepa.horizons=[2, 8, 36]", "jepa.pairs_per_seq=30"], "jepa.pairs_per_seq", ["horizon 36", "only data.block_size - k = 4"]),
+        # batch 1 with other_sequences masks every negative
+        (["train.batch_size=1", "jepa.pairs_per_seq=20", 'jepa.negatives="other_sequences"'], "jepa.negatives", ["batch_size = 1", "InfoNCE would be 0"]),
+        # batch 1 with distant: horizon 32 in a block of 48 has every target within 32 of every other
+        (["train.batch_size=1", "jepa.pairs_per_seq=20", "data.block_size=48"], "jepa.negatives", ["horizon(s) [32]", "2k + 1"]),
+        (["train.eval_stride=129"], "train.eval_stride", ["larger than data.block_size 128"]),
+    ],
+)
+def test_pair_group_guards_name_the_keys(overrides, key, fragments):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", overrides)
+    msg = str(e.value)
+    assert f"`{key}`" in msg
+    for f in fragments:
+        assert f in msg, (f, msg)
+
+
+def test_pair_group_guards_pass_where_they_should():
+    # the edges that are fine: expected group size exactly 2, every anchor of a horizon taken,
+    # batch 1 with enough pairs and distant negatives that can exist, the baseline (no pairs at all)
+    load_config("tiny", ["train.batch_size=1", "jepa.pairs_per_seq=10"])  # 5, 3 and 2 pairs per horizon
+    load_config("tiny", ["data.block_size=40", "jepa.horizons=[2, 8, 36]", "jepa.pairs_per_seq=20"])  # 20 x 0.2 = 4 anchors of 4
+    load_config("tiny", ["train.batch_size=1", "jepa.pairs_per_seq=20", 'jepa.negatives="all"', "data.block_size=48"])
+    load_config("tiny", ["train.batch_size=1", "jepa.pairs_per_seq=1", "jepa.run_baseline=true"])
+    load_config("tiny", ["train.eval_stride=128", "train.eval_tokens=1000"])
+    assert Config().jepa.negatives == "distant" and Config().jepa.eval_pairs >= 1024
+
+
+def test_pair_group_guard_exits_2_from_the_cli():
+    import subprocess
+    import sys
+
+    args = ["profiles", "show", "tiny", "--set", "train.batch_size=1", "--set", "jepa.negatives=other_sequences", "--set", "jepa.pairs_per_seq=20"]
+    r = subprocess.run([sys.executable, "-m", "jepa_cli", *args], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "jepa.negatives" in r.stderr and "batch_size = 1" in r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_old_run_config_still_loads():
+    """A config.toml written before eval_tokens/eval_stride existed (with eval_batches, negatives = "all")."""
+    cfg = load_config("tiny")
+    raw = cfg.to_dict()
+    del raw["train"]["eval_tokens"], raw["train"]["eval_stride"]
+    raw["train"]["eval_batches"] = 16
+    raw["jepa"]["negatives"] = "all"
+    raw["jepa"]["eval_pairs"] = 512
+    import tomli_w
+
+    old = config_from_toml(tomli_w.dumps(raw))
+    assert old.train.eval_batches == 16 and old.train.eval_tokens == 0 and old.train.eval_stride == 0
+    assert old.jepa.negatives == "all" and old.jepa.eval_pairs == 512

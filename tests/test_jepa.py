@@ -15,6 +15,7 @@ from jepa_core.model import (
     ema_momentum_at,
     info_nce,
     lm_weight_at,
+    negatives_mask,
     sample_anchor_target_pairs,
     variance_loss,
 )
@@ -41,23 +42,73 @@ def test_pairs_shapes_and_bounds():
     assert (pairs.t >= 0).all() and (pairs.tpos < T).all()
 
 
-def test_pair_horizon_histogram_and_uniform_anchors():
-    probs = [0.5, 0.3, 0.2]
-    horizons = [2, 8, 32]
-    T = 64
+def _binomial_tolerance(n: int, p: float) -> float:
+    # per sequence a horizon's count is floor or ceil of P*p, whose variance is at most the
+    # binomial one; 5 binomial sd (+1 for p in {0, 1}) is then a bound no seed trips by chance
+    return 5 * math.sqrt(n * p * (1 - p)) + 1
+
+
+def _chi2_limit(df: int) -> float:
+    # chi-square with df degrees of freedom has mean df and sd sqrt(2 df); pairs drawn
+    # without replacement are negatively correlated, which only lowers the statistic
+    return df + 6 * math.sqrt(2 * df)
+
+
+@pytest.mark.parametrize(
+    "T,horizons,probs,P",
+    [(64, [2, 8, 32], [0.5, 0.3, 0.2], 100), (128, [2, 8, 32], [0.5, 0.3, 0.2], 4), (12, [1, 5], [0.3, 0.7], 7)],
+)
+def test_pair_marginals_stay_as_specified(T, horizons, probs, P):
+    """k ~ Categorical(probs) and t | k ~ U{0..T-1-k}, whatever the no-replacement constraint does to the joint."""
+    B = 40_000 // P + 1
     g = torch.Generator().manual_seed(1234)
-    pairs = sample_anchor_target_pairs(2000, T, horizons, probs, 100, "cpu", generator=g)
+    pairs = sample_anchor_target_pairs(B, T, horizons, probs, P, "cpu", generator=g)
     n = pairs.k.numel()
-    freq = torch.bincount(pairs.k_idx, minlength=3).double() / n
-    for f, p in zip(freq.tolist(), probs):
-        assert abs(f - p) <= 0.02 * p  # within 2 % of horizon_probs
-    # t ~ U{0 .. T-1-k}: every value hit, the ends included, roughly flat
+    counts = torch.bincount(pairs.k_idx, minlength=len(horizons)).tolist()
+    for c, p in zip(counts, probs):
+        assert abs(c - n * p) <= _binomial_tolerance(n, p), (c, n * p)
     for hi, k in enumerate(horizons):
         t = pairs.t[pairs.k_idx == hi]
-        counts = torch.bincount(t, minlength=T - k).double()
-        assert counts.numel() == T - k  # nothing beyond T-1-k
-        assert (counts > 0).all()
-        assert (counts - counts.mean()).abs().max() < 0.1 * counts.mean()
+        cells = torch.bincount(t, minlength=T - k).double()
+        assert cells.numel() == T - k  # nothing beyond T-1-k
+        assert (cells > 0).all()  # the ends included
+        expect = t.numel() / (T - k)
+        chi2 = float(((cells - expect) ** 2 / expect).sum())
+        assert chi2 < _chi2_limit(T - k - 1), (k, chi2)
+
+
+def _assert_no_duplicates(pairs, B, P):
+    key = torch.stack((pairs.b, pairs.t, pairs.k_idx), dim=1)
+    assert torch.unique(key, dim=0).shape[0] == B * P
+
+
+@pytest.mark.parametrize(
+    "T,horizons,probs,P",
+    [
+        (16, [2, 8], [0.5, 0.5], 12),  # 6 of 14 and 6 of 8 anchors per sequence
+        (8, [2, 4], [0.5, 0.5], 8),  # horizon 4: 4 pairs for its 4 anchors, every one taken
+        (10, [1, 3, 9], [0.2, 0.7, 0.1], 10),  # horizon 3 takes 7 of its 7 anchors, horizon 9 has 1
+        (128, [2, 8, 32], [0.5, 0.3, 0.2], 4),  # tiny
+    ],
+)
+def test_pairs_never_repeat_within_a_sequence(T, horizons, probs, P):
+    g = torch.Generator().manual_seed(5)
+    for _ in range(50):
+        B = 64
+        pairs = sample_anchor_target_pairs(B, T, horizons, probs, P, "cpu", generator=g)
+        _assert_no_duplicates(pairs, B, P)
+        assert torch.equal(pairs.b, torch.arange(B).repeat_interleave(P))
+        assert (pairs.t >= 0).all() and (pairs.tpos < T).all()
+    # when P * p_k equals T - k, every anchor of k is taken in every sequence
+    pairs = sample_anchor_target_pairs(3, 8, [2, 4], [0.5, 0.5], 8, "cpu", generator=g)
+    for b in range(3):
+        sel = (pairs.b == b) & (pairs.k == 4)
+        assert sorted(pairs.t[sel].tolist()) == [0, 1, 2, 3]
+
+
+def test_pair_sampling_refuses_more_pairs_than_anchors():
+    with pytest.raises(ValueError, match="only 6 anchors"):
+        sample_anchor_target_pairs(2, 8, [2, 4], [0.9, 0.1], 8, "cpu")  # 7.2 pairs of horizon 2, 6 anchors
 
 
 def test_pair_sampling_rng_discipline():
@@ -80,9 +131,27 @@ def test_pair_sampling_rng_discipline():
 # --------------------------------------------------------------------------- losses
 
 
-def _info_nce_reference(p, y, k_idx, tau, seq_ids=None, other_sequences=False):
-    """The design formula literally: sum_h (n_h/N) * mean over the horizon's rows of CE."""
-    p, y = p.tolist(), y.tolist()
+def _negatives_mask_reference(b, tpos, k, k_idx, negatives):
+    """The README rule as a double loop: True where j is not a candidate for row i."""
+    n = len(b)
+    drop = [[False] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(n):
+            if k_idx[j] != k_idx[i]:
+                drop[i][j] = True
+            elif j == i or negatives == "all":
+                continue
+            elif negatives == "other_sequences":
+                drop[i][j] = b[j] == b[i]
+            else:  # distant: the same sequence and a target closer than row i's horizon
+                drop[i][j] = b[j] == b[i] and abs(tpos[j] - tpos[i]) < k[i]
+    return drop
+
+
+def _info_nce_reference(p, y, k_idx, tau, drop=None):
+    """The design formula literally, in float64: sum_h (n_h/N) * mean over the horizon's rows of CE,
+    each row's softmax over the columns `drop` keeps (default: its horizon's)."""
+    p, y = p.double().tolist(), y.double().tolist()
     k_idx = k_idx.tolist()
     N = len(p)
     total = 0.0
@@ -90,7 +159,7 @@ def _info_nce_reference(p, y, k_idx, tau, seq_ids=None, other_sequences=False):
         rows = [i for i in range(N) if k_idx[i] == h]
         ces = []
         for i in rows:
-            cols = [j for j in rows if not (other_sequences and j != i and seq_ids[j] == seq_ids[i])]
+            cols = [j for j in range(N) if not (drop[i][j] if drop is not None else k_idx[j] != k_idx[i])]
             s = {j: sum(a * b for a, b in zip(p[i], y[j])) / tau for j in cols}
             ces.append(-s[i] + math.log(sum(math.exp(v) for v in s.values())))
         total += len(rows) / N * (sum(ces) / len(ces))
@@ -100,29 +169,76 @@ def _info_nce_reference(p, y, k_idx, tau, seq_ids=None, other_sequences=False):
 def test_info_nce_hand_computed_closed_form():
     # two pairs of one horizon, orthonormal: CE = log(1 + e^(-1/tau)) for each row
     p = torch.eye(2, dtype=torch.float64)
-    got = info_nce(p, p.clone(), torch.tensor([0, 0]), 1, tau=0.5)
+    got = info_nce(p, p.clone(), torch.tensor([0, 0]), 0.5)
     assert got.item() == pytest.approx(math.log(1 + math.exp(-2.0)), abs=1e-6)
     # different horizons never compete: each row only has its positive -> loss 0
-    got = info_nce(p, torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), torch.tensor([0, 1]), 2, tau=0.5)
+    got = info_nce(p, torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64), torch.tensor([0, 1]), 0.5)
     assert got.item() == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.parametrize("negatives", ["all", "other_sequences"])
+def test_a_horizon_with_one_pair_adds_zero_not_nan():
+    # rows 0, 1 in horizon 0 (orthonormal), row 2 alone in horizon 1: (2/3) log(1 + e^-2) + (1/3) * 0
+    p = torch.eye(3, dtype=torch.float64)
+    got = info_nce(p, p.clone(), torch.tensor([0, 0, 1]), 0.5)
+    assert got.item() == pytest.approx(2 / 3 * math.log(1 + math.exp(-2.0)), abs=1e-6)
+    # "distant" masking every negative of a row leaves that row at 0 as well
+    b, tpos, k = torch.tensor([0, 0, 0]), torch.tensor([4, 5, 9]), torch.tensor([2, 2, 2])
+    got = info_nce(p, p.clone(), torch.tensor([0, 0, 0]), 0.5, negatives="distant", seq_ids=b, tpos=tpos, k=k)
+    # rows 0 and 1 are each other's near-duplicates (1 < 2), row 2 is far from both
+    ce_row2 = math.log(1 + 2 * math.exp(-2.0))
+    ce_rows01 = math.log(1 + math.exp(-2.0))  # each keeps only row 2 as a negative
+    assert got.item() == pytest.approx((2 * ce_rows01 + ce_row2) / 3, abs=1e-6)
+    # one row in all: no negative, 0
+    assert info_nce(p[:1], p[:1], torch.tensor([0]), 0.5).item() == 0.0
+
+
+def _close_pairs(seed: int, B: int = 3, T: int = 40, P: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    return sample_anchor_target_pairs(B, T, [2, 6, 12], [0.4, 0.4, 0.2], P, "cpu", generator=g)
+
+
+@pytest.mark.parametrize("negatives", ["distant", "all", "other_sequences"])
+def test_negatives_mask_matches_the_rule_brute_force(negatives):
+    for seed in range(5):
+        pairs = _close_pairs(seed)
+        got = negatives_mask(pairs.k_idx, negatives, pairs.b, pairs.tpos, pairs.k)
+        ref = _negatives_mask_reference(pairs.b.tolist(), pairs.tpos.tolist(), pairs.k.tolist(), pairs.k_idx.tolist(), negatives)
+        assert got.tolist() == ref
+    if negatives == "distant":
+        # the case must be exercised: some same-sequence rows are kept, some dropped
+        same = pairs.b[:, None] == pairs.b[None, :]
+        same_h = (pairs.k_idx[:, None] == pairs.k_idx[None, :]) & same & ~torch.eye(len(pairs.b), dtype=torch.bool)
+        assert (got & same_h).any() and (~got & same_h).any()
+
+
+def test_distant_rule_reads_row_is_horizon():
+    # the rule compares |u_j - u_i| with k_i, the horizon of the row: not symmetric in i, j.
+    # (In the loss both rows of a group share one horizon; here the k given differ to show whose is read.)
+    k_idx = torch.tensor([0, 0])
+    b = torch.tensor([0, 0])
+    tpos = torch.tensor([10, 13])
+    m = negatives_mask(k_idx, "distant", b, tpos, torch.tensor([2, 8]))
+    assert m.tolist() == [[False, False], [True, False]]  # |13 - 10| = 3: >= 2 for row 0, < 8 for row 1
+
+
+@pytest.mark.parametrize("negatives", ["distant", "all", "other_sequences"])
 def test_info_nce_matches_float64_reference(negatives):
     torch.manual_seed(0)
-    N, D = 12, 5
+    pairs = _close_pairs(3)
+    N, D = pairs.b.numel(), 5
     p = F.normalize(torch.randn(N, D, dtype=torch.float64), dim=-1)
     y = F.normalize(torch.randn(N, D, dtype=torch.float64), dim=-1)
-    k_idx = torch.tensor([0, 1, 2, 0, 0, 1, 2, 2, 0, 1, 0, 2])
-    seq = torch.arange(4).repeat_interleave(3)
-    ref = _info_nce_reference(p, y, k_idx, 0.2, seq.tolist(), negatives == "other_sequences")
-    got = info_nce(p, y, k_idx, 3, 0.2, seq_ids=seq, negatives=negatives)
+    drop = _negatives_mask_reference(pairs.b.tolist(), pairs.tpos.tolist(), pairs.k.tolist(), pairs.k_idx.tolist(), negatives)
+    ref = _info_nce_reference(p, y, pairs.k_idx, 0.2, drop)
+    got = info_nce(p, y, pairs.k_idx, 0.2, negatives=negatives, seq_ids=pairs.b, tpos=pairs.tpos, k=pairs.k)
     # info_nce computes in float32
     assert got.item() == pytest.approx(ref, rel=1e-5)
-    if negatives == "other_sequences":
-        assert abs(ref - _info_nce_reference(p, y, k_idx, 0.2)) > 1e-3  # masking changes the value
+    if negatives != "all":
+        assert abs(ref - _info_nce_reference(p, y, pairs.k_idx, 0.2)) > 1e-3  # masking changes the value
         with pytest.raises(ValueError, match="seq_ids"):
-            info_nce(p, y, k_idx, 3, 0.2, negatives=negatives)
+            info_nce(p, y, pairs.k_idx, 0.2, negatives=negatives)
+    with pytest.raises(ValueError, match="negatives must be"):
+        info_nce(p, y, pairs.k_idx, 0.2, negatives="near")
 
 
 def test_variance_loss_hand_computed():
@@ -294,11 +410,11 @@ def test_teacher_never_uses_dropout():
 # --------------------------------------------------------------------------- loss assembly
 
 
-@pytest.mark.parametrize("teacher", ["projector", "encoder"])
-def test_loss_is_the_weighted_sum(teacher):
+@pytest.mark.parametrize("teacher,negatives", [("projector", "distant"), ("encoder", "distant"), ("projector", "other_sequences")])
+def test_loss_is_the_weighted_sum(teacher, negatives):
     torch.manual_seed(5)
     j = {"teacher": teacher, "gamma_var": 0.7, "gamma_cov": 0.3, "gamma_var_pred": 0.2, "gamma_cov_pred": 0.1,
-         "jepa_weight": 0.6, "tau": 0.2, "negatives": "other_sequences"}
+         "jepa_weight": 0.6, "tau": 0.2, "negatives": negatives, "pairs_per_seq": 12}
     model = JepaLM(small_cfg(jepa=j), V)
     idx, targets = torch.randint(0, V, (2, 4, 32))
     pairs = model.sample_pairs(4, 32, "cpu", torch.Generator().manual_seed(1))
@@ -306,9 +422,11 @@ def test_loss_is_the_weighted_sum(teacher):
     h, h_tap = model.transformer(idx)
     lm = F.cross_entropy(model.transformer.logits(h).reshape(-1, V).double(), targets.reshape(-1))
     z_a, z_p, z_t = model.jepa_latents(idx, h_tap, pairs)
-    nce = _info_nce_reference(
-        F.normalize(z_p.double(), dim=-1), F.normalize(z_t.double(), dim=-1), pairs.k_idx, 0.2, pairs.b.tolist(), True
-    )
+    drop = _negatives_mask_reference(pairs.b.tolist(), pairs.tpos.tolist(), pairs.k.tolist(), pairs.k_idx.tolist(), negatives)
+    if negatives == "distant":  # 12 pairs in 32 tokens: the rule bites
+        assert sum(map(sum, drop)) > sum(map(sum, _negatives_mask_reference(
+            pairs.b.tolist(), pairs.tpos.tolist(), pairs.k.tolist(), pairs.k_idx.tolist(), "all")))
+    nce = _info_nce_reference(F.normalize(z_p.double(), dim=-1), F.normalize(z_t.double(), dim=-1), pairs.k_idx, 0.2, drop)
     jl = nce + 0.7 * variance_loss(z_a.double()) + 0.3 * covariance_loss(z_a.double())
     jl = jl + 0.2 * variance_loss(z_p.double()) + 0.1 * covariance_loss(z_p.double())
     assert out.lm_loss.item() == pytest.approx(lm.item(), rel=1e-5)
@@ -320,6 +438,42 @@ def test_loss_is_the_weighted_sum(teacher):
     assert out.stats["info_nce"].item() == pytest.approx(nce, rel=1e-5)
     std_a = z_a.double().var(0, unbiased=False).sqrt().mean().item()
     assert out.stats["std_anchor"].item() == pytest.approx(std_a, rel=1e-5)
+
+
+def test_single_pair_groups_give_a_finite_hand_computed_loss():
+    """A horizon group of one pair adds 0 to InfoNCE; a micro-batch of one pair skips var/cov (no N-1 = 0)."""
+    torch.manual_seed(8)
+    j = {"gamma_var": 0.5, "gamma_cov": 2.0, "gamma_var_pred": 0.3, "gamma_cov_pred": 0.4, "jepa_weight": 0.7, "tau": 0.3}
+    model = JepaLM(small_cfg(jepa=j), V)
+    idx = torch.randint(0, V, (2, 32))
+    # three pairs: two of horizon 2 (different sequences), one of horizon 4
+    pairs = Pairs(torch.tensor([0, 1, 1]), torch.tensor([3, 10, 5]), torch.tensor([0, 0, 1]), torch.tensor([2, 2, 4]))
+    out = model(idx, idx, lm_weight=1.0, pairs=pairs)
+    _, h_tap = model.transformer(idx)
+    z_a, z_p, z_t = (z.double() for z in model.jepa_latents(idx, h_tap, pairs))
+    p, y = F.normalize(z_p, dim=-1), F.normalize(z_t, dim=-1)
+    s = (p @ y.T / 0.3).tolist()
+    # rows 0, 1 compete with each other; row 2 alone has CE = 0
+    ce0 = -s[0][0] + math.log(math.exp(s[0][0]) + math.exp(s[0][1]))
+    ce1 = -s[1][1] + math.log(math.exp(s[1][0]) + math.exp(s[1][1]))
+    nce = (ce0 + ce1 + 0.0) / 3
+    jl = nce + 0.5 * variance_loss(z_a) + 2.0 * covariance_loss(z_a) + 0.3 * variance_loss(z_p) + 0.4 * covariance_loss(z_p)
+    assert math.isfinite(out.loss.item())
+    assert out.stats["info_nce"].item() == pytest.approx(nce, rel=1e-5)
+    assert out.jepa_loss.item() == pytest.approx(jl.item(), rel=1e-4)
+    # one pair in all: InfoNCE 0, var/cov skipped: the JEPA loss is exactly 0, not NaN
+    one = Pairs(*(x[:1] for x in pairs))
+    out1 = model(idx, idx, lm_weight=1.0, pairs=one)
+    assert out1.jepa_loss.item() == 0.0
+    assert out1.loss.item() == pytest.approx(out1.lm_loss.item(), rel=1e-6)
+    out1.loss.backward()
+    assert all(torch.isfinite(q.grad).all() for q in model.parameters() if q.grad is not None)
+
+
+def test_var_cov_skip_below_two_rows():
+    z = torch.randn(1, 4, dtype=torch.float64)
+    assert variance_loss(z).item() == 0.0 and covariance_loss(z).item() == 0.0
+    assert variance_loss(z[:0]).item() == 0.0 and covariance_loss(z[:0]).item() == 0.0
 
 
 def test_forward_pairs_follow_the_generator():

@@ -30,6 +30,9 @@ from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder
 __all__ = [
     "Pairs",
     "sample_anchor_target_pairs",
+    "pair_capacity_error",
+    "NEGATIVES",
+    "negatives_mask",
     "info_nce",
     "variance_loss",
     "covariance_loss",
@@ -64,6 +67,24 @@ class Pairs(NamedTuple):
         return Pairs(*(x.to(device, non_blocking=device.type == "cuda") for x in self))
 
 
+def pair_capacity_error(seq_len: int, horizons: Sequence[int], horizon_probs: Sequence[float], pairs_per_seq: int) -> str | None:
+    """Why `pairs_per_seq` pairs cannot be drawn without replacement from one sequence, or None.
+
+    Horizon k has T - k anchors and receives pairs_per_seq * p_k of a
+    sequence's pairs on average; drawing them without replacement while keeping
+    every pair's marginal (k ~ p, t ~ U{0..T-1-k}) needs p_k * P <= T - k.
+    """
+    for k, p in zip(horizons, horizon_probs):
+        if k >= seq_len:
+            return f"horizon {k} does not fit a sequence of {seq_len} tokens (need k < T)"
+        if p > 0 and pairs_per_seq * p > seq_len - k + 1e-9:
+            return (
+                f"horizon {k} gets {pairs_per_seq} x {p:g} = {pairs_per_seq * p:g} pairs per sequence on average "
+                f"but has only {seq_len - k} anchors (T - k) to draw them from without replacement"
+            )
+    return None
+
+
 def sample_anchor_target_pairs(
     batch_size: int,
     seq_len: int,
@@ -73,26 +94,55 @@ def sample_anchor_target_pairs(
     device: torch.device | str,
     generator: torch.Generator | None = None,
 ) -> Pairs:
-    """b = arange(B).repeat_interleave(P); k ~ Categorical(horizon_probs); t ~ U{0..T-1-k}.
+    """P = pairs_per_seq distinct (anchor, horizon) pairs per sequence; b = arange(B).repeat_interleave(P).
+
+    Every pair, taken on its own, has k ~ Categorical(horizon_probs) and
+    t ~ U{0..T-1-k}, and no (sequence, anchor, horizon) repeats: randomised
+    systematic sampling. A sequence's candidates (k, t) are laid out horizon by
+    horizon, anchors in a random order within each horizon, each with width
+    (inclusion probability) P * p_k / (T - k) <= 1; P points u, u+1, ..., u+P-1
+    (u ~ U[0, 1)) then fall in P different candidates, and a candidate is hit
+    with probability equal to its width. So horizon k gets floor or ceil of
+    P * p_k pairs of a sequence (mean P * p_k) and they are a uniform random
+    subset of its anchors.
 
     Draws only from `generator` (on its device) or, without one, from the
-    global RNG of `device`, so a saved/restored RNG state reproduces the pairs.
+    global RNG of `device` (a fixed number of draws per call), so a saved and
+    restored RNG state reproduces the pairs. Vectorised: one (B, M) sort per
+    call, M = sum_k (T - k) candidates.
     """
     if len(horizons) != len(horizon_probs) or not horizons:
         raise ValueError(f"{len(horizon_probs)} probabilities for {len(horizons)} horizons")
-    if max(horizons) >= seq_len:
-        raise ValueError(f"horizon {max(horizons)} does not fit a sequence of {seq_len} tokens (need k < T)")
+    why = pair_capacity_error(seq_len, horizons, horizon_probs, pairs_per_seq)
+    if why is not None:
+        raise ValueError(why)
     device = torch.device(device)
     draw_dev = generator.device if generator is not None else device
-    n = batch_size * pairs_per_seq
-    probs = torch.tensor(list(horizon_probs), dtype=torch.float32, device=draw_dev)
-    k_idx = torch.multinomial(probs, n, replacement=True, generator=generator)
+    B, P, H = batch_size, pairs_per_seq, len(horizons)
+    spans = [seq_len - k for k in horizons]
+    # candidate c of a sequence: horizon block[c], anchor slot[c]; deterministic tables, no RNG
+    block = torch.repeat_interleave(torch.arange(H, device=draw_dev), torch.tensor(spans, device=draw_dev))
+    slot = torch.cat([torch.arange(s, device=draw_dev) for s in spans])
+    width = torch.tensor([P * p / s for p, s in zip(horizon_probs, spans)], dtype=torch.float64, device=draw_dev)[block]
+    edges = torch.cumsum(width, 0)  # candidate c covers [edges[c-1], edges[c])
+    M = edges.numel()
+    # random order of the anchors inside each horizon block (the block index keeps blocks in place)
+    keys = torch.rand(B, M, dtype=torch.float64, device=draw_dev, generator=generator) + block.to(torch.float64)
+    order = torch.argsort(keys, dim=1)  # order[b, c] = candidate placed at c
+    u = torch.rand(B, 1, dtype=torch.float64, device=draw_dev, generator=generator)
+    ar = torch.arange(P, device=draw_dev)
+    # points spaced total/P apart (total = P up to rounding) so none falls past the last edge
+    points = (u + ar) * (edges[-1] / P)
+    pos = torch.searchsorted(edges, points, right=True).clamp_(max=M - 1)
+    # widths <= 1 make pos strictly increasing; this keeps it so when rounding puts two
+    # points in one candidate of width exactly 1 (probability ~1e-16, no measurable bias)
+    pos = torch.cummax(pos - ar, dim=1).values + ar
+    pos = torch.minimum(pos, M - P + ar)
+    cand = order.gather(1, pos)
+    k_idx = block[cand].reshape(-1)
+    t = slot[cand].reshape(-1)
     k = torch.tensor(list(horizons), dtype=torch.long, device=draw_dev)[k_idx]
-    span = seq_len - k  # number of valid anchors for each pair
-    u = torch.rand(n, dtype=torch.float64, device=draw_dev, generator=generator)
-    # floor(u * span) is uniform on {0..span-1}; the min guards the u*span == span rounding case
-    t = torch.minimum((u * span).floor().long(), span - 1)
-    b = torch.arange(batch_size, device=draw_dev).repeat_interleave(pairs_per_seq)
+    b = torch.arange(B, device=draw_dev).repeat_interleave(P)
     pairs = Pairs(b, t, k_idx, k)
     return pairs if draw_dev == device else pairs.to(device)
 
@@ -100,51 +150,90 @@ def sample_anchor_target_pairs(
 # --------------------------------------------------------------------------- losses
 
 
+NEGATIVES = ("distant", "all", "other_sequences")
+
+
+def negatives_mask(
+    k_idx: torch.Tensor,
+    negatives: str,
+    seq_ids: torch.Tensor | None = None,
+    tpos: torch.Tensor | None = None,
+    k: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, N) bool, True where column j is NOT a candidate in row i's softmax.
+
+    Always dropped: other horizons (k_idx_j != k_idx_i). Then, for j != i:
+    "all" drops nothing more; "other_sequences" drops the same sequence
+    (b_j == b_i); "distant" drops the same sequence when the targets are
+    closer than row i's horizon (b_j == b_i and |u_j - u_i| < k_i, u = t + k):
+    those targets share most of their context with the positive. The diagonal
+    (the positive) is never dropped.
+    """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+    drop = k_idx[:, None] != k_idx[None, :]
+    if negatives == "all":
+        return drop
+    if seq_ids is None:
+        raise ValueError(f"negatives={negatives!r} needs seq_ids")
+    same = seq_ids[:, None] == seq_ids[None, :]
+    if negatives == "distant":
+        if tpos is None or k is None:
+            raise ValueError("negatives='distant' needs tpos and k")
+        same = same & ((tpos[None, :] - tpos[:, None]).abs() < k[:, None])
+    eye = torch.eye(k_idx.shape[0], dtype=torch.bool, device=k_idx.device)
+    return drop | (same & ~eye)
+
+
 def info_nce(
     p: torch.Tensor,
     y: torch.Tensor,
     k_idx: torch.Tensor,
-    n_horizons: int,
     tau: float,
-    seq_ids: torch.Tensor | None = None,
+    *,
     negatives: str = "all",
+    seq_ids: torch.Tensor | None = None,
+    tpos: torch.Tensor | None = None,
+    k: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """sum_h (n_h/N) * CE(p_h y_h^T / tau, diagonal); p and y are already L2-normalised.
 
-    One N x N matmul with the columns of other horizons masked out: row i's
-    softmax then runs over the pairs of its own horizon only, and the n_h/N
-    weighting of per-horizon means is exactly the mean over all N rows.
-    With negatives = "other_sequences" the other pairs of the same sequence
-    (often near-positives) are masked too. `n_horizons` is kept for the API;
-    the mask needs only `k_idx`.
+    One N x N matmul with `negatives_mask` applied: row i's softmax then runs
+    over its positive and its negatives only, and the n_h/N weighting of
+    per-horizon means is exactly the mean over all N rows. A row left with no
+    negative (a horizon with one pair, or every negative masked) has CE = 0
+    exactly: it adds nothing and no gradient, never a NaN.
     """
-    if negatives not in ("all", "other_sequences"):
-        raise ValueError(f"negatives must be 'all' or 'other_sequences', got {negatives!r}")
     p, y = p.float(), y.float()
     n = p.shape[0]
     logits = (p @ y.T) / tau
-    drop = k_idx[:, None] != k_idx[None, :]
-    if negatives == "other_sequences":
-        if seq_ids is None:
-            raise ValueError("negatives='other_sequences' needs seq_ids")
-        eye = torch.eye(n, dtype=torch.bool, device=p.device)
-        drop = drop | ((seq_ids[:, None] == seq_ids[None, :]) & ~eye)
+    drop = negatives_mask(k_idx, negatives, seq_ids, tpos, k)
     logits = logits.masked_fill(drop, float("-inf"))  # the diagonal is never masked
     target = torch.arange(n, device=p.device)
     return F.cross_entropy(logits, target)
 
 
 def variance_loss(z: torch.Tensor) -> torch.Tensor:
-    """mean_j relu(1 - sqrt(var_j(z) + 1e-4)), population variance over the batch."""
+    """mean_j relu(1 - sqrt(var_j(z) + 1e-4)), population variance over the batch.
+
+    Skipped (0) for fewer than 2 rows: one row has no spread to measure.
+    """
     z = z.float()
+    if z.shape[0] < 2:
+        return z.new_zeros(())
     std = torch.sqrt(z.var(dim=0, unbiased=False) + 1e-4)
     return F.relu(1.0 - std).mean()
 
 
 def covariance_loss(z: torch.Tensor) -> torch.Tensor:
-    """(||C||_F^2 - ||diag C||^2) / D with C = z_c^T z_c / (N - 1)."""
+    """(||C||_F^2 - ||diag C||^2) / D with C = z_c^T z_c / (N - 1).
+
+    Skipped (0) for fewer than 2 rows, where N - 1 = 0 would make it NaN.
+    """
     z = z.float()
     n, d = z.shape
+    if n < 2:
+        return z.new_zeros(())
     zc = z - z.mean(dim=0, keepdim=True)
     c = (zc.T @ zc) / (n - 1)
     return (c.pow(2).sum() - torch.diagonal(c).pow(2).sum()) / d
@@ -346,7 +435,9 @@ class JepaLM(nn.Module):
         j = self.cfg.jepa
         p = F.normalize(z_p.float(), dim=-1)
         y = F.normalize(z_t.float(), dim=-1)
-        nce = info_nce(p, y, pairs.k_idx, len(j.horizons), j.tau, pairs.b, j.negatives)
+        nce = info_nce(
+            p, y, pairs.k_idx, j.tau, negatives=j.negatives, seq_ids=pairs.b, tpos=pairs.tpos, k=pairs.k
+        )
         var_a, cov_a = variance_loss(z_a), covariance_loss(z_a)
         loss = nce + j.gamma_var * var_a + j.gamma_cov * cov_a
         if j.gamma_var_pred:
