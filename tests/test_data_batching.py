@@ -1,4 +1,4 @@
-"""TrainBatcher and val_batches, checked on tokens whose value is their position."""
+"""TrainBatcher and the validation windows, checked on tokens whose value is their position."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from jepa_core.data import TrainBatcher, val_batches, val_windows
+from jepa_core.data.batching import iter_val_batches, val_blocks
 from jepa_core.errors import DataError
 
 N = 10_007  # prime, so no window arithmetic comes out even by accident
@@ -110,15 +111,52 @@ def test_too_short_for_a_window(positions):
         val_batches(positions[:32], 32, 1, 1)
 
 
-def test_val_windows_spread_and_never_overlap():
-    # 100 tokens, block 10: windows start at 0, 10, ..., 80 (90 would need id 100): 9 windows
-    assert val_windows(100, 10, 4, 10).tolist() == [0, 10, 20, 30, 40, 50, 60, 70, 80]
-    # 9 windows, 4 wanted: k = floor(i * 9 / 4) for i = 0..3 -> 0, 2, 4, 6
-    assert val_windows(100, 10, 2, 2).tolist() == [0, 20, 40, 60]
-    assert val_windows(101, 10, 1, 100).tolist()[-1] == 90
+def test_val_windows_cover_the_split_once():
+    # 101 tokens, block 10: targets 1..100 in 10 blocks, the last one full
+    w = val_windows(101, 10)
+    assert w.start.tolist() == list(range(0, 100, 10)) and w.length.tolist() == [10] * 10 and w.n_scored == 100
+    # 100 tokens: 99 targets, the last block is 9 long (its inputs 90..98, targets 91..99)
+    w = val_windows(100, 10)
+    assert w.start.tolist()[-1] == 90 and w.length.tolist()[-1] == 9 and w.n_scored == 99
+    assert (w.skip == 0).all()
+    # sliding: ends 10, 13, 16, ..., 97, 99 (the last one short of a full stride)
+    w = val_windows(100, 10, stride=3)
+    ends = (w.start + w.length).tolist()
+    assert ends[:3] == [10, 13, 16] and ends[-2:] == [97, 99]
+    assert (w.length == 10).all() and w.skip.tolist()[:3] == [0, 7, 7] and w.skip.tolist()[-1] == 8
+    assert w.n_scored == 99
+    # a cap scores the first targets only; a split shorter than a block is one short window
+    assert val_windows(100, 10, max_tokens=25).n_scored == 25
+    assert val_windows(100, 10, stride=4, max_tokens=25).n_scored == 25
+    w = val_windows(6, 10, stride=4)
+    assert w.start.tolist() == [0] and w.length.tolist() == [5] and w.n_scored == 5
+    assert val_windows(1, 10).n_scored == 0
+    with pytest.raises(ValueError, match="stride"):
+        val_windows(100, 10, stride=11)
 
 
-def test_val_batches_are_deterministic_non_overlapping_windows(positions):
+def test_iter_val_batches_in_order_with_the_short_block_alone(positions):
+    w = val_windows(N, 64)  # 156 full blocks and one of 22 targets
+    batches = list(iter_val_batches(positions, w, 8))
+    assert [x.shape for x, _, _ in batches][-2:] == [(4, 64), (1, 22)]
+    starts = [int(s) for x, _, _ in batches for s in x[:, 0]]
+    assert starts == w.start.tolist()
+    for x, y, skip in batches:
+        assert torch.equal(y, x + 1) and torch.equal(x, x[:, :1] + torch.arange(x.shape[1]))
+        assert (skip == 0).all()
+    assert int(batches[-1][1][0, -1]) == N - 1  # the split's last token is scored
+    ws = val_windows(N, 64, stride=16)
+    skips = torch.cat([s for _, _, s in iter_val_batches(positions, ws, 5)])
+    assert skips.tolist() == ws.skip.tolist()
+
+
+def test_val_blocks_gathers_inputs(positions):
+    blocks = val_blocks(positions, np.array([0, 64, 640]), 64)
+    assert blocks.shape == (3, 64) and blocks.dtype == torch.int64
+    assert blocks[:, 0].tolist() == [0, 64, 640] and torch.equal(blocks, blocks[:, :1] + torch.arange(64))
+
+
+def test_legacy_val_batches_are_deterministic_non_overlapping_windows(positions):
     a = val_batches(positions, 64, 8, 4)
     b = val_batches(positions, 64, 8, 4)
     assert len(a) == 4

@@ -1,4 +1,4 @@
-"""Batches of token windows: random for training (resumable), fixed for validation.
+"""Batches of token windows: random for training (resumable), whole-split for validation.
 
 Training windows start at uniform random offsets drawn from a PCG64 generator
 seeded by (seed, rank), so every rank of a distributed run draws its own
@@ -8,6 +8,8 @@ batches an uninterrupted run would have drawn next.
 """
 
 from __future__ import annotations
+
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -110,10 +112,91 @@ class TrainBatcher:
         self.batches_drawn = int(d["batches_drawn"])
 
 
-def val_windows(n_tokens: int, block_size: int, batch_size: int, max_batches: int) -> np.ndarray:
-    """Start offsets of the validation windows: multiples of block_size (so they never overlap),
-    evenly spread over the split, the same on every call."""
-    n_windows = (n_tokens - 1) // block_size  # window k covers ids [k*T, k*T + T]
+class ValWindows(NamedTuple):
+    """Validation windows: inputs tokens[start : start + length], targets one token later.
+
+    The first `skip` targets of a window were scored by the previous window and
+    are context only; the others are scored. Over all windows every target
+    position 1..n_scored is scored exactly once, in order.
+    """
+
+    start: np.ndarray
+    length: np.ndarray
+    skip: np.ndarray
+
+    @property
+    def n_scored(self) -> int:
+        return int((self.length - self.skip).sum())
+
+
+def val_windows(n_tokens: int, block_size: int, stride: int = 0, max_tokens: int = 0) -> ValWindows:
+    """The windows that score every validation token after the first exactly once.
+
+    Target positions 1..S are scored, S = n_tokens - 1, or `max_tokens` when
+    0 < max_tokens < n_tokens - 1 (the first S targets of the split).
+    stride = 0: non-overlapping blocks of block_size covering them, the last one
+    shorter; a token at offset j of its block is predicted from j + 1 tokens.
+    stride = s (1..block_size): sliding windows of block_size whose ends move s
+    targets at a time (the last one ends at S); each window scores only its
+    new targets, so every target after the first window has at least
+    block_size - s + 1 tokens of context.
+    """
+    T = int(block_size)
+    if T < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if not 0 <= stride <= T:
+        raise ValueError(f"stride must be in 0..block_size ({T}), got {stride}")
+    if max_tokens < 0:
+        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+    S = max(0, int(n_tokens) - 1)
+    if max_tokens:
+        S = min(S, int(max_tokens))
+    if S == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return ValWindows(empty, empty, empty)
+    if stride == 0:
+        start = np.arange(0, S, T, dtype=np.int64)
+        length = np.minimum(T, S - start)
+        return ValWindows(start, length, np.zeros_like(start))
+    # window ends e_0 = min(T, S), e_j = min(T + j*s, S); each covers targets e_j - T + 1 .. e_j
+    n_after = -(-max(0, S - T) // stride)  # ceil
+    end = np.minimum(T + stride * np.arange(n_after + 1, dtype=np.int64), S)
+    start = np.maximum(0, end - T)
+    prev_end = np.concatenate(([0], end[:-1]))
+    return ValWindows(start, end - start, prev_end - start)
+
+
+class ValBatch(NamedTuple):
+    x: torch.Tensor  # (b, L) inputs
+    y: torch.Tensor  # (b, L) targets
+    skip: torch.Tensor  # (b,) leading targets that are context only
+
+
+def iter_val_batches(tokens: np.ndarray, windows: ValWindows, batch_size: int) -> Iterator[ValBatch]:
+    """Up to batch_size consecutive windows of equal length per batch, in order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(windows.start)
+    i = 0
+    while i < n:
+        L = int(windows.length[i])
+        j = i + 1
+        while j < n and j - i < batch_size and int(windows.length[j]) == L:
+            j += 1
+        x, y = _gather(tokens, windows.start[i:j], L)
+        yield ValBatch(x, y, torch.from_numpy(windows.skip[i:j].copy()))
+        i = j
+
+
+def val_blocks(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> torch.Tensor:
+    """(len(starts), block_size) int64 inputs tokens[s : s + block_size] (no targets)."""
+    idx = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(block_size, dtype=np.int64)[None, :]
+    return torch.from_numpy(np.asarray(tokens)[idx].astype(np.int64))
+
+
+def _spread_starts(n_tokens: int, block_size: int, batch_size: int, max_batches: int) -> np.ndarray:
+    # the old eval's window choice, kept only for `val_batches` below
+    n_windows = (n_tokens - 1) // block_size
     want = max_batches * batch_size
     if n_windows <= want:
         k = np.arange(n_windows, dtype=np.int64)
@@ -123,13 +206,13 @@ def val_windows(n_tokens: int, block_size: int, batch_size: int, max_batches: in
 
 
 def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Deterministic, non-overlapping (x, y) windows spread over the validation split.
+    """Legacy: at most max_batches x batch_size full blocks spread over the split.
 
-    At most `max_batches` batches of `batch_size`; a split too short for that
-    many gives every window it has (the last batch may be smaller).
+    Superseded by `val_windows` + `iter_val_batches` (every token scored);
+    kept until the training loop's evaluator moves over.
     """
     if max_batches < 1 or batch_size < 1:
         raise ValueError("batch_size and max_batches must be >= 1")
     _check_length(len(tokens), block_size, "validation")
-    starts = val_windows(len(tokens), block_size, batch_size, max_batches)
+    starts = _spread_starts(len(tokens), block_size, batch_size, max_batches)
     return [_gather(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)]

@@ -3,7 +3,17 @@
 Imports torch; only commands that build or read a model import it.
 """
 
-from .eval import bits_per_byte, effective_rank, fixed_eval_pairs, jepa_eval_metrics, retrieval_metrics
+from .eval import (
+    EvalPairSet,
+    LMScore,
+    bits_per_byte,
+    effective_rank,
+    eval_pair_set,
+    fixed_eval_pairs,
+    jepa_eval_metrics,
+    retrieval_metrics,
+    score_lm,
+)
 from .flops import estimate_flops_per_token
 from .jepa import (
     JepaLM,
@@ -13,6 +23,8 @@ from .jepa import (
     ema_momentum_at,
     info_nce,
     lm_weight_at,
+    negatives_mask,
+    pair_capacity_error,
     sample_anchor_target_pairs,
     variance_loss,
 )
@@ -21,6 +33,8 @@ from .transformer import DecoderOnlyTransformer
 
 __all__ = [
     "DecoderOnlyTransformer",
+    "EvalPairSet",
+    "LMScore",
     "JepaLM",
     "ModelOutput",
     "Pairs",
@@ -31,12 +45,16 @@ __all__ = [
     "effective_rank",
     "ema_momentum_at",
     "estimate_flops_per_token",
+    "eval_pair_set",
     "fixed_eval_pairs",
     "info_nce",
     "jepa_eval_metrics",
     "lm_weight_at",
+    "negatives_mask",
+    "pair_capacity_error",
     "param_group_names",
     "retrieval_metrics",
     "sample_anchor_target_pairs",
+    "score_lm",
     "variance_loss",
 ]

@@ -1,34 +1,148 @@
-"""Evaluation helpers: fixed-pair JEPA retrieval, effective rank, bits per byte.
+"""Evaluation: whole-split LM scoring (bits per byte) and the JEPA representation probes.
 
-Retrieval: for every pair, the prediction p_i is compared (cosine) with the
-targets y_j of all eval pairs of the same horizon; top-1 is right when its own
-target scores highest. With n candidates chance is 1/n, so the
-chance-normalised score (acc - 1/n) / (1 - 1/n) is 0 at chance and 1 when
+LM: `score_lm` scores every validation token after the first exactly once
+(non-overlapping blocks, or sliding windows with a stride) and returns the
+summed nats, the number of scored tokens and the UTF-8 bytes of those target
+tokens; BPB = nats / (ln 2 * bytes).
+
+Retrieval: for every pair of a fixed eval set, the prediction p_i is compared
+(cosine) with the targets y_j of all eval pairs of the same horizon; top-1 is
+right when its own target scores highest. With n candidates chance is 1/n, so
+the chance-normalised score (acc - 1/n) / (1 - 1/n) is 0 at chance and 1 when
 perfect, comparable across horizons and eval sizes. The margin is the mean of
 (positive similarity - best negative similarity). Candidates are all pairs of
 the horizon whatever `jepa.negatives` says, so runs compare on the same task.
+
+Copy control: the same retrieval with the query replaced by the teacher's
+latent of the anchor token itself (target projector at t: no predictor, no
+horizon). It measures how far the targets can be told apart by recognising
+the anchor's surroundings (its sequence, its neighbourhood) alone; prediction's
+lift over it is what the predictor adds.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import JepaConfig
 from .jepa import JepaLM, Pairs, sample_anchor_target_pairs
 
+# --------------------------------------------------------------------------- LM scoring
+
+
+class LMScore(NamedTuple):
+    nats: float  # summed next-token cross-entropy over the scored targets
+    n_tokens: int  # scored targets
+    n_bytes: int  # UTF-8 bytes of the scored target tokens
+
+
+def score_lm(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    val_tokens: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    stride: int = 0,
+    max_tokens: int = 0,
+    token_bytes: Sequence[int] | np.ndarray | None = None,
+) -> LMScore:
+    """Score the validation stream once per token (see `val_windows` for the windows).
+
+    `logits_fn(x)` maps (b, L) int64 CPU inputs to (b, L, V) logits (on any
+    device; it moves x itself and sets eval mode / autocast). `token_bytes[id]`
+    is the byte length of token `id`; bytes are counted over the scored
+    *targets*, the text the nats are about. Without it n_bytes is 0.
+    """
+    from ..data.batching import iter_val_batches, val_windows
+
+    windows = val_windows(len(val_tokens), block_size, stride, max_tokens)
+    lengths = None if token_bytes is None else torch.as_tensor(np.asarray(token_bytes, dtype=np.int64))
+    sums: list[torch.Tensor] = []
+    n_tokens = n_bytes = 0
+    with torch.no_grad():
+        for x, y, skip in iter_val_batches(val_tokens, windows, batch_size):
+            scored = torch.arange(x.shape[1])[None, :] >= skip[:, None]  # (b, L) on the CPU
+            logits = logits_fn(x)
+            dev = logits.device
+            yd = y.to(dev)
+            if bool(scored.all()):
+                flat, tgt = logits.reshape(-1, logits.shape[-1]), yd.reshape(-1)
+            else:
+                m = scored.to(dev)
+                flat, tgt = logits[m], yd[m]
+            sums.append(F.cross_entropy(flat.float(), tgt, reduction="sum"))
+            n_tokens += int(scored.sum())
+            if lengths is not None:
+                n_bytes += int(lengths[y[scored]].sum())
+    nats = float(torch.stack(sums).cpu().double().sum()) if sums else 0.0
+    return LMScore(nats, n_tokens, n_bytes)
+
+
+def bits_per_byte(sum_nats: float, n_bytes: int) -> float:
+    """Summed next-token loss in nats over the text's UTF-8 byte count, in bits."""
+    if n_bytes <= 0:
+        raise ValueError(f"bits_per_byte needs a positive byte count, got {n_bytes}")
+    return float(sum_nats) / (math.log(2.0) * n_bytes)
+
+
+# --------------------------------------------------------------------------- the fixed pair set
+
+
+class EvalPairSet(NamedTuple):
+    """Fixed eval pairs over full validation blocks tokens[s : s + T], s in `starts`;
+    `pairs.b` indexes `starts`."""
+
+    starts: np.ndarray
+    pairs: Pairs
+
+
+def max_pairs_per_seq(seq_len: int, jcfg: JepaConfig) -> int:
+    """The most pairs one sequence holds without replacement (p_k * P <= T - k for every k)."""
+    caps = [math.floor((seq_len - k) / p + 1e-9) for k, p in zip(jcfg.horizons, jcfg.horizon_probs) if p > 0]
+    return max(1, min(caps)) if caps else 1
+
+
+def eval_pair_set(n_tokens: int, block_size: int, jcfg: JepaConfig, n_pairs: int, seed: int) -> EvalPairSet:
+    """At least n_pairs pairs (when the split holds that many), the same every eval.
+
+    jepa.pairs_per_seq pairs per block, the training density, over
+    ceil(n_pairs / pairs_per_seq) full blocks spread evenly over the split; a
+    split with too few blocks gets more pairs per block, up to what one block
+    holds without replacement. Drawn on the CPU from a private generator seeded
+    with `seed`: the global RNG is left alone.
+    """
+    T = int(block_size)
+    n_full = int(n_tokens) // T
+    if n_full < 1:
+        raise ValueError(f"the validation split ({n_tokens} tokens) holds no full block of {T}")
+    per_seq = jcfg.pairs_per_seq
+    want = max(1, math.ceil(n_pairs / per_seq))
+    if want <= n_full:
+        k = (np.arange(want, dtype=np.int64) * n_full) // want
+    else:
+        k = np.arange(n_full, dtype=np.int64)
+        per_seq = min(max(per_seq, math.ceil(n_pairs / n_full)), max_pairs_per_seq(T, jcfg))
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    pairs = sample_anchor_target_pairs(len(k), T, jcfg.horizons, jcfg.horizon_probs, per_seq, "cpu", generator=gen)
+    return EvalPairSet(k * T, pairs)
+
 
 def fixed_eval_pairs(batch_size: int, seq_len: int, jcfg: JepaConfig, n_pairs: int, seed: int) -> Pairs:
-    """n_pairs pairs over a (batch_size, seq_len) batch, on the CPU, from a private
-    seeded generator: the same every eval, and the global RNG is left untouched."""
+    """Legacy: n_pairs pairs over one (batch_size, seq_len) batch. Superseded by
+    `eval_pair_set`; kept until the training loop's evaluator moves over."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    per_seq = max(1, math.ceil(n_pairs / batch_size))
+    per_seq = min(max(1, math.ceil(n_pairs / batch_size)), max_pairs_per_seq(seq_len, jcfg))
     pairs = sample_anchor_target_pairs(
         batch_size, seq_len, jcfg.horizons, jcfg.horizon_probs, per_seq, "cpu", generator=gen
     )
     return Pairs(*(x[:n_pairs] for x in pairs))
+
+
+# --------------------------------------------------------------------------- metrics
 
 
 def effective_rank(z: torch.Tensor) -> float:
@@ -42,17 +156,10 @@ def effective_rank(z: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def bits_per_byte(sum_nats: float, n_bytes: int) -> float:
-    """Summed next-token loss in nats over the text's UTF-8 byte count, in bits."""
-    if n_bytes <= 0:
-        raise ValueError(f"bits_per_byte needs a positive byte count, got {n_bytes}")
-    return float(sum_nats) / (math.log(2.0) * n_bytes)
-
-
 def retrieval_metrics(p: torch.Tensor, y: torch.Tensor, k_idx: torch.Tensor, horizons: list[int]) -> dict[str, float]:
     """Per-horizon top-1 (raw and chance-normalised) and the pooled margin.
 
-    p, y: (N, D) L2-normalised predictions and targets. A horizon with fewer
+    p, y: (N, D) L2-normalised queries and targets. A horizon with fewer
     than two pairs has no negatives and is left out.
     """
     sims = p.float() @ y.float().T
@@ -75,22 +182,70 @@ def retrieval_metrics(p: torch.Tensor, y: torch.Tensor, k_idx: torch.Tensor, hor
     return out
 
 
+class EvalLatents(NamedTuple):
+    z_a: torch.Tensor  # online anchor latents
+    z_p: torch.Tensor  # predictions
+    z_t: torch.Tensor  # teacher latents at t + k (the targets)
+    z_c: torch.Tensor  # teacher latents at t (the copy-control queries)
+
+
+def eval_latents(model: JepaLM, idx: torch.Tensor, pairs: Pairs) -> EvalLatents:
+    """The four latents of `pairs` over the batch `idx`, without gradients, in the model's current mode."""
+    with torch.no_grad():
+        _, h_tap = model.transformer(idx)
+        z_a = model.jepa.online_proj(h_tap[pairs.b, pairs.t])
+        z_p = model.jepa.predict(z_a, pairs.k_idx)
+        h_teacher = model.teacher.encoder(idx) if model.teacher.encoder is not None else h_tap
+        rows = torch.cat((pairs.tpos, pairs.t))
+        z = model.teacher.target_proj(h_teacher[torch.cat((pairs.b, pairs.b)), rows])
+        n = pairs.b.numel()
+    return EvalLatents(z_a, z_p, z[:n], z[n:])
+
+
+def representation_metrics(lat: EvalLatents, k_idx: torch.Tensor, horizons: list[int]) -> dict[str, float]:
+    """Retrieval (top-1, normalised, margin), the copy control's top-1, effective rank of z_a, pair count."""
+    p = F.normalize(lat.z_p.float(), dim=-1)
+    y = F.normalize(lat.z_t.float(), dim=-1)
+    c = F.normalize(lat.z_c.float(), dim=-1)
+    out = retrieval_metrics(p, y, k_idx, horizons)
+    copy = retrieval_metrics(c, y, k_idx, horizons)
+    for k in horizons:
+        if f"retrieval_top1_h{k}" in copy:
+            out[f"retrieval_copy_top1_h{k}"] = copy[f"retrieval_top1_h{k}"]
+    out["retrieval_pairs"] = int(k_idx.numel())
+    out["eff_rank"] = effective_rank(lat.z_a)
+    return out
+
+
 @torch.no_grad()
-def jepa_eval_metrics(model: JepaLM, idx: torch.Tensor, pairs: Pairs) -> dict[str, float]:
-    """Retrieval top-1 per horizon, its chance-normalised value, margin and the
-    effective rank of the anchor latents z_a, in eval mode; {} for the baseline."""
+def jepa_eval_metrics(model: JepaLM, idx: torch.Tensor, pairs: Pairs, batch_size: int | None = None) -> dict[str, float]:
+    """Representation metrics of `pairs` over the blocks `idx` (n_blocks, T), in eval mode; {} for the baseline.
+
+    The blocks go through the model `batch_size` at a time (all at once by
+    default), each moved to the model's device; metrics are over the whole set.
+    """
     if model.is_baseline:
         return {}
+    device = next(model.parameters()).device
+    n_blocks = idx.shape[0]
+    step = batch_size or n_blocks
     was_training = model.training
     model.eval()
+    parts: list[EvalLatents] = []
+    order: list[torch.Tensor] = []
     try:
-        pairs = pairs.to(idx.device)
-        _, h_tap = model.transformer(idx)
-        z_a, z_p, z_t = model.jepa_latents(idx, h_tap, pairs)
+        pairs_cpu = Pairs(*(x.cpu() for x in pairs))
+        for lo in range(0, n_blocks, step):
+            hi = min(lo + step, n_blocks)
+            sel = ((pairs_cpu.b >= lo) & (pairs_cpu.b < hi)).nonzero().flatten()
+            if sel.numel() == 0:
+                continue
+            sub = Pairs(pairs_cpu.b[sel] - lo, pairs_cpu.t[sel], pairs_cpu.k_idx[sel], pairs_cpu.k[sel]).to(device)
+            parts.append(eval_latents(model, idx[lo:hi].to(device), sub))
+            order.append(sel)
     finally:
         model.train(was_training)
-    p = F.normalize(z_p.float(), dim=-1)
-    y = F.normalize(z_t.float(), dim=-1)
-    out = retrieval_metrics(p, y, pairs.k_idx, list(model.cfg.jepa.horizons))
-    out["eff_rank"] = effective_rank(z_a)
-    return out
+    # back to the order of `pairs`
+    perm = torch.cat(order).argsort()
+    lat = EvalLatents(*(torch.cat([getattr(p, f) for p in parts])[perm.to(device)] for f in EvalLatents._fields))
+    return representation_metrics(lat, pairs_cpu.k_idx.to(device), list(model.cfg.jepa.horizons))
