@@ -1,36 +1,50 @@
-"""`jepa ablate`: train every arm for every seed, then compare the arms over seeds.
+"""`jepa ablate`: train every arm for every seed, then compare the arms with the baseline.
 
 Layout (one ablation folder, each run a normal run directory, so `jepa watch
 ABLATION_DIR` can overlay them and `jepa inspect` reads their checkpoints):
 
     runs/ablate-<profile>-<UTC>/
-      manifest.json        profile, arms and their overrides, seeds, per-run status and dir
-      base_config.toml     the profile with the global --set applied (arms start from it)
+      manifest.json        profile, arms and their overrides, seeds, the commands, per-run status
+      base_config.toml     the profile with the global --set (and --budget-s) applied; arms start from it
       <arm>-s<i>/          run directory of arm <arm> with seed index i (train.seed = base seed + i)
         ...                config.toml, metrics.jsonl, checkpoints/ as for `jepa train`
         batches.txt        "<batch index> <sha256 of the batch>" per training batch drawn
       report.json, report.md
 
+Arms: hand-named ones (`--arm NAME:k=v,...`) and the cross product of `--grid
+KEY=V1,V2,...` options, each grid arm named from its values; with a grid, an
+LM-only `baseline` arm is added unless an --arm already has that name. The arm
+named `baseline` (else the first) is the reference every other arm is compared with.
+
 Fair comparison is checked, not assumed: before anything runs, the settings
 that decide the data order, the compute and the evaluation (dataset, vocab,
-block and batch size, steps, eval cadence, resolved device and precision,
-compile, seed) must be equal across arms; and every training batch is hashed
-as it is drawn, so the report can show that the arms of a seed consumed the
-same batches in the same order.
+block and batch size, steps, time budget, eval cadence and coverage, resolved
+device and precision, compile, seed) must be equal across arms; and every
+training batch is hashed as it is drawn, so the report can show that the arms
+of a seed consumed the same batches in the same order. Seed index i sets
+`train.seed`, which drives initialisation, data order and pair sampling
+together: the spread over seeds is the run-to-run noise a reader should expect.
+
+Arms are compared at equal steps (`train.max_steps`), or with a time budget
+(`--budget-s`, i.e. `train.time_budget_s`) at equal seconds of step time; the
+report says which.
 
 Runs execute one after another in this process through `train(...)`. Ctrl-C
 (or a `stop` file) ends the current run with a checkpoint and stops the
 ablation; `--resume` continues it: finished (and diverged) runs are skipped,
-an interrupted run resumes exactly from its last checkpoint, and a run that
-died before its first checkpoint is restarted from scratch.
+an interrupted run resumes exactly from its last checkpoint (with what is left
+of its time budget), and a run that died before its first checkpoint is
+restarted from scratch. A resumed ablation can also gain arms and seeds.
 
-Reading and reporting (`run_summary`, `build_report`) only read files.
+Reading and reporting (`run_record`, `build_report`) only read files, through
+`jepa_core.runlog`.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -39,16 +53,18 @@ import signal
 import threading
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from . import runlog
 from .config import Config, apply_overrides, config_to_toml, load_config, parse_override, validate
 from .errors import CheckpointError, ConfigError, JepaError
 from .fsutil import atomic_write_text
-from .stats import summarize, welch_t_test
+from .rundir import utc_now_iso, utc_stamp
+from .stats import holm, summarize, welch_t_test
 
 FORMAT = "jepa-ablation/1"
+REPORT_FORMAT = "jepa-ablation-report/2"
 MANIFEST = "manifest.json"
 BASE_CONFIG = "base_config.toml"
 REPORT_JSON = "report.json"
@@ -56,9 +72,14 @@ REPORT_MD = "report.md"
 BATCH_LOG = "batches.txt"
 
 #: Run statuses that are final: such runs are skipped on --resume.
-DONE = ("finished", "diverged")
+DONE = ("diverged",)
 
-#: Settings every arm must share (for the same seed index).
+#: Family-wise error rate of the verdicts (Holm-adjusted p-values are compared with it).
+ALPHA = 0.05
+#: Confidence level of the intervals on the difference to the baseline.
+CI_LEVEL = 0.95
+
+#: Settings every arm must share (for the same seed index). Keys this version's config lacks are skipped.
 SAME_KEYS = (
     "data.dataset",
     "data.vocab_size",
@@ -73,30 +94,19 @@ SAME_KEYS = (
     "train.time_budget_s",
     "train.eval_every",
     "train.eval_batches",
+    "train.eval_tokens",
+    "train.eval_stride",
+    "jepa.eval_pairs",
     "train.compile",
 )
 
-#: (key, short label, description) of the compared metrics.
-METRICS = (
-    ("val_loss", "val loss", "final validation loss (nats/token)"),
-    ("val_bpb", "val BPB", "final validation bits per byte"),
-    ("retrieval_top1", "top-1", "final retrieval top-1, mean over horizons (NA for the baseline)"),
-    ("eff_rank", "eff rank", "final effective rank of the anchor latents (NA for the baseline)"),
-    ("tok_per_s", "tok/s", "training throughput, tokens per second of step time"),
-    ("wall_s", "wall s", "wall time of the run, seconds"),
-)
+#: Grid and arm names longer than this are cut and given a hash suffix (run dirs add "-s<i>").
+MAX_ARM_NAME = 60
 
-_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # split "a.b=1,c.d=[2,8]" at the commas that start a new section.key= (not inside values)
 _OVERRIDE_SPLIT = re.compile(r",\s*(?=[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\s*=)")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+_HORIZON_KEY = re.compile(r"^retrieval_top1_h(\d+)$")
 
 
 # --------------------------------------------------------------------------- arms and plan
@@ -106,27 +116,141 @@ def _utc_stamp() -> str:
 class Arm:
     name: str
     overrides: tuple[str, ...] = ()
+    origin: str = "arm"  # "arm" (--arm), "grid" (--grid) or "baseline" (added with a grid)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "overrides": list(self.overrides)}
+        return {"name": self.name, "overrides": list(self.overrides), "origin": self.origin}
 
 
-DEFAULT_ARMS = (Arm("baseline", ("jepa.run_baseline=true",)), Arm("jepa", ()))
+BASELINE = "baseline"
+BASELINE_ARM = Arm(BASELINE, ("jepa.run_baseline=true",), "baseline")
+DEFAULT_ARMS = (Arm(BASELINE, ("jepa.run_baseline=true",)), Arm("jepa", ()))
 
 
 def parse_arm(spec: str) -> Arm:
     """`NAME:section.key=value,section.key=value` (or just `NAME`: the profile as is)."""
     name, _, rest = spec.partition(":")
     name = name.strip()
-    if not _ARM_NAME.match(name):
+    if not _ARM_NAME.match(name) or len(name) > MAX_ARM_NAME:
         raise ConfigError(
-            f"Arm `{spec}` needs a name of letters, digits, `_`, `.` or `-` before the colon.",
+            f"Arm `{spec}` needs a name of at most {MAX_ARM_NAME} letters, digits, `_`, `.`, `+` or `-` before the colon.",
             hint="Example: --arm barrier:model.grad_barrier=true,jepa.tau=0.2",
         )
     overrides = tuple(s.strip() for s in _OVERRIDE_SPLIT.split(rest) if s.strip()) if rest.strip() else ()
     for item in overrides:
         parse_override(item)  # the form section.key=value, checked now
     return Arm(name, overrides)
+
+
+def split_values(text: str) -> list[str]:
+    """Split `V1,V2,...` at the commas outside brackets, braces and quotes (`[2,8],[4,16]` is two values)."""
+    out, cur, depth, quote = [], [], 0, ""
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            cur.append(ch)
+        elif ch in "[{":
+            depth += 1
+            cur.append(ch)
+        elif ch in "]}":
+            depth -= 1
+            cur.append(ch)
+        elif ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    key: str  # section.key
+    texts: tuple[str, ...]  # the values as typed (TOML)
+    values: tuple[Any, ...]  # the values as parsed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "values": list(self.texts)}
+
+
+def parse_grid(spec: str) -> Grid:
+    """`section.key=V1,V2,...`, every value read as TOML the way --set reads it."""
+    key, eq, rest = spec.partition("=")
+    key = key.strip()
+    texts = split_values(rest) if eq else []
+    if not eq or not rest.strip() or any(not t for t in texts):
+        raise ConfigError(
+            f"Grid `{spec}` is not of the form section.key=V1,V2,... with a value between every two commas.",
+            hint='Example: --grid jepa.jepa_weight=0.1,0.2,0.5 --grid jepa.teacher=projector,encoder (lists: --grid jepa.horizons=[2,8],[4,16])',
+        )
+    values = []
+    for t in texts:
+        parts, value = parse_override(f"{key}={t}")
+        if len(parts) != 2:
+            raise ConfigError(f"Grid `{spec}`: `{key}` is not a section.key setting.", hint="Example: --grid jepa.jepa_weight=0.1,0.5")
+        values.append(value)
+    if key == "train.seed":
+        raise ConfigError("A grid over train.seed is what --seeds does.", hint="Use --seeds N (and --set train.seed=BASE for the first seed).")
+    canon = [json.dumps(v, sort_keys=True) for v in values]
+    dup = next((t for t, c in zip(texts, canon) if canon.count(c) > 1), None)
+    if dup is not None:
+        raise ConfigError(f"Grid `{spec}` lists the value {dup} twice.", hint="List every value once.")
+    return Grid(key, tuple(texts), tuple(values))
+
+
+def value_slug(v: Any) -> str:
+    """A value as a short, filesystem-safe piece of a name: 0.05 -> 0.05, "encoder" -> encoder, [2, 8] -> 2-8."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v).replace("+", "")  # shortest round-trip form: 0.05, 1e-05, 1e20
+    if isinstance(v, list):
+        return "-".join(value_slug(x) for x in v) or "empty"
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "empty"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _fit_name(name: str, canonical: str) -> str:
+    if len(name) <= MAX_ARM_NAME:
+        return name
+    return name[: MAX_ARM_NAME - 9].rstrip("-+.") + "-" + _short_hash(canonical)
+
+
+def grid_arms(grids: list[Grid] | tuple[Grid, ...]) -> list[Arm]:
+    """The cross product of the grids, first grid slowest, each arm named `key-value+key-value`.
+
+    A key is named by its last part (`jepa.jepa_weight` -> `jepa_weight`) unless two grids share
+    that part. Names are a function of the grid alone, so the same grid always names its arms
+    the same way; two values whose names would coincide get a hash of their settings appended.
+    """
+    keys = [g.key for g in grids]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ConfigError(f"Two --grid options set `{dup}`.", hint=f"Give all its values in one: --grid {dup}=V1,V2,...")
+    leaves = [k.split(".")[-1] for k in keys]
+    labels = [leaf if leaves.count(leaf) == 1 else key for leaf, key in zip(leaves, keys)]
+    arms: list[Arm] = []
+    for combo in itertools.product(*[range(len(g.texts)) for g in grids]):
+        overrides = tuple(f"{g.key}={g.texts[i]}" for g, i in zip(grids, combo))
+        canonical = json.dumps([[g.key, g.values[i]] for g, i in zip(grids, combo)], sort_keys=True)
+        name = "+".join(f"{lab}-{value_slug(g.values[i])}" for lab, g, i in zip(labels, grids, combo))
+        arms.append(Arm(_fit_name(name, canonical), overrides, "grid"))
+    names = [a.name for a in arms]
+    return [
+        a if names.count(a.name) == 1 else Arm(a.name[: MAX_ARM_NAME - 9] + "-" + _short_hash(json.dumps(a.overrides)), a.overrides, "grid")
+        for a in arms
+    ]
 
 
 @dataclass(frozen=True)
@@ -150,7 +274,9 @@ class AblationPlan:
     reference: str  # the arm the others are compared with
     base_toml: str  # resolved profile + global overrides
     settings: dict[str, Any] = field(default_factory=dict)  # the shared settings, checked
-    created: str = field(default_factory=_now)
+    grids: list[dict[str, Any]] = field(default_factory=list)  # the --grid options, as typed
+    commands: list[str] = field(default_factory=list)  # the command lines that made and extended the ablation
+    created: str = field(default_factory=utc_now_iso)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> status record
 
     def runs(self) -> list[RunSpec]:
@@ -163,9 +289,14 @@ class AblationPlan:
     def run_dir(self, spec: RunSpec) -> Path:
         return self.dir / spec.name
 
-    def config_for(self, arm: str, seed_index: int) -> Config:
+    @property
+    def budget_s(self) -> float:
+        """train.time_budget_s shared by every arm; 0 compares at equal steps."""
+        return float(self.settings.get("train.time_budget_s") or 0.0)
+
+    def config_for(self, arm: str, seed_index: int, extra: list[str] | tuple[str, ...] = ()) -> Config:
         raw = tomllib.loads(self.base_toml)
-        over = [*self.arm(arm).overrides, f"train.seed={self.seeds[seed_index]}"]
+        over = [*self.arm(arm).overrides, f"train.seed={self.seeds[seed_index]}", *extra]
         try:
             raw = apply_overrides(copy.deepcopy(raw), over)
         except ConfigError as e:
@@ -183,12 +314,14 @@ class AblationPlan:
             "profile": self.profile,
             "overrides": self.overrides,
             "arms": [a.to_dict() for a in self.arms],
+            "grids": self.grids,
             "reference": self.reference,
             "seeds": [{"index": i, "train_seed": s} for i, s in enumerate(self.seeds)],
             "settings": self.settings,
+            "commands": self.commands,
             "runs": runs,
             "created": self.created,
-            "updated": _now(),
+            "updated": utc_now_iso(),
         }
 
     def save(self) -> None:
@@ -207,7 +340,7 @@ def shared_settings(cfg: Config) -> dict[str, Any]:
     """The settings that must match across arms, with device and precision resolved."""
     from .train.device import resolve_runtime
 
-    out = {k: _get(cfg, k) for k in SAME_KEYS}
+    out = {k: _get(cfg, k) for k in SAME_KEYS if hasattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])}
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     out["device"] = str(rt.device)
     out["precision"] = rt.precision
@@ -227,10 +360,40 @@ def check_arms_comparable(configs: dict[str, Config]) -> dict[str, Any]:
     if diffs:
         raise ConfigError(
             "The arms would not be compared fairly: they differ in " + "; ".join(diffs) + ".",
-            hint="Every arm must see the same data order, steps, evaluation, device, precision and compile setting. "
-            "Set these with the global --set, not in an --arm.",
+            hint="Every arm must see the same data order, steps, time budget, evaluation, device, precision and compile setting. "
+            "Set these with the global --set, not in an --arm or a --grid.",
         )
     return ref
+
+
+def _check_arm_list(arm_list: list[Arm]) -> None:
+    seen: set[str] = set()
+    for a in arm_list:
+        if any(o.split("=", 1)[0].strip() == "train.seed" for o in a.overrides):
+            raise ConfigError(f"Arm `{a.name}` sets train.seed; seeds come from --seeds.", hint="Set the base seed for every arm with --set train.seed=N.")
+        if a.name in seen:
+            raise ConfigError(f"Two arms are named `{a.name}`.", hint="Give every --arm its own name (grid arms are named from their values).")
+        seen.add(a.name)
+
+
+def assemble_arms(arms: list[str] | tuple[str, ...] = (), grids: list[str] | tuple[str, ...] = (), with_baseline: bool = True) -> tuple[list[Arm], list[Grid]]:
+    """The arm list of --arm and --grid options, in order: baseline, hand-named arms, grid arms.
+
+    No --arm and no --grid: the default arms (baseline and the profile as is). A grid adds the
+    LM-only baseline (when `with_baseline` and no --arm is named `baseline`); --arm options alone
+    are taken as given, as before grids existed.
+    """
+    hand = [parse_arm(a) for a in arms]
+    parsed = [parse_grid(g) for g in grids]
+    if not hand and not parsed:
+        return (list(DEFAULT_ARMS) if with_baseline else []), []
+    out = list(hand)
+    if parsed:
+        if with_baseline and not any(a.name == BASELINE for a in hand):
+            out.insert(0, BASELINE_ARM)
+        out += grid_arms(parsed)
+    _check_arm_list(out)
+    return out, parsed
 
 
 def plan_ablation(
@@ -239,29 +402,79 @@ def plan_ablation(
     arms: list[str] | tuple[str, ...] = (),
     overrides: list[str] | tuple[str, ...] = (),
     out: Path | None = None,
+    grids: list[str] | tuple[str, ...] = (),
+    budget_s: float | None = None,
+    command: str | None = None,
 ) -> AblationPlan:
     """Resolve and check an ablation without touching the disk."""
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}.")
-    base = load_config(profile, list(overrides))
-    arm_list = [parse_arm(a) for a in arms] if arms else list(DEFAULT_ARMS)
-    seen: set[str] = set()
-    for a in arm_list:
-        if any(o.split("=", 1)[0].strip() == "train.seed" for o in a.overrides):
-            raise ConfigError(f"Arm `{a.name}` sets train.seed; seeds come from --seeds.", hint="Set the base seed for every arm with --set train.seed=N.")
-        if a.name in seen:
-            raise ConfigError(f"Two arms are named `{a.name}`.", hint="Give every --arm its own name.")
-        seen.add(a.name)
-    reference = "baseline" if "baseline" in seen else arm_list[0].name
-    folder = Path(out) if out is not None else Path(base.train.out_dir) / f"ablate-{base.name}-{_utc_stamp()}"
+    overrides = list(overrides)
+    if budget_s is not None:
+        if not (math.isfinite(budget_s) and budget_s > 0):
+            raise ConfigError(f"--budget-s must be a positive number of seconds, got {budget_s}.", hint="Example: --budget-s 120")
+        overrides.append(f"train.time_budget_s={float(budget_s)!r}")
+    base = load_config(profile, overrides)
+    arm_list, parsed = assemble_arms(arms, grids)
+    names = {a.name for a in arm_list}
+    reference = BASELINE if BASELINE in names else arm_list[0].name
+    folder = Path(out) if out is not None else Path(base.train.out_dir) / f"ablate-{base.name}-{utc_stamp()}"
     if (folder / MANIFEST).exists():
         raise ConfigError(f"{folder} already holds an ablation.", hint=f"Continue it with --resume {folder}, or choose another --out.")
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not empty.", hint="Choose another --out.")
     seeds = [base.train.seed + i for i in range(n_seeds)]
-    plan = AblationPlan(folder, profile, list(overrides), arm_list, seeds, reference, config_to_toml(base))
+    plan = AblationPlan(folder, profile, overrides, arm_list, seeds, reference, config_to_toml(base))
+    plan.grids = [g.to_dict() for g in parsed]
+    plan.commands = [command] if command else []
     plan.settings = check_arms_comparable({a.name: plan.config_for(a.name, 0) for a in arm_list})
     return plan
+
+
+def extend_plan(
+    plan: AblationPlan,
+    n_seeds: int | None = None,
+    arms: list[str] | tuple[str, ...] = (),
+    grids: list[str] | tuple[str, ...] = (),
+    command: str | None = None,
+) -> AblationPlan:
+    """Add arms (--arm, --grid) and seeds to an existing ablation; its finished runs are kept.
+
+    The new arms start from the same base config and must be comparable with the old ones,
+    so every arm still sees the same batches per seed. Seeds can be added, never removed.
+    """
+    if n_seeds is not None and n_seeds < len(plan.seeds):
+        raise ConfigError(
+            f"{plan.dir} has {len(plan.seeds)} seeds; --seeds {n_seeds} would drop some.",
+            hint=f"Leave --seeds out to keep {len(plan.seeds)}, or raise it to add seeds.",
+        )
+    new, parsed = assemble_arms(arms, grids, with_baseline=False)
+    old = {a.name for a in plan.arms}
+    clash = [a.name for a in new if a.name in old]
+    if clash:
+        raise ConfigError(
+            f"{plan.dir} already has arm(s) {', '.join(f'`{c}`' for c in clash)}.",
+            hint="Name new --arm options differently; a grid that repeats old values is not needed (those runs exist).",
+        )
+    grown = copy.copy(plan)  # the plan changes only once every check has passed
+    grown.arms = plan.arms + new
+    if new:
+        settings = check_arms_comparable({a.name: grown.config_for(a.name, 0) for a in grown.arms})
+        changed = [k for k in settings if k in plan.settings and json.dumps(settings[k]) != json.dumps(plan.settings[k])]
+        if changed:
+            raise ConfigError(
+                f"{plan.dir} was run with other shared settings than this machine resolves now: "
+                + ", ".join(f"{k} ({plan.settings[k]!r} then, {settings[k]!r} now)" for k in changed)
+                + ".",
+                hint="Add arms where the ablation was started (same device and precision), or start a new ablation.",
+            )
+        grown.settings = {**settings, **plan.settings}
+    if n_seeds is not None and n_seeds > len(plan.seeds):
+        grown.seeds = plan.seeds + [plan.seeds[0] + i for i in range(len(plan.seeds), n_seeds)]
+    grown.grids = plan.grids + [g.to_dict() for g in parsed]
+    if command and grown.runs() != plan.runs():
+        grown.commands = plan.commands + [command]
+    return grown
 
 
 def load_plan(folder: Path) -> AblationPlan:
@@ -277,117 +490,77 @@ def load_plan(folder: Path) -> AblationPlan:
         ) from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder / MANIFEST} is unreadable ({e}).") from None
-    if m.get("format") != FORMAT:
-        raise CheckpointError(f"{folder / MANIFEST} has format {m.get('format')!r}, expected {FORMAT!r}.")
-    plan = AblationPlan(
-        dir=folder,
-        profile=m["profile"],
-        overrides=list(m.get("overrides", [])),
-        arms=[Arm(a["name"], tuple(a.get("overrides", []))) for a in m["arms"]],
-        seeds=[s["train_seed"] for s in sorted(m["seeds"], key=lambda s: s["index"])],
-        reference=m["reference"],
-        base_toml=base_toml,
-        settings=m.get("settings", {}),
-        created=m.get("created", _now()),
-    )
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise CheckpointError(f"{folder / MANIFEST} has format {m.get('format') if isinstance(m, dict) else None!r}, expected {FORMAT!r}.")
+    try:
+        plan = AblationPlan(
+            dir=folder,
+            profile=m["profile"],
+            overrides=list(m.get("overrides", [])),
+            arms=[Arm(a["name"], tuple(a.get("overrides", [])), a.get("origin", "arm")) for a in m["arms"]],
+            seeds=[s["train_seed"] for s in sorted(m["seeds"], key=lambda s: s["index"])],
+            reference=m["reference"],
+            base_toml=base_toml,
+            settings=m.get("settings", {}),
+            grids=list(m.get("grids", [])),
+            commands=list(m.get("commands", [])),
+            created=m.get("created", utc_now_iso()),
+        )
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{folder / MANIFEST} lacks a field or has one of the wrong type ({e}).") from None
     for r in m.get("runs", []):
-        plan.state[r["name"]] = {k: v for k, v in r.items() if k in ("status", "step", "message", "action")}
+        if isinstance(r, dict) and "name" in r:
+            plan.state[r["name"]] = {k: v for k, v in r.items() if k in ("status", "step", "message", "action")}
     return plan
 
 
-# --------------------------------------------------------------------------- reading runs (files only)
+# --------------------------------------------------------------------------- reading runs (files only, through runlog)
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl as records; unparsable lines (a half-written last line) are skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
+def horizon_values(final_eval: dict[str, float], prefix: str) -> dict[int, float]:
+    """{k: value} of the keys `<prefix>{k}` in an eval line (e.g. retrieval_top1_h8)."""
+    out = {}
+    for key, v in final_eval.items():
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            out[int(key[len(prefix) :])] = v
     return out
 
 
-def run_status(run_dir: Path) -> tuple[str, int, str]:
-    """(status, step, message): the last run_end's status; "pending" without a metrics file,
-    "incomplete" when the last segment has no run_end (killed)."""
-    recs = read_records(run_dir)
-    if not recs:
-        return ("pending", 0, "")
-    status, step, message = "incomplete", 0, ""
-    for r in recs:
-        if r.get("type") in ("train", "eval"):
-            step = max(step, int(r.get("step", 0) or 0))
-        elif r.get("type") == "event" and r.get("event") == "run_start":
-            status, message = "incomplete", ""
-        elif r.get("type") == "event" and r.get("event") == "run_end":
-            status, message = str(r.get("status", "failed")), str(r.get("message", ""))
-            step = int(r.get("step", step) or step)
-    return status, step, message
+def _exclusion(status: str, message: str, val_bpb: float | None) -> str | None:
+    """Why a run does not enter the statistics, or None when it does."""
+    if status == "finished":
+        return None if val_bpb is not None else "finished without a finite final val BPB"
+    if status == "incomplete":
+        return "killed: no run_end in its metrics (continue with --resume)"
+    if status == "pending":
+        return "not run yet"
+    return f"{status}: {message}" if message else status
 
 
-def _retrieval_top1(ev: dict[str, Any]) -> float | None:
-    vals = [v for k, v in ev.items() if re.fullmatch(r"retrieval_top1_h\d+", k) and isinstance(v, (int, float))]
-    return sum(vals) / len(vals) if vals else None
-
-
-def run_summary(run_dir: Path) -> dict[str, Any]:
-    """Final metrics, throughput and the val BPB curve of one run, from its metrics.jsonl.
-
-    A resumed run is several segments (run_start ... run_end); eval points past a
-    resume step are dropped (they are replayed), throughput sums the segments.
-    """
-    recs = read_records(run_dir)
-    curve: dict[int, float] = {}
-    last_eval: dict[str, Any] = {}
-    seg_start_tokens = 0
-    tokens_trained, train_time, wall = 0, 0.0, 0.0
-    segments = 0
-    for r in recs:
-        kind = r.get("type")
-        if kind == "eval":
-            last_eval = r
-            if isinstance(r.get("val_bpb"), (int, float)):
-                curve[int(r["step"])] = float(r["val_bpb"])
-        elif kind == "event":
-            ev = r.get("event")
-            if ev == "run_start":
-                segments += 1
-                seg_start_tokens = int(r.get("start_step", 0) or 0) * int(r.get("tokens_per_step", 0) or 0)
-            elif ev == "resume":
-                s = int(r.get("from_step", 0) or 0)
-                curve = {k: v for k, v in curve.items() if k <= s}
-                if last_eval and int(last_eval.get("step", 0)) > s:
-                    last_eval = {}
-            elif ev == "run_end":
-                tokens_trained += max(0, int(r.get("tokens", 0) or 0) - seg_start_tokens)
-                train_time += float(r.get("train_time", 0.0) or 0.0)
-                wall += float(r.get("wall_s", 0.0) or 0.0)
-    status, step, message = run_status(run_dir)
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """One run's final numbers and its val BPB curve, from its metrics.jsonl (via runlog)."""
+    s = runlog.summarize_run(run_dir)
+    fe = s.final_eval
+    top1 = horizon_values(fe, "retrieval_top1_h")
+    copy_top1 = horizon_values(fe, "retrieval_copy_top1_h")
+    val_bpb = fe.get("val_bpb")
     return {
-        "status": status,
-        "step": step,
-        "message": message,
-        "segments": segments,
-        "val_loss": last_eval.get("val_loss"),
-        "val_bpb": last_eval.get("val_bpb"),
-        "retrieval_top1": _retrieval_top1(last_eval),
-        "eff_rank": last_eval.get("eff_rank"),
-        "tok_per_s": tokens_trained / train_time if train_time > 0 else None,
-        "wall_s": wall if wall > 0 else None,
-        "final_step": last_eval.get("step"),
-        "curve": sorted(curve.items()),
+        "status": s.status,
+        "step": s.step,
+        "message": s.message,
+        "segments": s.segments,
+        "max_steps": s.max_steps,
+        "final_step": s.final_eval_step,
+        "val_loss": fe.get("val_loss"),
+        "val_bpb": val_bpb,
+        "eff_rank": fe.get("eff_rank"),
+        "retrieval_top1": {str(k): v for k, v in sorted(top1.items())},
+        "retrieval_copy_top1": {str(k): v for k, v in sorted(copy_top1.items())},
+        "tok_per_s": s.tok_per_s,
+        "train_time": s.train_time_to_step,
+        "wall_s": s.wall_s or None,
+        "curve": s.curve,
+        "excluded": _exclusion(s.status, s.message, val_bpb),
     }
 
 
@@ -395,12 +568,12 @@ def read_batch_log(run_dir: Path) -> dict[int, str]:
     """Batch index -> digest; a batch replayed after a crash keeps its last digest."""
     out: dict[int, str] = {}
     try:
-        text = (Path(run_dir) / BATCH_LOG).read_text(encoding="utf-8")
+        text = (Path(run_dir) / BATCH_LOG).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit():
+        if len(parts) == 2 and parts[0].isdigit() and len(parts[0]) < 16:
             out[int(parts[0])] = parts[1]
     return out
 
@@ -431,65 +604,192 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
 # --------------------------------------------------------------------------- report
 
 
+def _horizon_summaries(finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per horizon: top-1, the copy control and the lift (top-1 minus copy, per run), over finished runs."""
+    horizons = sorted({int(h) for r in finished for h in r["retrieval_top1"]})
+    out = []
+    for h in horizons:
+        key = str(h)
+        top = [r["retrieval_top1"].get(key) for r in finished]
+        cp = [r["retrieval_copy_top1"].get(key) for r in finished]
+        lift = [t - c for t, c in zip(top, cp) if t is not None and c is not None]
+        out.append(
+            {
+                "horizon": h,
+                "top1": summarize(top).to_dict(),
+                "copy_top1": summarize(cp).to_dict(),
+                "lift": summarize(lift).to_dict(),
+            }
+        )
+    return out
+
+
+def _verdict(arm: str, ref: str, c: dict[str, Any], family: int) -> str:
+    n_a, n_r = c["n_arm"], c["n_ref"]
+    if c["p"] is None:
+        return f"not tested: n = {n_a} vs {n_r} finished seeds with a val BPB; Welch's test needs 2 per arm"
+    diff, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
+    ci = f"{int(round(CI_LEVEL * 100))}% CI {lo:+.4f}..{hi:+.4f}"
+    holm_p = fmt_p(c["p_holm"])
+    if c["p_holm"] < ALPHA:
+        side = "worse" if diff > 0 else "better"
+        return f"{side} than {ref} by {abs(diff):.4f} BPB ({ci}), Holm p = {holm_p} (n = {n_a} vs {n_r})"
+    note = ""
+    if c["p"] < ALPHA:
+        note = f"; unadjusted p = {fmt_p(c['p'])} does not survive Holm over {family} comparisons"
+    return f"no detectable difference at n = {n_a} vs {n_r}: {diff:+.4f} BPB ({ci}), Holm p = {holm_p}{note}"
+
+
+def _caveats(rep: dict[str, Any]) -> list[str]:
+    """What the report does not show, worded from its own numbers."""
+    s = rep["settings"]
+    cmp_ = rep["comparison"]
+    ns = sorted({a["n"] for a in rep["arms"]})
+    n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
+    out = [
+        f"Sample size: {n_text} finished seeds per arm. Welch's test assumes roughly normal per-seed results, and at "
+        "this n it has little power: \"no detectable difference\" is not evidence of no difference; the confidence "
+        "interval is the range of effects the data do not rule out.",
+        f"One scale: profile `{rep['profile']}` on `{s.get('data.dataset')}`, "
+        + (f"{cmp_['max_steps']} steps" if cmp_["mode"] == "steps" else f"{cmp_['budget_s']:g} s of training per run")
+        + ". The effects can change with model size, data and training length.",
+    ]
+    if cmp_["mode"] == "steps":
+        out.append(
+            "Equal steps, not equal compute: arms that cost more per step (JEPA heads, an encoder teacher) used more "
+            "time; compare tok/s, or rerun with --budget-s for equal time."
+        )
+    else:
+        out.append(
+            f"Equal time, not equal steps: the learning-rate schedule is laid out over train.max_steps = {cmp_['max_steps']}, "
+            "so a run the budget stopped early did not finish its decay, and faster arms are further along it."
+        )
+        if cmp_.get("reached_max_steps"):
+            out.append(
+                "Runs that reached train.max_steps before the time budget ("
+                + ", ".join(cmp_["reached_max_steps"])
+                + ") trained for less time than the budget: raise train.max_steps for a pure time comparison."
+            )
+    out.append(
+        "Seeds: seed index i sets train.seed for every arm, which drives initialisation, data order and pair sampling "
+        "together; within a seed every arm drew the same batches (checked below)."
+    )
+    out.append(
+        f"Holm's adjustment covers the {cmp_['family']} val BPB comparison(s) with `{rep['reference']}` only; retrieval, "
+        "effective rank and tok/s are descriptive (no tests)."
+    )
+    if rep["excluded"]:
+        out.append(
+            f"{len(rep['excluded'])} run(s) are excluded from the statistics (listed above); an arm with excluded runs is "
+            "summarised by its surviving seeds, which may flatter it."
+        )
+    return out
+
+
 def build_report(folder: Path) -> dict[str, Any]:
     """The comparison of an ablation folder, from its manifest and the runs' metrics files."""
     plan = load_plan(folder)
-    arms_out = []
-    values: dict[str, dict[str, list]] = {}
+    arms_out: list[dict[str, Any]] = []
+    bpb: dict[str, list[float]] = {}
     curves: dict[str, Any] = {}
+    excluded = []
     for arm in plan.arms:
         runs = []
         for i, seed in enumerate(plan.seeds):
             name = f"{arm.name}-s{i}"
-            s = run_summary(plan.dir / name)
-            runs.append({"name": name, "seed_index": i, "train_seed": seed, "dir": name, **s})
-        finished = [r for r in runs if r["status"] == "finished"]
-        values[arm.name] = {k: [r[k] for r in finished] for k, _, _ in METRICS}
-        summary = {k: summarize(values[arm.name][k]).to_dict() for k, _, _ in METRICS}
-        arms_out.append({"name": arm.name, "overrides": list(arm.overrides), "runs": runs, "summary": summary})
+            r = run_record(plan.dir / name)
+            runs.append({"name": name, "arm": arm.name, "seed_index": i, "train_seed": seed, "dir": name, **r})
+            if r["excluded"]:
+                excluded.append({"name": name, "arm": arm.name, "status": r["status"], "step": r["step"], "reason": r["excluded"]})
+        finished = [r for r in runs if not r["excluded"]]
+        bpb[arm.name] = [r["val_bpb"] for r in finished]
+        arms_out.append(
+            {
+                "name": arm.name,
+                "origin": arm.origin,
+                "overrides": list(arm.overrides),
+                "n": len(finished),
+                "runs": runs,
+                "val_bpb": summarize(bpb[arm.name]).to_dict(),
+                "val_loss": summarize(r["val_loss"] for r in finished).to_dict(),
+                "eff_rank": summarize(r["eff_rank"] for r in finished).to_dict(),
+                "tok_per_s": summarize(r["tok_per_s"] for r in finished).to_dict(),
+                "steps": summarize(r["step"] for r in finished).to_dict(),
+                "train_time": summarize(r["train_time"] for r in finished).to_dict(),
+                "retrieval": _horizon_summaries(finished),
+                "has_copy_control": any(r["retrieval_copy_top1"] for r in finished),
+            }
+        )
         # the arm's mean curve over the eval steps every finished seed has
         per_seed = {r["seed_index"]: r["curve"] for r in finished}
         steps = sorted(set.intersection(*(set(s for s, _ in c) for c in per_seed.values()))) if per_seed else []
         lookup = {i: dict(c) for i, c in per_seed.items()}
         mean = [sum(lookup[i][s] for i in lookup) / len(lookup) for s in steps]
         curves[arm.name] = {"steps": steps, "mean": mean, "per_seed": {str(r["seed_index"]): r["curve"] for r in runs}}
+
+    # val BPB against the reference, Welch per arm, Holm across the arms
     comparisons = []
     for arm in plan.arms:
         if arm.name == plan.reference:
             continue
-        for key, _, _ in METRICS:
-            a, b = values[arm.name][key], values[plan.reference][key]
-            sa, sb = summarize(a), summarize(b)
-            res = welch_t_test(a, b)
-            comparisons.append(
-                {
-                    "arm": arm.name,
-                    "metric": key,
-                    "diff": (sa.mean - sb.mean) if sa.mean is not None and sb.mean is not None else None,
-                    "t": res.t if res else None,
-                    "df": res.df if res else None,
-                    "p": res.p if res else None,
-                    "n_arm": sa.n,
-                    "n_ref": sb.n,
-                }
-            )
+        res = welch_t_test(bpb[arm.name], bpb[plan.reference])
+        sa, sr = summarize(bpb[arm.name]), summarize(bpb[plan.reference])
+        c: dict[str, Any] = {
+            "arm": arm.name,
+            "metric": "val_bpb",
+            "diff": (sa.mean - sr.mean) if sa.mean is not None and sr.mean is not None else None,
+            "ci_low": None,
+            "ci_high": None,
+            "t": None,
+            "df": None,
+            "p": None,
+            "p_holm": None,
+            "n_arm": sa.n,
+            "n_ref": sr.n,
+        }
+        if res is not None:
+            lo, hi = res.ci(CI_LEVEL)
+            c.update(ci_low=lo, ci_high=hi, t=res.t, df=res.df, p=res.p)
+        comparisons.append(c)
+    for c, adj in zip(comparisons, holm([c["p"] for c in comparisons])):
+        c["p_holm"] = adj
+    family = sum(c["p"] is not None for c in comparisons)
+    by_arm = {c["arm"]: c for c in comparisons}
+    for a in arms_out:
+        a["comparison"] = by_arm.get(a["name"])
+        a["verdict"] = "reference" if a["name"] == plan.reference else _verdict(a["name"], plan.reference, by_arm[a["name"]], family)
+
+    budget = plan.budget_s
+    max_steps = plan.settings.get("train.max_steps")
+    comparison = {"mode": "time" if budget > 0 else "steps", "budget_s": budget if budget > 0 else None, "max_steps": max_steps, "family": family}
+    if budget > 0:
+        comparison["reached_max_steps"] = [
+            r["name"] for a in arms_out for r in a["runs"] if not r["excluded"] and max_steps and r["step"] >= max_steps and (r["train_time"] or 0) < 0.98 * budget
+        ]
     all_runs = [r for a in arms_out for r in a["runs"]]
-    return {
-        "format": "jepa-ablation-report/1",
+    rep = {
+        "format": REPORT_FORMAT,
         "ablation_dir": str(plan.dir),
         "profile": plan.profile,
         "overrides": plan.overrides,
+        "grids": plan.grids,
+        "commands": plan.commands,
         "reference": plan.reference,
         "seeds": plan.seeds,
         "settings": plan.settings,
-        "metrics": [{"key": k, "label": l, "description": d} for k, l, d in METRICS],
+        "comparison": comparison,
+        "alpha": ALPHA,
+        "ci_level": CI_LEVEL,
         "arms": arms_out,
         "comparisons": comparisons,
+        "excluded": excluded,
         "curves": curves,
         "data_order": verify_data_order(plan),
         "complete": all(r["status"] in DONE for r in all_runs),
-        "created": _now(),
+        "created": utc_now_iso(),
     }
+    rep["caveats"] = _caveats(rep)
+    return rep
 
 
 def _num(v: Any, spec: str = ".4f") -> str:
@@ -498,14 +798,20 @@ def _num(v: Any, spec: str = ".4f") -> str:
     return format(v, spec)
 
 
+_FORMATS = {"tok_per_s": ",.0f", "steps": ".0f", "wall_s": ".1f", "train_time": ".1f", "eff_rank": ".1f", "top1": ".3f", "copy_top1": ".3f", "lift": ".3f"}
+
+
 def fmt_metric(key: str, v: Any) -> str:
-    if key == "tok_per_s":
-        return _num(v, ",.0f")
-    if key == "wall_s":
-        return _num(v, ".1f")
-    if key == "eff_rank":
-        return _num(v, ".2f")
-    return _num(v, ".4f")
+    """A number as the report prints that metric (BPB and losses to 4 decimals)."""
+    return _num(v, _FORMATS.get(key, ".4f"))
+
+
+def fmt_mean_sd(key: str, sm: dict[str, Any] | None) -> str:
+    """`mean ± sd` of a summary dict (`NA` without values, the mean alone for one value)."""
+    if not sm or sm.get("mean") is None:
+        return "NA"
+    out = fmt_metric(key, sm["mean"])
+    return out + (f" ± {fmt_metric(key, sm['std'])}" if sm.get("std") is not None else "")
 
 
 def fmt_p(p: float | None) -> str:
@@ -514,41 +820,95 @@ def fmt_p(p: float | None) -> str:
     return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
 
 
+def fmt_diff(c: dict[str, Any] | None) -> str:
+    """`+0.0123 (-0.0040..+0.0286)`: difference to the reference and its confidence interval."""
+    if not c or c.get("diff") is None:
+        return "NA"
+    out = f"{c['diff']:+.4f}"
+    if c.get("ci_low") is not None:
+        out += f" ({c['ci_low']:+.4f}..{c['ci_high']:+.4f})"
+    return out
+
+
+def fmt_retrieval(h: dict[str, Any], with_lift: bool) -> str:
+    cell = fmt_mean_sd("top1", h["top1"])
+    if with_lift:
+        cell += f" ({h['lift']['mean']:+.3f})" if h["lift"]["mean"] is not None else " (NA)"
+    return cell
+
+
+def comparison_text(rep: dict[str, Any]) -> str:
+    c = rep["comparison"]
+    if c["mode"] == "time":
+        return f"equal training time: {c['budget_s']:g} s of step time per run (train.time_budget_s), at most {c['max_steps']} steps"
+    return f"equal steps: {c['max_steps']} steps per run (train.max_steps)"
+
+
 def report_markdown(rep: dict[str, Any]) -> str:
-    labels = {m["key"]: m["label"] for m in rep["metrics"]}
-    keys = [m["key"] for m in rep["metrics"]]
     s = rep["settings"]
-    lines = [
-        f"# Ablation: profile `{rep['profile']}`",
+    ref = rep["reference"]
+    lines = [f"# Ablation: profile `{rep['profile']}`", ""]
+    if rep.get("commands"):
+        lines += ["```", *rep["commands"], "```", ""]
+    lines += [
+        f"Folder `{rep['ablation_dir']}`; seeds {rep['seeds']} (train.seed); reference arm `{ref}`.",
+        f"Comparison: {comparison_text(rep)}.",
+    ]
+    if s:
+        lines.append(
+            f"Shared settings (checked equal across arms): dataset `{s.get('data.dataset')}`, block {s.get('data.block_size')}, "
+            f"batch {s.get('train.batch_size')} x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
+            f"{s.get('device')} {s.get('precision')}, compile {s.get('train.compile')}."
+        )
+    if rep["overrides"]:
+        lines.append("Every arm: " + ", ".join(f"`{o}`" for o in rep["overrides"]) + ".")
+    pct = int(round(rep["ci_level"] * 100))
+    lines += [
         "",
-        f"Folder `{rep['ablation_dir']}`; seeds {rep['seeds']} (train.seed); reference arm `{rep['reference']}`.",
-        f"Shared settings: dataset `{s.get('data.dataset')}`, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
-        f" x {s.get('train.grad_accum_steps')}, {s.get('train.max_steps')} steps, {s.get('device')} {s.get('precision')}"
-        f", compile {s.get('train.compile')}." if s else "",
+        f"## Verdicts: final val BPB against `{ref}` (Welch, Holm-adjusted over {rep['comparison']['family']}, alpha = {rep['alpha']})",
         "",
-        "## Per arm (mean ± std over finished seeds)",
-        "",
-        "| arm | overrides | n | " + " | ".join(labels[k] for k in keys) + " |",
-        "|---|---|---|" + "---|" * len(keys),
     ]
     for a in rep["arms"]:
-        cells = []
-        for k in keys:
-            sm = a["summary"][k]
-            cells.append(fmt_metric(k, sm["mean"]) + (f" ± {fmt_metric(k, sm['std'])}" if sm["std"] is not None else ""))
-        n = a["summary"]["val_loss"]["n"]
-        lines.append(f"| {a['name']} | {', '.join(a['overrides']) or '(profile)'} | {n} | " + " | ".join(cells) + " |")
-    lines += ["", f"## Difference to `{rep['reference']}` (Welch's t-test, two-sided)", "", "| arm | metric | diff | p | seeds (arm/ref) |", "|---|---|---|---|---|"]
-    for c in rep["comparisons"]:
-        if c["diff"] is None:
-            continue  # a metric one side lacks (retrieval and rank of a baseline)
-        lines.append(f"| {c['arm']} | {labels[c['metric']]} | {fmt_metric(c['metric'], c['diff']) if c['diff'] is not None else 'NA'} | {fmt_p(c['p'])} | {c['n_arm']}/{c['n_ref']} |")
-    lines += ["", "## Runs", "", "| run | arm | seed | status | step | val loss | val BPB | top-1 | tok/s |", "|---|---|---|---|---|---|---|---|---|"]
+        if a["name"] != ref:
+            lines.append(f"- `{a['name']}`: {a['verdict']}")
+    lines += [
+        "",
+        f"## Per arm (mean ± sd over finished seeds; diff = arm - {ref}, {pct}% CI)",
+        "",
+        "| arm | overrides | n | val BPB | diff (CI) | p | Holm p | eff rank | tok/s | steps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in rep["arms"]:
+        c = a["comparison"]
+        lines.append(
+            f"| {a['name']} | {', '.join(f'`{o}`' for o in a['overrides']) or '(profile)'} | {a['n']} | {fmt_mean_sd('val_bpb', a['val_bpb'])} | "
+            f"{fmt_diff(c) if c else '(reference)'} | {fmt_p(c['p']) if c else ''} | {fmt_p(c['p_holm']) if c else ''} | "
+            f"{fmt_mean_sd('eff_rank', a['eff_rank'])} | {fmt_mean_sd('tok_per_s', a['tok_per_s'])} | {fmt_mean_sd('steps', a['steps'])} |"
+        )
+    horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
+    if horizons:
+        any_copy = any(a["has_copy_control"] for a in rep["arms"])
+        lines += ["", "## Retrieval top-1 per horizon" + (" (lift over the copy control)" if any_copy else ""), ""]
+        if not any_copy:
+            lines += ["These runs log no copy control (`retrieval_copy_top1_h{k}`), so no lift is shown.", ""]
+        lines += ["| arm | " + " | ".join(f"h{h}" for h in horizons) + " |", "|---|" + "---|" * len(horizons)]
+        for a in rep["arms"]:
+            if not a["retrieval"]:
+                continue
+            by_h = {h["horizon"]: h for h in a["retrieval"]}
+            cells = [fmt_retrieval(by_h[h], a["has_copy_control"]) if h in by_h else "NA" for h in horizons]
+            lines.append(f"| {a['name']} | " + " | ".join(cells) + " |")
+    if rep["excluded"]:
+        lines += ["", "## Excluded runs (not averaged)", "", "| run | status | step | reason |", "|---|---|---|---|"]
+        for e in rep["excluded"]:
+            lines.append(f"| {e['name']} | {e['status']} | {e['step']} | {e['reason']} |")
+    lines += ["", "## Runs", "", "| run | seed | status | step | val loss | val BPB | eff rank | tok/s | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for a in rep["arms"]:
         for r in a["runs"]:
             lines.append(
-                f"| {r['name']} | {a['name']} | {r['train_seed']} | {r['status']} | {r['step']} | {fmt_metric('val_loss', r['val_loss'])} | "
-                f"{fmt_metric('val_bpb', r['val_bpb'])} | {fmt_metric('retrieval_top1', r['retrieval_top1'])} | {fmt_metric('tok_per_s', r['tok_per_s'])} |"
+                f"| {r['name']} | {r['train_seed']} | {r['status']} | {r['step']} | {fmt_metric('val_loss', r['val_loss'])} | "
+                f"{fmt_metric('val_bpb', r['val_bpb'])} | {fmt_metric('eff_rank', r['eff_rank'])} | {fmt_metric('tok_per_s', r['tok_per_s'])} | "
+                f"{fmt_metric('train_time', r['train_time'])} |"
             )
     steps = sorted(set().union(*(set(c["steps"]) for c in rep["curves"].values()))) if rep["curves"] else []
     if steps:
@@ -562,7 +922,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
             lines.append(f"| {st} | " + " | ".join(row) + " |")
     d = rep["data_order"]
     verdict = {True: "identical batches across arms for every seed", False: "MISMATCH: " + "; ".join(d["mismatches"]), None: "not compared yet"}[d["ok"]]
-    lines += ["", f"Data order: {verdict}."]
+    lines += ["", f"Data order: {verdict}.", "", "## What this does not show", ""]
+    lines += [f"- {c}" for c in rep["caveats"]]
     if not rep["complete"]:
         lines.append(f"\nIncomplete: some runs have not finished; continue with `jepa ablate --resume {rep['ablation_dir']}`.")
     return "\n".join(lines) + "\n"
@@ -671,17 +1032,36 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+def remaining_budget(run_dir: Path, step: int, budget_s: float) -> float:
+    """Seconds of the time budget a run resumed at `step` has left.
+
+    The trainer counts its budget from zero in every process, so a resumed run would get
+    the whole budget again; this is the budget minus the step time spent up to `step`
+    (steps replayed after the checkpoint are not counted, they are trained again).
+    """
+    recs = runlog.read_records(run_dir)
+    # a resume marker cuts the record of time at the checkpoint, as the next segment will
+    spent = runlog.summarize_run(run_dir, recs + [{"type": "event", "event": "resume", "step": step, "from_step": step}]).train_time_to_step or 0.0
+    # at least a millisecond: 0 would mean "no budget" to the trainer
+    return max(1e-3, budget_s - spent)
+
+
 def _prepare_run(plan: AblationPlan, spec: RunSpec):
     """(config, resume ref or None, action) for a run that is not done yet."""
+    from .rundir import read_latest
     from .train.loop import resolve_resume
-    from .train.rundir import read_latest
 
     cfg = plan.config_for(spec.arm, spec.seed_index)
     run_dir = plan.run_dir(spec)
     ref = read_latest(run_dir) if run_dir.is_dir() else None
     if ref is not None:
+        action = f"resume from step {ref.step}"
+        if plan.budget_s > 0:
+            left = remaining_budget(run_dir, ref.step, plan.budget_s)
+            cfg = plan.config_for(spec.arm, spec.seed_index, [f"train.time_budget_s={left!r}"])
+            action += f" ({left:.1f} s of the budget left)"
         cfg, ref = resolve_resume(str(run_dir), cfg, None)
-        return cfg, ref, f"resume from step {ref.step}"
+        return cfg, ref, action
     if run_dir.exists():
         # it died before its first checkpoint: nothing to resume, start it over
         shutil.rmtree(run_dir)
@@ -697,9 +1077,9 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
     plan.save()
     todo = []
     for spec in plan.runs():
-        status, step, message = run_status(plan.run_dir(spec))
-        plan.state[spec.name] = {"status": status, "step": step, "message": message}
-        if status not in DONE:
+        s = runlog.summarize_run(plan.run_dir(spec))
+        plan.state[spec.name] = {"status": s.status, "step": s.step, "message": s.message}
+        if s.status not in DONE:
             todo.append(spec)
     plan.save()
     cb.on_begin(plan, todo)

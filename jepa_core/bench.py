@@ -34,66 +34,15 @@ import torch
 from jepa_core.config import Config, validate
 from jepa_core.errors import ConfigError
 
+# The step and its device-dependent plan are training's own (jepa_core/train/step.py): bench
+# times `train_step`, the very function the loop calls, not a copy of it.
+from jepa_core.train.step import DEFAULT_FUSED_CPU, StepPlan, build_trainee, move_batch, plan_step, train_step  # noqa: F401
+
 ARMS = ("baseline", "projector", "encoder")
 ARM_LABELS = {"baseline": "baseline (LM only)", "projector": "JEPA, projector teacher", "encoder": "JEPA, encoder teacher"}
 
 CPU_MATMUL_SIZES = (256, 512, 1024, 2048)
 CUDA_MATMUL_SIZES = (1024, 2048, 4096, 8192)
-
-
-# --------------------------------------------------------------------------- what a step does on a device
-
-
-@dataclass(frozen=True)
-class StepPlan:
-    """The device-dependent choices of a training step (the loop makes the same ones).
-
-    - fused AdamW: one kernel per parameter group on CUDA; on CPU `fused=True`
-      also exists, `fused_cpu` says whether to use it (measured in benchmarks/);
-    - compile: only when the profile asks for it (the compile time is reported apart);
-    - pinned memory and non-blocking host-to-device copies: CUDA only;
-    - a host sync (`loss.item()`) every step on CPU, where it costs nothing and
-      the loop checks for a non-finite loss each step; on CUDA only when logging.
-    """
-
-    device_type: str
-    fused_adamw: bool
-    foreach_adamw: bool | None
-    compile: bool
-    pin_memory: bool
-    non_blocking: bool
-    sync_every_step: bool
-    autocast_dtype: torch.dtype | None
-
-    def adamw_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {}
-        if self.fused_adamw:
-            kw["fused"] = True
-        elif self.foreach_adamw is not None:
-            kw["foreach"] = self.foreach_adamw
-        return kw
-
-
-def plan_step(cfg: Config, device: torch.device, precision: str, fused_cpu: bool = False) -> StepPlan:
-    """The StepPlan for `device` (only its `.type` is read, so tests can pass a CUDA device without one)."""
-    cuda = device.type == "cuda"
-    return StepPlan(
-        device_type=device.type,
-        fused_adamw=cuda or (device.type == "cpu" and fused_cpu),
-        foreach_adamw=None,
-        compile=bool(cfg.train.compile),
-        pin_memory=cuda,
-        non_blocking=cuda,
-        sync_every_step=device.type == "cpu",
-        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
-    )
-
-
-def move_batch(x: torch.Tensor, y: torch.Tensor, device: torch.device, plan: StepPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Host batch -> device: pinned + non-blocking on CUDA, a plain (no-op on CPU) `.to` elsewhere."""
-    if plan.pin_memory:
-        x, y = x.pin_memory(), y.pin_memory()
-    return x.to(device, non_blocking=plan.non_blocking), y.to(device, non_blocking=plan.non_blocking)
 
 
 # --------------------------------------------------------------------------- results
@@ -320,53 +269,26 @@ def arm_config(cfg: Config, arm: str) -> Config:
 
 
 class _Arm:
-    """A model, its optimizer and a step function, exactly as the training loop builds them."""
+    """One arm: a model and optimizer built as the training loop builds them, stepped by `train_step`."""
 
     def __init__(self, name: str, cfg: Config, vocab_size: int, device: torch.device, plan: StepPlan, seed: int):
-        from jepa_core.model import JepaLM, build_param_groups, check_param_groups, estimate_flops_per_token
-        from jepa_core.train.optimizer import build_optimizer
+        from jepa_core.model import estimate_flops_per_token
 
-        self.name, self.cfg, self.device, self.plan = name, cfg, device, plan
-        torch.manual_seed(seed)
-        self.model = JepaLM(cfg, vocab_size).to(device)
-        groups = build_param_groups(self.model, cfg.optim)
-        check_param_groups(self.model, groups)
-        self.base_lrs = [g["lr"] for g in groups]
-        self.optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.fwd: Callable = torch.compile(self.model) if plan.compile else self.model
+        self.name, self.cfg = name, cfg
+        self.trainee = build_trainee(cfg, vocab_size, device, plan, seed=seed)
+        self.model = self.trainee.model
         self.flops_per_token = estimate_flops_per_token(cfg, vocab_size)
         counts = self.model.param_counts()
         self.params_trainable, self.params_teacher = counts["total_trainable"], counts["teacher"]
         self.step_no = 0
-        self.model.train()
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        from jepa_core.model import ema_momentum_at, lm_weight_at
-        from jepa_core.train.schedule import lr_factor
-
-        cfg, model = self.cfg, self.model
+        """One training step on (x, y) (every micro-batch of it), with the loop's per-step host sync on CPU."""
         self.step_no += 1
-        s, max_steps = self.step_no, cfg.train.max_steps
-        factor = lr_factor(cfg.optim, min(s, max_steps), max_steps)
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base * factor
-        lm_w = 1.0 if model.is_baseline else lm_weight_at(cfg.jepa, s, max_steps)
-        x, y = move_batch(x, y, self.device, self.plan)
-        if self.plan.autocast_dtype is not None:
-            with torch.autocast(device_type=self.device.type, dtype=self.plan.autocast_dtype):
-                out = self.fwd(x, y, lm_w)
-        else:
-            out = self.fwd(x, y, lm_w)
-        out.loss.backward()
-        if self.plan.sync_every_step:
-            out.loss.detach().item()  # the loop's per-step finiteness check
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if not model.is_baseline:
-            model.update_teacher(ema_momentum_at(cfg.jepa, s, max_steps))
+        max_steps = self.cfg.train.max_steps
+        res = train_step(self.trainee, lambda: (x, y), min(self.step_no, max_steps), max_steps)
+        if self.trainee.plan.sync_every_step:
+            res.loss.item()
 
 
 def run_bench(
@@ -443,7 +365,7 @@ def run_bench(
             params_trainable=arm.params_trainable,
             params_teacher=arm.params_teacher,
             flops_per_token=arm.flops_per_token,
-            tokens_per_step=B * T,
+            tokens_per_step=B * T * cfg.train.grad_accum_steps,
             ms_per_step=[],
             peak_mem_bytes=int(peak),
             peak_mem_kind=mem_kind,
@@ -507,6 +429,7 @@ def run_bench(
             "fused_adamw": plan.fused_adamw,
             "compile": plan.compile,
             "pin_memory": plan.pin_memory,
+            "grad_accum_steps": cfg.train.grad_accum_steps,
             "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
         },
         matmul=matmul,
@@ -517,6 +440,3 @@ def run_bench(
         notes=notes,
     )
 
-
-# Fused AdamW on CPU: see benchmarks/README.md for the measurement behind this default.
-DEFAULT_FUSED_CPU = False

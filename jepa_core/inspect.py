@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rundir
 from .errors import CheckpointError
 
 #: Refuse headers above this size before reading them (the safetensors library uses the same cap).
@@ -29,9 +30,6 @@ WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"
 KNOWN_FORMATS = {WEIGHTS_FORMAT: "weights", STATE_FORMAT: "state"}
 
-CKPT_DIR = "checkpoints"
-LATEST = "latest.json"
-_WEIGHTS_RE = re.compile(r"^step-(\d+)\.safetensors$")
 
 #: Bytes per element of each safetensors dtype (None: packed sub-byte types, sizes not checked).
 DTYPE_SIZES: dict[str, int | None] = {
@@ -407,62 +405,12 @@ def _widen(x, dtype: str):
 # --------------------------------------------------------------------------- resolution
 
 
-def _checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    out = []
-    try:
-        entries = list(ckpt_dir.iterdir())
-    except OSError as e:
-        raise CheckpointError(f"Cannot list {ckpt_dir}: {e.strerror or e}.") from None
-    for p in entries:
-        m = _WEIGHTS_RE.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
 def resolve_checkpoint(path: str | Path) -> tuple[Path, str | None]:
-    """A file, a run directory or a checkpoints/ folder -> (weights or state file, how it was chosen)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(
-            f"{path} does not exist.",
-            hint="Pass a .safetensors checkpoint, a run directory (runs/<run>) or its checkpoints/ folder.",
-        )
-    if not path.is_dir():
-        return path, None
-    if (path / CKPT_DIR).is_dir():
-        ckpt_dir = path / CKPT_DIR
-    elif (path / LATEST).exists() or _checkpoint_steps(path):
-        ckpt_dir = path
-    else:
-        raise CheckpointError(
-            f"{path} is a directory without checkpoints (no checkpoints/ folder, latest.json or step-*.safetensors).",
-            hint="Pass a run directory written by `jepa train` (runs/<run>), its checkpoints/ folder, or a .safetensors file.",
-        )
-    latest = ckpt_dir / LATEST
-    problem = None
-    if latest.is_file():
-        try:
-            d = json.loads(latest.read_text(encoding="utf-8"))
-            name = d["weights"]
-            if not isinstance(name, str) or not name:
-                raise TypeError("`weights` is not a file name")
-            target = ckpt_dir / name
-            if target.is_file():
-                return target, f"{latest} names step {d.get('step', '?')}"
-            problem = f"{latest} names {name}, which does not exist"
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-            problem = f"{latest} is unreadable ({e})"
-    else:
-        problem = f"{latest} is missing"
-    steps = _checkpoint_steps(ckpt_dir)
-    if not steps:
-        raise CheckpointError(
-            f"{ckpt_dir} holds no weights checkpoints (step-*.safetensors); {problem}.",
-            hint="A run writes its first checkpoint after train.checkpoint_every steps or when it ends.",
-        )
-    step, target = steps[-1]
-    return target, f"{problem}; using the newest weights file, {target.name}"
+    """A file, a run directory, a checkpoints/ folder or `RUN:best` -> (the file to read, how it was chosen)."""
+    ref, how = rundir.resolve_checkpoint(path)
+    if how is None:  # a file: read that file itself, weights or state
+        return Path(path), None
+    return ref.weights, how
 
 
 # --------------------------------------------------------------------------- metadata
@@ -660,13 +608,13 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
     report.extra_metadata = meta
 
     ckpt_dir = target.parent
-    m = _WEIGHTS_RE.match(target.name)
-    if m:
-        state = ckpt_dir / f"step-{m.group(1)}.state.safetensors"
+    step = rundir.weights_step(target)
+    if step is not None:
+        state = ckpt_dir / rundir.state_name(step)
         report.state_file = str(state) if state.is_file() else None
-    if m or target.name.endswith(".state.safetensors"):
+    if step is not None or target.name.endswith(".state.safetensors"):
         try:
-            report.available_steps = [s for s, _ in _checkpoint_steps(ckpt_dir)]
+            report.available_steps = [ref.step for ref in rundir.list_checkpoints(ckpt_dir)]
         except CheckpointError:
             pass  # a listing is a nicety; the file itself was readable
     if not is_jepa:

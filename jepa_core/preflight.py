@@ -431,27 +431,29 @@ def check_forward_backward(ctx: PreflightContext) -> str:
 
 
 def check_checkpoint_roundtrip(ctx: PreflightContext) -> str:
-    from .model import build_param_groups
-    from .train.checkpoint import CheckpointMeta, load_state_into, load_weights_into, save_checkpoint
-    from .train.optimizer import build_optimizer, optimizer_algorithm
+    """One real training step (`train_step`, the loop's own, with the profile's optimizer), then a
+    save and a load into a fresh model and optimizer: everything must come back bit-identical."""
     from .config import config_to_toml
+    from .train.checkpoint import CheckpointMeta, load_state_into, load_weights_into, save_checkpoint
+    from .train.optimizer import optimizer_algorithm
+    from .train.step import build_trainee, plan_step, train_step
 
-    cfg = ctx.small
+    cfg = _with(ctx.small, **{"train.grad_accum_steps": 1})
     cpu = torch.device("cpu")
-    model = _build(cfg, seed=12)
-    opt = build_optimizer(build_param_groups(model, cfg.optim), cfg.optim, cpu)
+    plan = plan_step(cfg, cpu, "fp32", compile=False)
+    tr = build_trainee(cfg, cfg.data.vocab_size, cpu, plan, seed=12)
+    model, opt = tr.model, tr.optimizer
     x, y = _tokens(cfg, 2, seed=13)
-    model(x, y, 1.0).loss.backward()
-    opt.step()
-    model.update_teacher(0.5)  # teacher and online now differ
+    train_step(tr, lambda: (x, y), 1, cfg.train.max_steps)
+    model.update_teacher(0.5)  # teacher and online now differ whatever the momentum schedule says
     data_state = {"version": 1, "batches_drawn": 7, "note": "preflight"}
     meta = CheckpointMeta(config_to_toml(cfg), cfg.name, step=1, tokens_seen=32, tokenizer_sha256="0" * 64, metrics={"val_loss": 1.5}, weight_tying=cfg.model.weight_tying)
     rng_before = torch.get_rng_state().clone()
     with tempfile.TemporaryDirectory(prefix="jepa-preflight-") as tmp:
         ref = save_checkpoint(Path(tmp), model, opt, meta, data_state, keep_last=1)
         torch.rand(100)  # move the RNG so restoring it is observable
-        fresh = _build(cfg, seed=99)
-        fresh_opt = build_optimizer(build_param_groups(fresh, cfg.optim), cfg.optim, cpu)
+        fresh_tr = build_trainee(cfg, cfg.data.vocab_size, cpu, plan, seed=99)
+        fresh, fresh_opt = fresh_tr.model, fresh_tr.optimizer
         before = {k: v.detach().clone() for k, v in fresh.state_dict().items()}
         load_weights_into(fresh, ref.weights)
         st = load_state_into(fresh, fresh_opt, ref.state)

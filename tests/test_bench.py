@@ -194,12 +194,12 @@ def test_matmul_peak_is_plausible_on_this_machine():
 def test_plan_selects_cuda_paths_by_device_type():
     cfg = load_config("tiny", SMALL)
     p = plan_step(cfg, torch.device("cuda", 0), "bf16")
-    assert p.fused_adamw and p.pin_memory and p.non_blocking
+    assert p.fused_adamw and p.pin_memory
     assert not p.sync_every_step  # no host sync per step on CUDA
     assert p.autocast_dtype == torch.bfloat16
     assert p.adamw_kwargs() == {"fused": True}
     c = plan_step(cfg, torch.device("cpu"), "fp32", fused_cpu=False)
-    assert not c.fused_adamw and not c.pin_memory and not c.non_blocking and c.sync_every_step
+    assert not c.fused_adamw and not c.pin_memory and c.sync_every_step
     assert c.autocast_dtype is None and "fused" not in c.adamw_kwargs()
     assert plan_step(cfg, torch.device("cpu"), "fp32", fused_cpu=True).adamw_kwargs() == {"fused": True}
     assert not plan_step(cfg, torch.device("mps"), "fp32", fused_cpu=True).fused_adamw
@@ -221,7 +221,7 @@ def test_move_batch_pins_and_copies_non_blocking_on_cuda():
     x, y = mock.MagicMock(), mock.MagicMock()
     move_batch(x, y, torch.device("cpu"), cpu_plan)
     x.pin_memory.assert_not_called()
-    x.to.assert_called_once_with(torch.device("cpu"), non_blocking=False)
+    x.to.assert_called_once_with(torch.device("cpu"))
 
 
 def test_fused_adamw_and_compile_reach_the_optimizer_and_model(monkeypatch):
@@ -238,9 +238,8 @@ def test_fused_adamw_and_compile_reach_the_optimizer_and_model(monkeypatch):
 
     compiled = []
     monkeypatch.setattr(bench.torch.optim, "AdamW", spy_adamw)
-    monkeypatch.setattr(bench.torch, "compile", lambda m: compiled.append(m) or m)
-    plan = bench.StepPlan("cpu", fused_adamw=True, foreach_adamw=None, compile=True, pin_memory=False,
-                          non_blocking=False, sync_every_step=True, autocast_dtype=None)
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
+    plan = bench.StepPlan("cpu", fused_adamw=True, compile=True, pin_memory=False, sync_every_step=True, autocast_dtype=None)
     arm = bench._Arm("projector", arm_config(cfg, "projector"), 300, torch.device("cpu"), plan, seed=0)
     assert seen["adamw"]["fused"] is True
     assert compiled == [arm.model]
@@ -251,36 +250,31 @@ def test_fused_adamw_and_compile_reach_the_optimizer_and_model(monkeypatch):
     assert a.compile_s == pytest.approx(max(0.0, (a.first_step_ms - a.median_ms) / 1e3))
 
 
-def test_bench_step_is_the_training_step():
-    """One bench step changes the parameters exactly as a hand-written loop step does."""
-    cfg = load_config("tiny", SMALL + ["optim.warmup_steps=0"])
-    acfg = arm_config(cfg, "projector")
-    plan = plan_step(acfg, torch.device("cpu"), "fp32")
-    arm = bench._Arm("projector", acfg, 300, torch.device("cpu"), plan, seed=3)
-    from jepa_core.train.optimizer import build_optimizer
-    from jepa_core.model import JepaLM, build_param_groups, ema_momentum_at
-    from jepa_core.train.schedule import lr_factor
+def test_bench_and_training_call_the_same_train_step(monkeypatch, tmp_path):
+    """By construction, not by comparison with a copy: the one `train_step` function object is what
+    `jepa bench` times and what `jepa train` runs (both resolve it from jepa_core.train.step)."""
+    import jepa_core.train.loop as loop
+    import jepa_core.train.step as step_mod
+    from train_helpers import small_config, small_text
 
-    torch.manual_seed(3)
-    ref = JepaLM(acfg, 300)
-    o = acfg.optim
-    groups = build_param_groups(ref, o)
-    for g in groups:
-        g["lr"] *= lr_factor(o, 1, acfg.train.max_steps)
-    opt = build_optimizer(groups, o, torch.device("cpu"))  # the profile's optimizer, as the loop builds it
-    x = torch.randint(0, 300, (4, 32))
-    y = torch.randint(0, 300, (4, 32))
-    torch.manual_seed(11)
-    arm.step(x, y)
-    torch.manual_seed(11)
-    ref.train()
-    out = ref(x, y, acfg.jepa.lm_weight)
-    out.loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in ref.parameters() if p.requires_grad], o.grad_clip)
-    opt.step()
-    ref.update_teacher(ema_momentum_at(acfg.jepa, 1, acfg.train.max_steps))
-    for (n, a), (_, b) in zip(arm.model.state_dict().items(), ref.state_dict().items()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+    assert bench.train_step is step_mod.train_step and loop.train_step is step_mod.train_step
+    calls = {"bench": 0, "train": 0}
+    who = {"now": "bench"}
+    real = step_mod.train_step
+
+    def counting(*a, **k):
+        calls[who["now"]] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "train_step", counting)
+    monkeypatch.setattr(loop, "train_step", counting)
+    cfg = load_config("tiny", SMALL)
+    run_bench(cfg, steps=2, repeats=2, warmup=1, arms=("baseline", "projector"), matmul_sizes=(16,), matmul_repeats=1)
+    assert calls["bench"] == 2 * (1 + 2 * 2)  # arms x (warm-up + repeats x steps): every timed step is train_step
+    who["now"] = "train"
+    text = small_text(tmp_path)
+    res = loop.train(small_config(text, tmp_path / "runs", "train.max_steps=3"), run_dir=tmp_path / "r", handle_signals=False)
+    assert res.status == "finished" and calls["train"] == 3
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (datasheet MFU, bf16 matmul peak)")
@@ -344,7 +338,7 @@ def test_compile_needs_a_cpp_compiler_on_cpu(monkeypatch):
     assert reason and "C++ compiler" in reason
     # the bench then runs eagerly and says why
     compiled = []
-    monkeypatch.setattr(bench.torch, "compile", lambda m: compiled.append(m) or m)
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or m)
     cfg = load_config("tiny", SMALL + ["train.compile=true"])
     rep = run_bench(cfg, steps=1, repeats=1, warmup=0, arms=("baseline",), matmul_sizes=(16,), matmul_repeats=1)
     assert compiled == [] and rep.plan["compile"] is False

@@ -43,4 +43,4 @@ def test_two_ranks_with_gloo(tmp_path):
     assert trains[-1]["tokens"] == 4 * 2 * 4 * 32  # steps * ranks * batch * block
     # nothing else was written: one run dir, no stray files from rank 1
     assert sorted(p.name for p in out_dir.iterdir()) == ["ddp"]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "metrics.jsonl", "tokenizer.json"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "heartbeat.json", "metrics.jsonl", "tokenizer.json", "train.lock"]

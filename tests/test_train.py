@@ -18,7 +18,7 @@ from jepa_core.config import load_config
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.train import checkpoint as ck
 from jepa_core.train.loop import resolve_resume, train
-from jepa_core.train.rundir import read_latest
+from jepa_core.rundir import read_latest
 from jepa_core.train.schedule import lr_factor
 
 from train_helpers import read_metrics, small_config, small_text
@@ -194,7 +194,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, text, monkeypatch):
     monkeypatch.setattr(ck, "_save_tensors", flaky)
     cfg = small_config(text, tmp_path / "runs", "train.checkpoint_every=2")
     res = train(cfg, run_dir=tmp_path / "f", handle_signals=False)
-    assert res.status == "failed" and "No space left" in res.message
+    assert res.status == "write_failed" and res.exit_code == 2 and "No space left" in res.message
     ref = read_latest(tmp_path / "f")
     assert ref.step == 2
     ck.load_tensors(ref.weights)  # readable

@@ -133,7 +133,7 @@ def run_train(profile: str | None, overrides: list[str], resume: str | None, run
     if tui is None:
         tui = sys.stdout.isatty() and sys.stdin.isatty() and not distributed
     if tui and not distributed:
-        from jepa_core.train.rundir import new_run_dir
+        from jepa_core.rundir import new_run_dir
 
         target = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
         target.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jepa_core.runlog import pid_is_local_and_alive, read_pid_file
+from jepa_core.rundir import STOPFILE, pid_is_local_and_alive, read_pidfile
 
 
 @dataclass
@@ -27,9 +27,9 @@ def request_stop(run_dir: Path, fallback_pid: int | None = None) -> StopRequest:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stop = run_dir / "stop"
+    stop = run_dir / STOPFILE
     stop.write_text(f"stop requested by the dashboard at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-    info = read_pid_file(run_dir)
+    info = read_pidfile(run_dir)
     pid: int | None = None
     if pid_is_local_and_alive(info):
         pid = int(info["pid"])  # type: ignore[index]

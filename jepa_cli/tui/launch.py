@@ -11,6 +11,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from jepa_core.rundir import STOPFILE
+
 LOG_FILE = "train.log"
 
 
@@ -62,7 +64,7 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
     rc = proc.poll()
     if rc is None:
         console.print(f"Detached: training goes on in the background (pid {proc.pid}, output in {run_dir / LOG_FILE}).", soft_wrap=True)
-        console.print(f"Re-attach with: [bold]jepa watch {run_dir}[/]   Stop it: press s there, or `touch {run_dir / 'stop'}`.", soft_wrap=True)
+        console.print(f"Re-attach with: [bold]jepa watch {run_dir}[/]   Stop it: press s there, or `touch {run_dir / STOPFILE}`.", soft_wrap=True)
         # The child outlives us by design; mark it handled so Popen does not warn at exit.
         proc.returncode = 0
         return 0

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +20,11 @@ import torch
 
 from jepa_core import __version__
 from jepa_core.errors import CheckpointError
-from jepa_core.fsutil import atomic_path, atomic_write_text
-from jepa_core.train.rundir import CKPT_DIR, LATEST, CheckpointRef
+from jepa_core.fsutil import atomic_path
+from jepa_core.rundir import CKPT_DIR, LATEST, CheckpointRef, list_checkpoints, state_name, utc_now_iso, weights_name, write_pointer
 
 WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"
-_STEP_RE = re.compile(r"^step-(\d{8})\.safetensors$")
-
-
-def weights_name(step: int) -> str:
-    return f"step-{step:08d}.safetensors"
-
-
-def state_name(step: int) -> str:
-    return f"step-{step:08d}.state.safetensors"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -156,7 +141,7 @@ def save_checkpoint(
     """Write weights, then state, then latest.json; then drop checkpoints beyond keep_last."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    created = _now()
+    created = utc_now_iso()
     weights_meta = {
         "format": WEIGHTS_FORMAT,
         "kind": "weights",
@@ -191,16 +176,13 @@ def save_checkpoint(
     }
     _save_tensors(s_path, {**opt_tensors, **rng_tensors}, state_meta)
 
-    atomic_write_text(
-        ckpt_dir / LATEST,
-        json.dumps({"step": meta.step, "weights": w_path.name, "state": s_path.name}) + "\n",
-    )
+    write_pointer(ckpt_dir, LATEST, meta.step)
     _rotate(ckpt_dir, keep_last)
     return CheckpointRef(run_dir=Path(run_dir), step=meta.step, weights=w_path, state=s_path)
 
 
 def _rotate(ckpt_dir: Path, keep_last: int) -> None:
-    steps = sorted(int(m.group(1)) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name)))
+    steps = [ref.step for ref in list_checkpoints(ckpt_dir)]
     for step in steps[:-keep_last] if keep_last > 0 else []:
         for name in (weights_name(step), state_name(step)):
             try:

@@ -55,13 +55,15 @@ def shutdown(info: DistInfo) -> None:
             dist.destroy_process_group()
 
 
-def broadcast_flag(info: DistInfo, flag: bool, device: torch.device) -> bool:
-    """True on every rank if any rank set the flag (stop requests must be collective)."""
+def any_rank(info: DistInfo, flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag, True on every rank if it is set on any rank: one all-reduce per decision point,
+    so every rank leaves the loop at the same step with the same status (a rank that left alone
+    would leave the others waiting in the next collective)."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -8,31 +8,56 @@ no API key it runs in offline mode.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from jepa_core.config import Config
+from jepa_core.config import LogConfig
 from jepa_core.errors import ConfigError
+from jepa_core.rundir import METRICS
 
 
 class JsonlSink:
-    """Appends one JSON object per line and flushes it, so readers see whole lines promptly."""
+    """Appends one JSON object per line in a single write, so a line is whole or absent.
+
+    A half line left by a crash or a full disk is ended with a newline before
+    the next record, so that record is never glued onto it. Readers then skip
+    the broken line and keep everything else.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._needs_newline = _ends_mid_line(self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         # allow_nan keeps NaN/Infinity tokens: a diverged value must be visible, not dropped
-        self._f.write(json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n")
-        self._f.flush()
+        line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
+        data = (b"\n" if self._needs_newline else b"") + line.encode("utf-8")
+        written = os.write(self._fd, data)
+        if written != len(data):
+            self._needs_newline = True
+            raise OSError(28, f"short write ({written} of {len(data)} bytes)", str(self.path))
+        self._needs_newline = False
 
     def close(self) -> None:
-        self._f.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 class TensorBoardSink:
@@ -61,7 +86,7 @@ class TensorBoardSink:
 
 
 class WandbSink:
-    def __init__(self, cfg: Config, run_dir: Path):
+    def __init__(self, lcfg: LogConfig, run_dir: Path, run_config: dict[str, Any]):
         try:
             import wandb
         except ImportError:
@@ -71,10 +96,10 @@ class WandbSink:
             ) from None
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
         self._run = wandb.init(
-            project=cfg.log.wandb_project,
+            project=lcfg.wandb_project,
             name=Path(run_dir).name,
             dir=str(run_dir),
-            config=cfg.to_dict(),
+            config=run_config,
             mode=os.environ.get("WANDB_MODE", mode),
         )
 
@@ -94,30 +119,34 @@ class WandbSink:
 class MetricsLogger:
     """Fans one record out to every sink; only the writing rank creates one."""
 
-    def __init__(self, cfg: Config, run_dir: Path, enabled: bool = True):
+    def __init__(self, lcfg: LogConfig, run_dir: Path, enabled: bool = True, run_config: dict[str, Any] | None = None):
         self.sinks: list[Any] = []
+        self.error: str | None = None
         if not enabled:
             return
-        self.sinks.append(JsonlSink(Path(run_dir) / "metrics.jsonl"))
-        if cfg.log.tensorboard:
+        self.sinks.append(JsonlSink(Path(run_dir) / METRICS))
+        if lcfg.tensorboard:
             self.sinks.append(TensorBoardSink(run_dir))
-        if cfg.log.wandb:
-            self.sinks.append(WandbSink(cfg, run_dir))
+        if lcfg.wandb:
+            self.sinks.append(WandbSink(lcfg, run_dir, run_config or {}))
 
     def log(self, type_: str, step: int, **fields: Any) -> dict[str, Any]:
+        """Write a record to every sink. A failed write does not raise (under DDP that would strand
+        the other ranks): the first failure is kept in `error` for the stop decision to act on."""
         record = {"type": type_, "step": int(step), "time": round(time.time(), 3), **fields}
         for s in self.sinks:
-            s.write(record)
+            try:
+                s.write(record)
+            except OSError as e:
+                if self.error is None:
+                    where = e.filename or getattr(s, "path", "a metrics sink")
+                    self.error = f"writing {where} failed ({e.strerror or e}, errno {e.errno})"
         return record
-
-    def event(self, step: int, event: str, **fields: Any) -> dict[str, Any]:
-        return self.log("event", step, event=event, **fields)
 
     def close(self) -> None:
         for s in self.sinks:
-            s.close()
+            try:
+                s.close()
+            except OSError:
+                pass
         self.sinks = []
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,141 @@
+"""Building a run: distributed state, device, data, model and optimizer, and the resume point.
+
+Everything here happens before the first step and is the same on every rank,
+except data preparation (rank 0 prepares while the others wait, then all
+memory-map the cache) and the per-rank sampling streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from jepa_core import rundir as rd
+from jepa_core.config import Config
+from jepa_core.errors import ConfigError
+from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, resolve_runtime
+from jepa_core.train.distributed import DistInfo, barrier, init_distributed
+from jepa_core.train.step import Trainee, build_trainee, plan_step
+
+
+@dataclass
+class Run:
+    cfg: Config
+    dist: DistInfo
+    runtime: Runtime
+    run_dir: Path
+    prepared: Any
+    trainee: Trainee
+    batcher: Any  # TrainBatcher
+    resume: rd.CheckpointRef | None
+    start_step: int
+    tokens_seen: int
+    notes: list[str]
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def tokens_per_step(self) -> int:
+        tc = self.cfg.train
+        return tc.batch_size * self.cfg.data.block_size * tc.grad_accum_steps * self.dist.world_size
+
+    def start_info(self) -> dict[str, Any]:
+        """What run_start records and the CLI shows before the first step."""
+        model = self.trainee.model
+        info = {
+            "run_name": self.run_dir.name,
+            "run_dir": str(self.run_dir),
+            "profile": self.cfg.name,
+            "device": str(self.device),
+            "precision": self.runtime.precision,
+            "compile": self.trainee.plan.compile,
+            "world_size": self.dist.world_size,
+            "max_steps": self.cfg.train.max_steps,
+            "start_step": self.start_step,
+            "params": model.param_counts(),
+            "vocab_size": self.prepared.vocab_size,
+            "tokens_per_step": self.tokens_per_step,
+            "flops_per_token": self.flops_per_token,
+            "baseline": model.is_baseline,
+        }
+        if self.notes:
+            info["notes"] = list(self.notes)
+        return info
+
+    @functools.cached_property
+    def peak_flops(self) -> float | None:
+        return gpu_peak_flops(self.device)
+
+    @functools.cached_property
+    def flops_per_token(self) -> float:
+        from jepa_core.model import estimate_flops_per_token
+
+        return estimate_flops_per_token(self.cfg, self.prepared.vocab_size)
+
+
+def _broadcast_run_dir(dinfo: DistInfo, path: Path | None) -> Path:
+    if not dinfo.enabled:
+        assert path is not None
+        return path
+    import torch.distributed as dist
+
+    buf = torch.zeros(1024, dtype=torch.uint8)
+    if dinfo.is_main:
+        raw = str(path).encode()
+        buf[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    dist.broadcast(buf, src=0)
+    return Path(bytes(buf[buf != 0].tolist()).decode())
+
+
+def build_run(
+    cfg: Config, *, run_dir: Path | None, resume: rd.CheckpointRef | None, on_prepare: Callable[[str, int, int], None] | None = None
+) -> Run:
+    from jepa_core.data import TrainBatcher, ensure_prepared, load_prepared
+    from jepa_core.train.checkpoint import load_state_into, load_weights_into
+
+    tc = cfg.train
+    dinfo = init_distributed(tc.device)
+    rt = resolve_runtime(tc.device, tc.precision, dinfo.local_rank)
+    if resume is not None:
+        run_dir = resume.run_dir
+    if dinfo.is_main and run_dir is None:
+        run_dir = rd.new_run_dir(tc.out_dir, cfg.name)
+    run_dir = _broadcast_run_dir(dinfo, run_dir)
+
+    if dinfo.is_main:
+        prepared = ensure_prepared(cfg.data, progress=on_prepare)
+    barrier(dinfo)
+    if not dinfo.is_main:
+        prepared = load_prepared(cfg.data)
+    if len(prepared.train_tokens) < cfg.data.block_size + 1:
+        raise ConfigError(
+            f"The train split of `{cfg.data.dataset}` has {len(prepared.train_tokens)} tokens, too few for one block of {cfg.data.block_size}.",
+            hint="Lower data.block_size or raise data.train_fraction.",
+        )
+
+    notes: list[str] = []
+    plan = plan_step(cfg, rt.device, rt.precision)
+    # a profile that asks for compile still trains on a machine without a C++ compiler
+    why_not = compile_unavailable_reason(rt.device) if plan.compile else None
+    if why_not:
+        plan = dataclasses.replace(plan, compile=False)
+        notes.append(why_not)
+    trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
+    # identical init on every rank above; from here each rank samples pairs and dropout on its own stream
+    torch.manual_seed(tc.seed * 1_000_003 + dinfo.rank + 1)
+    batcher = TrainBatcher(prepared.train_tokens, cfg.data.block_size, tc.batch_size, seed=tc.seed, rank=dinfo.rank, world_size=dinfo.world_size)
+
+    step, tokens_seen = 0, 0
+    if resume is not None:
+        load_weights_into(trainee.model, resume.weights)
+        st = load_state_into(trainee.model, trainee.optimizer, resume.state)
+        step, tokens_seen = st["step"], st["tokens_seen"]
+        batcher.load_state_dict(st["data"])
+    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes)

@@ -1,0 +1,59 @@
+"""Saving checkpoints during a run: when (its own cadence) and what happens when a write fails.
+
+Only the main rank writes. A failed write (full disk, a file-size limit, a
+read-only or vanished directory; safetensors raises its own error type for
+some of these) leaves the previous checkpoint and latest.json intact, since
+every file is written atomically, and is reported to all ranks together so
+that none waits forever for the writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jepa_core.config import Config
+from jepa_core.train.checkpoint import CheckpointMeta, save_checkpoint
+
+
+def write_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
+@dataclass
+class Checkpointer:
+    cfg: Config
+    run_dir: Path
+    config_toml: str
+    tokenizer_sha256: str
+    is_main: bool
+    last: Path | None = None  # the newest complete checkpoint's weights file
+
+    def due(self, step: int) -> bool:
+        tc = self.cfg.train
+        return step % tc.checkpoint_every == 0 or step == tc.max_steps
+
+    def save(self, step: int, trainee: Any, data_state: dict, tokens_seen: int, last_eval: dict[str, Any]) -> str | None:
+        """Write a checkpoint on the main rank; returns an error message (None when it worked)."""
+        if not self.is_main:
+            return None
+        meta = CheckpointMeta(
+            config_toml=self.config_toml,
+            profile=self.cfg.name,
+            step=step,
+            tokens_seen=tokens_seen,
+            tokenizer_sha256=self.tokenizer_sha256,
+            metrics=last_eval,
+            weight_tying=self.cfg.model.weight_tying,
+        )
+        try:
+            ref = save_checkpoint(self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last)
+        except write_errors() as e:
+            errno = getattr(e, "errno", None)
+            what = f"{getattr(e, 'strerror', None) or e}" + (f", errno {errno}" if errno else "")
+            return f"writing the checkpoint for step {step} under {self.run_dir} failed ({what})"
+        self.last = ref.weights
+        return None

@@ -1,0 +1,61 @@
+"""`--resume auto|PATH`: which checkpoint to continue from, and with which config."""
+
+from __future__ import annotations
+
+import shlex
+
+from jepa_core import rundir as rd
+from jepa_core.config import RESUME_SAFE_KEYS, Config, apply_overrides, config_from_toml, diff_configs, validate
+from jepa_core.errors import CheckpointError, ConfigError
+
+
+def find_checkpoint(target: str, out_dir: str, profile: str | None) -> rd.CheckpointRef:
+    """`auto`: the newest run (of `profile` if given) under out_dir with a checkpoint; else a path."""
+    if target != "auto":
+        ref, _ = rd.resolve_checkpoint(target)
+        return ref
+    run = rd.newest_run(out_dir, profile)
+    if run is None:
+        which = f"of profile `{profile}` " if profile else ""
+        raise CheckpointError(
+            f"--resume auto found no run {which}with a checkpoint under {out_dir}/.",
+            hint="Start a new run without --resume, or pass a run directory: --resume runs/<run>.",
+        )
+    ref, _ = rd.resolve_checkpoint(run)
+    return ref
+
+
+def resolve_resume(
+    resume: str, cfg: Config | None, profile: str | None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Config, rd.CheckpointRef]:
+    """The config to resume with and the checkpoint to resume from.
+
+    Without a profile the checkpoint's own config is used (plus overrides);
+    with one, it must match the checkpoint except for RESUME_SAFE_KEYS.
+    """
+    import tomllib
+
+    from jepa_core.train.checkpoint import read_metadata
+
+    out_dir = cfg.train.out_dir if cfg is not None else "runs"
+    ref = find_checkpoint(resume, out_dir, cfg.name if cfg is not None else profile)
+    meta = read_metadata(ref.weights)
+    if "config" not in meta:
+        raise CheckpointError(
+            f"{ref.weights} has no `config` in its metadata: it was not written by `jepa train`, so there is nothing to resume.",
+            hint="Pass a run directory or a checkpoint written by `jepa train`; `jepa inspect FILE` shows what a file holds.",
+        )
+    saved = config_from_toml(meta["config"], source=str(ref.weights))
+    if cfg is None:
+        cfg = validate(apply_overrides(tomllib.loads(meta["config"]), overrides), source=str(ref.weights))
+    unsafe = {k: v for k, v in diff_configs(saved, cfg).items() if k not in RESUME_SAFE_KEYS}
+    if unsafe:
+        lines = ", ".join(f"{k} ({a!r} in the checkpoint, {b!r} now)" for k, (a, b) in sorted(unsafe.items()))
+        safe_sets = " ".join(f"--set {o}" for o in overrides if o.split("=", 1)[0].strip() in RESUME_SAFE_KEYS)
+        command = " ".join(["jepa train --resume", shlex.quote(str(ref.run_dir)), safe_sets]).strip()
+        raise ConfigError(
+            f"Cannot resume {ref.run_dir}: the config differs from the checkpoint's in {lines}.",
+            hint="Only max_steps, eval/log/checkpoint cadence and sinks may change on resume. "
+            f"To continue with the checkpoint's own config: {command}",
+        )
+    return cfg, ref

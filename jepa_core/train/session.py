@@ -1,0 +1,116 @@
+"""A run's life on disk: claim the run directory, write its files, record start and end once, let go.
+
+`RunSession` is entered before the first step and left after the last, on any
+path out (a finished run, a stop, an exception). Only the main rank touches
+files; on other ranks every method is a no-op except the callbacks' guards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from typing import Any
+
+from jepa_core import rundir as rd
+from jepa_core.config import config_to_toml
+from jepa_core.errors import JepaError
+from jepa_core.train.build import Run
+from jepa_core.train.metrics import MetricsLogger
+
+_HEARTBEAT_EVERY_S = 0.5
+
+
+class RunSession:
+    def __init__(self, run: Run, callbacks: Any):
+        self.run, self.cb = run, callbacks
+        self.is_main = run.dist.is_main
+        self.config_toml = config_to_toml(run.cfg)
+        self.logger: MetricsLogger | None = None
+        self._lock = rd.RunLock(run.run_dir)
+        self._ended = False
+        self._last_beat = 0.0
+        self.t_start = time.time()
+
+    # ---- start
+
+    def __enter__(self) -> "RunSession":
+        run = self.run
+        if self.is_main:
+            if run.resume is None and rd.holds_run(run.run_dir):
+                raise JepaError(
+                    f"{run.run_dir} already holds a run; a new run there would rotate away its checkpoints.",
+                    hint=f"Continue it with `jepa train --resume {run.run_dir}`, or drop --run-dir to start a new run in its own directory.",
+                )
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        try:
+            self.logger = MetricsLogger(run.cfg.log, run.run_dir, enabled=self.is_main, run_config=run.cfg.to_dict())
+            if self.is_main:
+                (run.run_dir / rd.CONFIG).write_text(self.config_toml, encoding="utf-8")
+                shutil.copyfile(run.prepared.tokenizer_path, run.run_dir / rd.TOKENIZER)
+                rd.write_pidfile(run.run_dir)
+                with contextlib.suppress(FileNotFoundError):
+                    (run.run_dir / rd.STOPFILE).unlink()
+        except OSError as e:
+            self._release()
+            raise JepaError(f"Cannot write the run directory {run.run_dir} ({e.strerror or e}).", hint="Check free space and permissions, or choose another train.out_dir.") from None
+        except BaseException:
+            self._release()
+            raise
+        info = run.start_info()
+        self.emit("event", run.start_step, event="run_start", **info, config=run.cfg.to_dict())
+        if run.resume is not None:
+            self.emit("event", run.start_step, event="resume", from_step=run.start_step, checkpoint=str(run.resume.weights))
+        if self.is_main:
+            self.cb.on_start(info)
+        self.heartbeat(run.start_step, "compiling" if run.trainee.plan.compile else "starting", force=True)
+        return self
+
+    # ---- during
+
+    def emit(self, type_: str, step: int, **fields: Any) -> dict[str, Any]:
+        assert self.logger is not None
+        rec = self.logger.log(type_, step, **fields)
+        if self.is_main:
+            self.cb.on_record(rec)
+        return rec
+
+    @property
+    def write_error(self) -> str | None:
+        return self.logger.error if self.logger is not None else None
+
+    def heartbeat(self, step: int, phase: str, force: bool = False) -> None:
+        """A cheap liveness note for the dashboard (the step counter moves between log steps)."""
+        now = time.monotonic()
+        if self.is_main and (force or now - self._last_beat >= _HEARTBEAT_EVERY_S):
+            self._last_beat = now
+            rd.write_heartbeat(self.run.run_dir, step=step, max_steps=self.run.cfg.train.max_steps, phase=phase)
+
+    # ---- end
+
+    def end(self, step: int, status: str, **fields: Any) -> None:
+        """run_end, exactly once, then let the directory go."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.emit("event", step, event="run_end", status=status, **fields)
+            self.heartbeat(step, status, force=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+        if self.is_main:
+            rd.remove_pidfile(self.run.run_dir)
+            with contextlib.suppress(OSError):
+                (self.run.run_dir / rd.STOPFILE).unlink()
+            self._lock.release()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._ended:  # an exception on the way out: record it, keep its traceback
+            step = getattr(self, "step", self.run.start_step)
+            msg = exc.message if isinstance(exc, JepaError) else f"{exc_type.__name__ if exc_type else 'unknown'}: {exc}"
+            self.end(step, "failed", message=msg, step_reached=step)

@@ -1,0 +1,165 @@
+"""One optimizer step: the only step there is. `jepa train`, `jepa bench` and `jepa preflight` all call it.
+
+A step sets the schedules (learning rates, LM weight, EMA momentum) for its
+step number, runs `grad_accum_steps` micro-batches (forward, backward; DDP
+syncs gradients on the last one only), clips, steps the optimizer, clears the
+gradients and then, after the optimizer step, moves the EMA teacher toward
+the freshly updated online weights.
+
+The device-dependent choices live in `StepPlan` so that a bench on a machine
+times exactly what training on that machine would run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from jepa_core.config import Config
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The device-dependent choices of a step.
+
+    - fused AdamW: one kernel per parameter group on CUDA; on CPU `fused=True`
+      exists too but is off by default (measured in benchmarks/README.md);
+    - compile: when the profile asks and a compiler works here;
+    - pinned memory and non-blocking host-to-device copies: CUDA only;
+    - a host sync (`loss.item()`) every step on CPU, where it costs nothing, so a
+      non-finite loss stops the run at once; on CUDA only at log/eval/checkpoint steps.
+    """
+
+    device_type: str
+    fused_adamw: bool
+    compile: bool
+    pin_memory: bool
+    sync_every_step: bool
+    autocast_dtype: torch.dtype | None
+
+    def adamw_kwargs(self) -> dict[str, Any]:
+        return {"fused": True} if self.fused_adamw else {}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+
+# Fused AdamW on CPU: benchmarks/README.md has the measurement behind this default.
+DEFAULT_FUSED_CPU = False
+
+
+def plan_step(cfg: Config, device: torch.device, precision: str, fused_cpu: bool = DEFAULT_FUSED_CPU, compile: bool | None = None) -> StepPlan:
+    """The StepPlan for `device` (only its `.type` is read, so tests can pass a CUDA device without one)."""
+    cuda = device.type == "cuda"
+    return StepPlan(
+        device_type=device.type,
+        fused_adamw=cuda or (device.type == "cpu" and fused_cpu),
+        compile=bool(cfg.train.compile) if compile is None else compile,
+        pin_memory=cuda,
+        sync_every_step=device.type == "cpu",
+        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+    )
+
+
+def move_batch(x: torch.Tensor, y: torch.Tensor, device: torch.device, plan: StepPlan) -> Batch:
+    """Host batch -> device: pinned + non-blocking on CUDA, a plain (no-op on CPU) `.to` elsewhere."""
+    if plan.pin_memory:
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+@dataclass
+class Trainee:
+    """What a step updates: the model, the module that runs its forward (compiled and/or
+    DDP-wrapped, or the model itself), the optimizer and the peak learning rates."""
+
+    cfg: Config
+    model: Any  # JepaLM
+    fwd: torch.nn.Module
+    optimizer: Any
+    base_lrs: list[float]
+    device: torch.device
+    plan: StepPlan
+    ddp: bool = False
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def build_trainee(cfg: Config, vocab_size: int, device: torch.device, plan: StepPlan, *, seed: int, ddp: bool = False) -> Trainee:
+    """Model (initialised from `seed`, identical on every rank), parameter groups, optimizer, wrappers."""
+    from jepa_core.model import JepaLM, build_param_groups, check_param_groups
+    from jepa_core.train.optimizer import build_optimizer
+
+    torch.manual_seed(seed)
+    model = JepaLM(cfg, vocab_size).to(device)
+    groups = build_param_groups(model, cfg.optim)
+    check_param_groups(model, groups)
+    optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
+    fwd: torch.nn.Module = torch.compile(model) if plan.compile else model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
+    model.train()
+    return Trainee(cfg, model, fwd, optimizer, [g["lr"] for g in groups], device, plan, ddp)
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # mean over micro-batches, detached, on the device (no host sync)
+    out: Any  # the last micro-batch's ModelOutput (its stats are logged)
+    grad_norm: torch.Tensor | None
+    lm_weight: float
+    ema_momentum: float | None  # None for the baseline
+
+
+def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None]:
+    """Learning rates for `step`; returns (lm_weight, ema momentum) for it."""
+    from jepa_core.model import ema_momentum_at, lm_weight_at
+    from jepa_core.train.schedule import lr_factor
+
+    factor = lr_factor(tr.cfg.optim, step, max_steps)
+    for g, base in zip(tr.optimizer.param_groups, tr.base_lrs, strict=True):
+        g["lr"] = base * factor
+    if tr.model.is_baseline:
+        return 1.0, None
+    return lm_weight_at(tr.cfg.jepa, step, max_steps), ema_momentum_at(tr.cfg.jepa, step, max_steps)
+
+
+def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False) -> StepResult:
+    """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`."""
+    lm_w, momentum = set_schedules(tr, step, max_steps)
+    # a tensor, not a Python float: a compiled forward would otherwise be
+    # specialised on (and recompiled for) every new value of a ramping LM weight
+    lm_w_t = torch.tensor(lm_w, dtype=torch.float32)
+    accum = tr.cfg.train.grad_accum_steps
+    loss_acc = torch.zeros((), device=tr.device)
+    out = None
+    for micro in range(accum):
+        x, y = move_batch(*next_batch(), tr.device, tr.plan)
+        no_sync = tr.ddp and micro < accum - 1
+        with tr.fwd.no_sync() if no_sync else contextlib.nullcontext():
+            with tr.plan.autocast():
+                out = tr.fwd(x, y, lm_w_t)
+            (out.loss / accum).backward()
+        loss_acc += out.loss.detach() / accum
+    params = tr.params
+    clip = tr.cfg.optim.grad_clip
+    grad_norm = None
+    if clip > 0 or want_grad_norm:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+    tr.optimizer.step()
+    tr.optimizer.zero_grad(set_to_none=True)
+    if momentum is not None:
+        tr.model.update_teacher(momentum)
+    return StepResult(loss_acc, out, grad_norm, lm_w, momentum)

@@ -1,0 +1,114 @@
+"""When a run stops early, decided once per step for all ranks together.
+
+Reasons, most severe first: a write failed (a checkpoint, a metrics line, or the
+run directory vanished), the loss became non-finite, a stop was asked for
+(Ctrl-C, SIGTERM, SIGHUP, the `stop` file, `stop_after`), the time budget ran
+out. Each rank contributes what it sees and one all-reduce combines them, so
+every rank leaves at the same step with the same status.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jepa_core.config import TrainConfig
+from jepa_core.rundir import STOPFILE
+
+# exit codes (README and DESIGN section 7); "write_failed" is a user-fixable condition, like bad input
+EXIT_CODES = {"finished": 0, "early_stopped": 0, "interrupted": 130, "diverged": 3, "write_failed": 2, "failed": 1}
+
+_STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+
+class SignalFlag:
+    """SIGINT, SIGTERM and SIGHUP (an SSH drop without tmux) set a flag the loop polls;
+    a second SIGINT raises KeyboardInterrupt at once. A no-op off the main thread."""
+
+    def __init__(self, enabled: bool = True, signals: tuple[int, ...] = _STOP_SIGNALS) -> None:
+        self.enabled, self.signals = enabled, signals
+        self.requested = False
+        self.reason = ""
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalFlag":
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reason = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+@dataclass
+class Stop:
+    """The collective verdict after a step; `status` None means go on."""
+
+    status: str | None = None
+    message: str = ""
+    budget: bool = False  # the time budget ran out: evaluate, checkpoint, end as finished
+
+    @property
+    def now(self) -> bool:
+        """Leave without evaluating or checkpointing (the state is bad or cannot be written)."""
+        return self.status in ("diverged", "write_failed")
+
+    @property
+    def any(self) -> bool:
+        return self.status is not None or self.budget
+
+
+class StopConditions:
+    def __init__(self, tc: TrainConfig, run_dir: Path, signals: SignalFlag, stop_after: int | None = None):
+        self.tc, self.run_dir, self.signals, self.stop_after = tc, Path(run_dir), signals, stop_after
+        self.stop_file = self.run_dir / STOPFILE
+        self._identity = _identity(self.run_dir)
+
+    def run_dir_gone(self) -> bool:
+        """The run directory was deleted or replaced: writes would go to an unlinked inode."""
+        return _identity(self.run_dir) != self._identity
+
+    def check(self, dinfo, device, step: int, loss: float | None, train_time: float, write_error: str | None, last_ckpt: Path | None) -> Stop:
+        """One collective decision; `loss` is None on steps that did not sync it to the host."""
+        from jepa_core.train.distributed import any_rank
+
+        gone = dinfo.is_main and self.run_dir_gone()
+        diverged = loss is not None and not math.isfinite(loss)
+        asked = self.signals.requested or self.stop_file.exists() or (self.stop_after is not None and step >= self.stop_after)
+        budget = self.tc.time_budget_s > 0 and train_time >= self.tc.time_budget_s
+        failed, diverged, asked, budget = any_rank(dinfo, [bool(write_error) or gone, diverged, asked, budget], device)
+        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written before it"
+        if failed:
+            why = write_error or f"the run directory {self.run_dir} was deleted or replaced during training"
+            return Stop("write_failed", f"{why}; {where}.")
+        if diverged:
+            what = f"became {loss}" if loss is not None else "became non-finite on another rank"
+            return Stop("diverged", f"loss {what} at step {step}; {where}.")
+        if asked:
+            reason = self.signals.reason or ("stop file" if self.stop_file.exists() else "requested")
+            return Stop("interrupted", f"stopped at step {step} ({reason})")
+        if budget and step < self.tc.max_steps:
+            return Stop(None, f"time budget of {self.tc.time_budget_s:g} s reached at step {step}", budget=True)
+        return Stop()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
