@@ -72,7 +72,7 @@ REPORT_MD = "report.md"
 BATCH_LOG = "batches.txt"
 
 #: Run statuses that are final: such runs are skipped on --resume.
-DONE = ("diverged",)
+DONE = ("finished", "diverged")
 
 #: Family-wise error rate of the verdicts (Holm-adjusted p-values are compared with it).
 ALPHA = 0.05

@@ -1,9 +1,11 @@
-"""`jepa ablate`: plan checks, an end-to-end tiny ablation (same batches per seed across arms,
-report numbers traced back to the runs' files), Ctrl-C and --resume, and the report reader."""
+"""`jepa ablate`: arms from grids, plan checks, the report against numbers worked by hand, the
+metrics reader on hostile files, and end-to-end sweeps (a 2 x 2 grid with Ctrl-C and --resume,
+a diverging arm, a time budget) on the small training config."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from jepa_cli.main import app
 from jepa_core import ablate as ab
+from jepa_core import runlog
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.stats import welch_t_test
 
@@ -20,6 +23,14 @@ import train_helpers
 from train_helpers import small_text
 
 runner = CliRunner()
+
+GRID = ["jepa.jepa_weight=0.1,0.5", "jepa.teacher=projector,encoder"]
+GRID_NAMES = [
+    "jepa_weight-0.1+teacher-projector",
+    "jepa_weight-0.1+teacher-encoder",
+    "jepa_weight-0.5+teacher-projector",
+    "jepa_weight-0.5+teacher-encoder",
+]
 
 
 def small_overrides(text: Path, *extra: str) -> list[str]:
@@ -42,7 +53,7 @@ def shared_data(shared_home, monkeypatch, tmp_path_factory):
     return small_text(tmp_path_factory.getbasetemp())
 
 
-# --------------------------------------------------------------------------- arms and plan
+# --------------------------------------------------------------------------- arms, grids and plan
 
 
 def test_parse_arm_splits_only_between_overrides():
@@ -54,6 +65,76 @@ def test_parse_arm_splits_only_between_overrides():
         ab.parse_arm(":jepa.tau=0.2")
     with pytest.raises(ConfigError, match="section.key=value"):
         ab.parse_arm("x:tau")
+
+
+def test_parse_grid_reads_values_as_toml():
+    g = ab.parse_grid("jepa.horizons=[2,8],[4, 16]")
+    assert g.key == "jepa.horizons" and g.values == ([2, 8], [4, 16]) and g.texts == ("[2,8]", "[4, 16]")
+    g = ab.parse_grid('jepa.teacher="projector",encoder')  # quoted or bare, as --set reads them
+    assert g.values == ("projector", "encoder")
+    g = ab.parse_grid("jepa.jepa_weight=0.05, 1e-3,1")
+    assert g.values == (0.05, 0.001, 1) and isinstance(g.values[2], int)
+    assert ab.parse_grid('data.dataset="a,b",c').values == ("a,b", "c")  # commas inside quotes stay
+    for bad, match in (
+        ("jepa.jepa_weight", "section.key=V1"),
+        ("jepa.jepa_weight=", "section.key=V1"),
+        ("jepa.jepa_weight=0.1,,0.2", "between every two commas"),
+        ("jepa.jepa_weight=0.1,0.10", "twice"),  # the same number typed two ways
+        ("train.seed=1,2", "--seeds"),
+        ("tau=0.1,0.2", "section.key"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            ab.parse_grid(bad)
+
+
+def test_grid_arm_names_are_readable_stable_and_safe():
+    arms = ab.grid_arms([ab.parse_grid(g) for g in GRID])
+    assert [a.name for a in arms] == GRID_NAMES  # first grid slowest
+    assert arms[1].overrides == ("jepa.jepa_weight=0.1", "jepa.teacher=encoder") and arms[1].origin == "grid"
+    # stable: the same grid names its arms the same way every time
+    assert [a.name for a in ab.grid_arms([ab.parse_grid(g) for g in GRID])] == GRID_NAMES
+    # values: floats in their shortest form, booleans, lists, strings with odd characters
+    assert ab.value_slug(1e-5) == "1e-05" and ab.value_slug(1e20) == "1e20" and ab.value_slug(-0.5) == "-0.5"
+    assert ab.value_slug(True) == "true" and ab.value_slug([2, 8]) == "2-8" and ab.value_slug("text:/tmp/a b.txt") == "text-tmp-a-b.txt"
+    # two grids with the same last key part keep their sections
+    both = ab.grid_arms([ab.parse_grid("model.dropout=0.0,0.1"), ab.parse_grid("jepa.dropout=0.2")])
+    assert [a.name for a in both] == ["model.dropout-0.0+jepa.dropout-0.2", "model.dropout-0.1+jepa.dropout-0.2"]
+    # a long name is cut and made unique with a hash of its settings, stably
+    long = ab.grid_arms([ab.parse_grid('data.dataset="' + "x" * 80 + '","' + "x" * 79 + 'y"')])
+    assert all(len(a.name) <= ab.MAX_ARM_NAME for a in long) and long[0].name != long[1].name
+    assert [a.name for a in long] == [a.name for a in ab.grid_arms([ab.parse_grid('data.dataset="' + "x" * 80 + '","' + "x" * 79 + 'y"')])]
+    # slugs that would coincide ("a b" and "a-b") are told apart
+    clash = ab.grid_arms([ab.parse_grid('data.dataset="a b","a-b"')])
+    assert clash[0].name != clash[1].name
+    for a in arms + both + long + clash:
+        assert ab._ARM_NAME.match(a.name), a.name  # letters, digits, _ . + -: safe as a directory name
+
+
+def test_plan_with_grid_and_hand_arms(tmp_path):
+    plan = ab.plan_ablation("tiny", 2, ['enc:jepa.teacher="encoder"'], grids=GRID, out=tmp_path / "abl", command="jepa ablate ...")
+    assert [a.name for a in plan.arms] == ["baseline", "enc", *GRID_NAMES] and plan.reference == "baseline"
+    assert [a.origin for a in plan.arms] == ["baseline", "arm"] + ["grid"] * 4
+    cfg = plan.config_for("jepa_weight-0.5+teacher-encoder", 1)
+    assert cfg.jepa.jepa_weight == 0.5 and cfg.jepa.teacher == "encoder" and not cfg.jepa.run_baseline and cfg.train.seed == plan.seeds[1]
+    assert plan.config_for("baseline", 0).jepa.run_baseline
+    assert plan.grids == [{"key": "jepa.jepa_weight", "values": ["0.1", "0.5"]}, {"key": "jepa.teacher", "values": ["projector", "encoder"]}]
+    assert plan.budget_s == 0 and plan.commands == ["jepa ablate ..."]
+    # an --arm named baseline is the reference and replaces the automatic one
+    plan = ab.plan_ablation("tiny", 2, ["baseline:jepa.run_baseline=true,optim.lr=1e-3"], grids=GRID[:1], out=tmp_path / "b")
+    assert [a.name for a in plan.arms] == ["baseline", "jepa_weight-0.1", "jepa_weight-0.5"] and plan.arm("baseline").origin == "arm"
+    # --budget-s is train.time_budget_s for every arm
+    plan = ab.plan_ablation("tiny", 2, grids=GRID[:1], budget_s=90, out=tmp_path / "c")
+    assert plan.budget_s == 90.0 and plan.config_for("jepa_weight-0.5", 0).train.time_budget_s == 90.0
+    with pytest.raises(ConfigError, match="--budget-s"):
+        ab.plan_ablation("tiny", 2, grids=GRID[:1], budget_s=0, out=tmp_path / "d")
+    with pytest.raises(ConfigError, match="Two arms are named `jepa_weight-0.1`"):
+        ab.plan_ablation("tiny", 2, ["jepa_weight-0.1:jepa.tau=0.2"], grids=GRID[:1], out=tmp_path / "e")
+    with pytest.raises(ConfigError, match=r"data\.block_size"):
+        ab.plan_ablation("tiny", 2, grids=["data.block_size=64,128"], out=tmp_path / "f")
+    with pytest.raises(ConfigError, match="Two --grid"):
+        ab.plan_ablation("tiny", 2, grids=["jepa.tau=0.1", "jepa.tau=0.2"], out=tmp_path / "g")
+    with pytest.raises(ConfigError, match="Arm `tua-0.1`: Unknown key `jepa.tua`"):
+        ab.plan_ablation("tiny", 2, grids=["jepa.tua=0.1"], out=tmp_path / "h")
 
 
 def test_plan_defaults_and_seeds(tmp_path):
@@ -79,6 +160,8 @@ def test_plan_rejects_unfair_arms(tmp_path):
         ab.plan_ablation("tiny", 2, ["a:", "b:jepa.horizons=[2,8]"], out=tmp_path / "x")
     with pytest.raises(ConfigError, match="Arm `b`: Unknown key `jepa.tua`.*jepa.tau"):
         ab.plan_ablation("tiny", 2, ["a:", "b:jepa.tua=0.2"], out=tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"train\.time_budget_s"):
+        ab.plan_ablation("tiny", 2, ["a:", "b:train.time_budget_s=10"], out=tmp_path / "x")
 
 
 def test_plan_refuses_an_existing_ablation(tmp_path):
@@ -88,79 +171,225 @@ def test_plan_refuses_an_existing_ablation(tmp_path):
         ab.plan_ablation("tiny", 2, out=tmp_path / "abl")
     with pytest.raises(CheckpointError, match="not an ablation folder"):
         ab.load_plan(tmp_path / "nothing-here")
+    (tmp_path / "abl" / ab.BASE_CONFIG).write_text("")
+    with pytest.raises(CheckpointError, match="format"):
+        ab.load_plan(tmp_path / "abl")
+
+
+def test_extend_plan_adds_arms_and_seeds(tmp_path):
+    plan = ab.plan_ablation("tiny", 2, grids=GRID[:1], out=tmp_path / "abl", command="first")
+    plan.save()
+    plan = ab.extend_plan(ab.load_plan(tmp_path / "abl"), 3, ['enc:jepa.jepa_weight=0.1,jepa.teacher="encoder"'], command="second")
+    assert [a.name for a in plan.arms] == ["baseline", "jepa_weight-0.1", "jepa_weight-0.5", "enc"] and plan.reference == "baseline"
+    assert plan.seeds == [1337, 1338, 1339] and plan.commands == ["first", "second"]
+    plan.save()
+    again = ab.load_plan(tmp_path / "abl")
+    assert [a.name for a in again.arms] == [a.name for a in plan.arms] and again.seeds == plan.seeds
+    with pytest.raises(ConfigError, match="already has arm"):
+        ab.extend_plan(again, None, grids=["jepa.jepa_weight=0.5"])
+    with pytest.raises(ConfigError, match="drop"):
+        ab.extend_plan(again, 2)
+    with pytest.raises(ConfigError, match=r"data\.block_size"):
+        ab.extend_plan(again, None, ["short:data.block_size=64"])
+    assert ab.extend_plan(ab.load_plan(tmp_path / "abl")).arms == again.arms  # nothing to add: unchanged
+
+
+# --------------------------------------------------------------------------- the reader (runlog)
+
+
+def _write(run: Path, recs: list[dict], tail: str = "") -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + tail)
+
+
+def _ev(**k):
+    return {"type": "event", "time": 0, **k}
+
+
+def test_summarize_run_segments_by_hand(tmp_path):
+    recs = [
+        _ev(step=0, event="run_start", start_step=0, tokens_per_step=100, max_steps=20),
+        {"type": "train", "step": 5, "time": 0, "train_time": 1.5, "tokens": 500},
+        {"type": "train", "step": 10, "time": 0, "train_time": 3.0, "tokens": 1000},
+        {"type": "eval", "step": 10, "time": 0, "val_loss": 3.0, "val_bpb": 2.0, "retrieval_top1_h2": 0.5, "retrieval_top1_h8": 0.25, "eff_rank": 7.0},
+        {"type": "train", "step": 15, "time": 0, "train_time": 4.0, "tokens": 1500},
+        {"type": "eval", "step": 20, "time": 0, "val_loss": 2.9, "val_bpb": 1.9},  # after the checkpoint at 10: replayed
+        _ev(step=20, event="run_end", status="interrupted", tokens=2000, train_time=4.0, wall_s=5.0),
+        _ev(step=10, event="run_start", start_step=10, tokens_per_step=100, max_steps=20),
+        _ev(step=10, event="resume", from_step=10),
+        {"type": "eval", "step": 20, "time": 0, "val_loss": 2.8, "val_bpb": 1.8, "retrieval_top1_h2": 0.75, "retrieval_top1_h8": 0.5, "eff_rank": 9.0},
+        _ev(step=20, event="run_end", status="finished", tokens=2000, train_time=1.0, wall_s=2.0),
+    ]
+    _write(tmp_path / "r", recs, tail='{"type": "eval", "step": 30, "val_lo')  # a half-written last line
+    s = runlog.summarize_run(tmp_path / "r")
+    assert s.status == "finished" and s.segments == 2 and s.step == 20 and s.max_steps == 20
+    assert s.curve == [(10, 2.0), (20, 1.8)]
+    assert (s.final_eval["val_loss"], s.final_eval["val_bpb"], s.final_eval["eff_rank"], s.final_eval_step) == (2.8, 1.8, 9.0, 20)
+    # (2000 - 0) + (2000 - 1000) tokens over 4 + 1 s of steps; the replayed steps cost time too
+    assert s.tokens == 3000 and s.train_time == pytest.approx(5.0) and s.tok_per_s == pytest.approx(600.0)
+    assert s.wall_s == pytest.approx(7.0)
+    # step time to step 20 without the replayed steps: 3.0 s to step 10, then 1.0 s
+    assert s.train_time_to_step == pytest.approx(4.0)
+    rec = ab.run_record(tmp_path / "r")
+    assert rec["retrieval_top1"] == {"2": 0.75, "8": 0.5} and rec["retrieval_copy_top1"] == {} and rec["excluded"] is None
+
+
+def test_summarize_run_statuses(tmp_path):
+    assert runlog.summarize_run(tmp_path / "none").status == "pending"
+    _write(tmp_path / "killed", [_ev(step=0, event="run_start"), {"type": "train", "step": 5, "time": 0}])
+    s = runlog.summarize_run(tmp_path / "killed")
+    assert (s.status, s.step) == ("incomplete", 5)
+    assert ab.run_record(tmp_path / "killed")["excluded"].startswith("killed")
+    _write(tmp_path / "div", [_ev(step=0, event="run_start"), _ev(step=7, event="run_end", status="diverged", message="loss is nan")])
+    s = runlog.summarize_run(tmp_path / "div")
+    assert (s.status, s.step, s.message) == ("diverged", 7, "loss is nan")
+    assert ab.run_record(tmp_path / "div")["excluded"] == "diverged: loss is nan"
+    # finished, but its last eval has no finite val BPB: listed, not averaged
+    _write(tmp_path / "nan", [_ev(step=0, event="run_start"), {"type": "eval", "step": 4, "val_bpb": float("nan")}, _ev(step=4, event="run_end", status="finished")])
+    assert ab.run_record(tmp_path / "nan")["excluded"] == "finished without a finite final val BPB"
+
+
+def test_reader_treats_hostile_fields_as_missing(tmp_path):
+    huge = int("9" * 400)  # parses as a Python int, overflows a float
+    lines = [
+        json.dumps(_ev(step=0, event="run_start", start_step="zero", tokens_per_step=huge, max_steps=float("nan"), config=[1, 2])),
+        json.dumps({"type": "train", "step": float("nan"), "train_time": 1.0}),
+        json.dumps({"type": "train", "step": "3", "train_time": 1.0}),
+        json.dumps({"type": "train", "step": huge, "tokens": huge}),
+        json.dumps({"type": "train", "step": -2}),
+        json.dumps({"type": "train", "step": 2.5}),
+        json.dumps({"type": "train", "step": True}),
+        json.dumps({"type": "train", "step": 4, "train_time": "fast", "tokens": 400}),
+        "[" * 100_000,  # nested deeper than the JSON parser's recursion limit
+        '"a string"',
+        json.dumps({"type": "eval", "step": 4, "val_bpb": huge, "val_loss": float("inf"), "eff_rank": "high", "retrieval_top1_h2": 0.5, "retrieval_top1_hx": 0.9}),
+        json.dumps(_ev(step=huge, event="run_end", status="finished", tokens=huge, train_time=float("inf"), wall_s="1s")),
+    ]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    s = runlog.summarize_run(tmp_path / "r")
+    assert s.status == "finished" and s.step == 4 and s.bad_fields == 6
+    assert s.max_steps is None and s.config == {} and s.tokens == 400
+    assert s.final_eval == {"step": 4.0, "retrieval_top1_h2": 0.5, "retrieval_top1_hx": 0.9}
+    assert s.curve == [] and s.train_time_to_step is None and s.tok_per_s is None
+    rec = ab.run_record(tmp_path / "r")
+    assert rec["val_bpb"] is None and rec["excluded"] == "finished without a finite final val BPB"
+    assert rec["retrieval_top1"] == {"2": 0.5}
+    assert runlog.finite_number(huge) is None and runlog.finite_number(True) is None and runlog.finite_number(3) == 3.0
+    assert runlog.step_number(2**53) == 2**53 and runlog.step_number(2**53 + 2) is None
+
+
+def test_remaining_budget_counts_time_up_to_the_checkpoint(tmp_path):
+    _write(
+        tmp_path / "r",
+        [
+            _ev(step=0, event="run_start", start_step=0, tokens_per_step=10),
+            {"type": "train", "step": 2, "time": 0, "train_time": 2.0, "tokens": 20},
+            {"type": "train", "step": 4, "time": 0, "train_time": 4.5, "tokens": 40},
+            {"type": "train", "step": 6, "time": 0, "train_time": 7.0, "tokens": 60},
+            _ev(step=6, event="run_end", status="interrupted", train_time=7.5, tokens=60),
+        ],
+    )
+    # resumed from the checkpoint at step 4: 4.5 s were spent up to it; steps 5-6 are trained again
+    assert ab.remaining_budget(tmp_path / "r", 4, 10.0) == pytest.approx(5.5)
+    assert ab.remaining_budget(tmp_path / "r", 4, 3.0) == pytest.approx(1e-3)  # spent already: stop at once
+
+
+# --------------------------------------------------------------------------- the report, by hand
+
+
+def _fake_run(folder: Path, name: str, bpb: float | None, status: str = "finished", top1=None, copy=None, steps: int = 4, tok_s: float = 1000.0):
+    recs = [_ev(step=0, event="run_start", start_step=0, tokens_per_step=100, max_steps=4)]
+    recs.append({"type": "train", "step": steps, "time": 0, "train_time": steps * 100 / tok_s, "tokens": steps * 100})
+    if bpb is not None:
+        ev = {"type": "eval", "step": steps, "time": 0, "val_loss": bpb * 0.5, "val_bpb": bpb, "eff_rank": 5.0}
+        for h, v in (top1 or {}).items():
+            ev[f"retrieval_top1_h{h}"] = v
+        for h, v in (copy or {}).items():
+            ev[f"retrieval_copy_top1_h{h}"] = v
+        recs.append(ev)
+    if status != "incomplete":
+        recs.append(_ev(step=steps, event="run_end", status=status, message="loss is nan" if status == "diverged" else "", tokens=steps * 100, train_time=steps * 100 / tok_s, wall_s=1.0))
+    _write(folder / name, recs)
+
+
+def test_report_numbers_by_hand(tmp_path):
+    """Three arms against a baseline, n = 3 each, every variance 1: Welch's df is exactly 4, so
+    p-values have a closed form and the CI uses the table value t_{0.975, 4} = 2.776445."""
+    out = tmp_path / "abl"
+    plan = ab.plan_ablation("tiny", 3, ["baseline:jepa.run_baseline=true", "far:jepa.tau=0.2", "near:jepa.tau=0.3", "mid:jepa.tau=0.4", "dead:jepa.tau=0.5"], out=out)
+    plan.save()
+    data = {"baseline": [1.0, 2.0, 3.0], "far": [6.0, 7.0, 8.0], "near": [1.5, 2.5, 3.5], "mid": [-1.5, -0.5, 0.5]}
+    for arm, vals in data.items():
+        for i, v in enumerate(vals):
+            copy = {2: 0.25, 8: 0.125} if arm != "mid" else None  # `mid` has no copy control: no lift
+            _fake_run(out, f"{arm}-s{i}", v, top1={2: 0.5 + 0.1 * i, 8: 0.25} if arm != "baseline" else None, copy=copy if arm != "baseline" else None)
+    _fake_run(out, "dead-s0", None, status="diverged")
+    _fake_run(out, "dead-s1", 9.0, status="incomplete")  # killed: its eval must not be averaged
+    _fake_run(out, "near-s3", 100.0)  # not part of the plan (3 seeds): ignored
+    rep = ab.write_report(out)
+    arms = {a["name"]: a for a in rep["arms"]}
+    assert arms["baseline"]["val_bpb"] == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert arms["far"]["val_bpb"]["mean"] == pytest.approx(7.0) and arms["far"]["n"] == 3
+
+    def p_df4(t):  # two-sided p from the closed-form CDF of Student's t with 4 df
+        t = abs(t)
+        u = 1 + t * t / 4
+        return 2 * (1 - (0.5 + 0.375 * (t / math.sqrt(u)) * (1 - t * t / (12 * u))))
+
+    se = math.sqrt(2 / 3)
+    raw = {"far": p_df4(5 / se), "near": p_df4(0.5 / se), "mid": p_df4(2.5 / se)}
+    # Holm by hand: far < mid < near; m = 3 testable comparisons (dead has none)
+    holm = {"far": 3 * raw["far"]}
+    holm["mid"] = max(holm["far"], 2 * raw["mid"])
+    holm["near"] = max(holm["mid"], raw["near"])
+    for arm, diff in (("far", 5.0), ("near", 0.5), ("mid", -2.5)):
+        c = arms[arm]["comparison"]
+        assert c["diff"] == pytest.approx(diff) and c["df"] == pytest.approx(4.0)
+        assert c["p"] == pytest.approx(raw[arm], rel=1e-9) and c["p_holm"] == pytest.approx(holm[arm], rel=1e-9)
+        assert c["ci_low"] == pytest.approx(diff - 2.776445 * se, abs=1e-6) and c["ci_high"] == pytest.approx(diff + 2.776445 * se, abs=1e-6)
+    assert rep["comparison"] == {"mode": "steps", "budget_s": None, "max_steps": 960, "family": 3}
+    # the verdicts below depend on these: far survives Holm, mid only without it, near not at all
+    assert holm["far"] < 0.05 and raw["mid"] < 0.05 < holm["mid"] and raw["near"] > 0.05
+    assert arms["far"]["verdict"] == f"worse than baseline by 5.0000 BPB (95% CI {5 - 2.776445 * se:+.4f}..{5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['far'])} (n = 3 vs 3)"
+    assert arms["near"]["verdict"] == f"no detectable difference at n = 3 vs 3: +0.5000 BPB (95% CI {0.5 - 2.776445 * se:+.4f}..{0.5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['near'])}"
+    assert arms["mid"]["verdict"].startswith("no detectable difference at n = 3 vs 3: -2.5000 BPB")
+    assert arms["mid"]["verdict"].endswith(f"unadjusted p = {ab.fmt_p(raw['mid'])} does not survive Holm over 3 comparisons")
+    assert arms["baseline"]["verdict"] == "reference"
+    # killed and diverged runs are listed, never averaged
+    assert arms["dead"]["n"] == 0 and arms["dead"]["val_bpb"]["mean"] is None
+    assert arms["dead"]["verdict"].startswith("not tested: n = 0 vs 3")
+    assert [(e["name"], e["status"]) for e in rep["excluded"]] == [("dead-s0", "diverged"), ("dead-s1", "incomplete"), ("dead-s2", "pending")]
+    # retrieval per horizon, and the lift over the copy control where it exists
+    far2 = next(h for h in arms["far"]["retrieval"] if h["horizon"] == 2)
+    assert far2["top1"]["mean"] == pytest.approx(0.6) and far2["lift"]["mean"] == pytest.approx(0.35) and far2["lift"]["n"] == 3
+    assert far2["top1"]["std"] == pytest.approx(0.1) and far2["copy_top1"]["mean"] == pytest.approx(0.25)
+    assert arms["far"]["has_copy_control"] and not arms["mid"]["has_copy_control"]
+    assert next(h for h in arms["mid"]["retrieval"] if h["horizon"] == 8)["lift"]["mean"] is None
+    assert arms["baseline"]["retrieval"] == []
+    assert arms["far"]["tok_per_s"]["mean"] == pytest.approx(1000.0) and arms["far"]["steps"]["mean"] == 4
+    md = (out / ab.REPORT_MD).read_text()
+    assert "- `far`: worse than baseline by 5.0000 BPB" in md and "## Excluded runs" in md and "| dead-s0 | diverged | 4 | diverged: loss is nan |" in md
+    assert "equal steps: 960 steps per run" in md and "## What this does not show" in md and "n = 0..3" in md
+    assert json.loads((out / ab.REPORT_JSON).read_text())["comparisons"][0]["arm"] == "far"
 
 
 # --------------------------------------------------------------------------- end to end
 
 
-def test_cli_ablation_end_to_end(shared_data, tmp_path):
-    import numpy as np
-
-    from jepa_core.data import TrainBatcher, load_prepared
-
-    out = tmp_path / "abl"
-    args = ["ablate", "--profile", "tiny", "--seeds", "2", "--out", str(out)]
-    for o in small_overrides(shared_data):
-        args += ["--set", o]
-    res = runner.invoke(app, args, env={"COLUMNS": "150"})
-    assert res.exit_code == 0, res.output
-    assert "difference to baseline" in res.stdout and "data order verified" in res.stdout
-    for name in ("baseline-s0", "baseline-s1", "jepa-s0", "jepa-s1"):
-        assert name in res.stdout
-
-    rep = json.loads((out / ab.REPORT_JSON).read_text())
-    assert (out / ab.REPORT_MD).read_text().startswith("# Ablation")
-    manifest = json.loads((out / ab.MANIFEST).read_text())
-    assert [r["status"] for r in manifest["runs"]] == ["finished"] * 4
-    assert [a["name"] for a in rep["arms"]] == ["baseline", "jepa"] and rep["complete"]
-
-    # report numbers traced back to the runs' own eval lines
-    finals = {}
-    for arm in ("baseline", "jepa"):
-        for i in range(2):
-            evals = [json.loads(l) for l in (out / f"{arm}-s{i}" / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
-            assert [e["step"] for e in evals] == [2, 4]
-            finals[arm, i] = evals[-1]
-    by_arm = {a["name"]: a for a in rep["arms"]}
-    for arm in ("baseline", "jepa"):
-        vals = [finals[arm, i]["val_loss"] for i in range(2)]
-        assert by_arm[arm]["summary"]["val_loss"]["mean"] == pytest.approx(sum(vals) / 2, rel=1e-12)
-        assert by_arm[arm]["summary"]["val_loss"]["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5, rel=1e-9)
-        assert rep["curves"][arm]["steps"] == [2, 4]
-    top1 = [(finals["jepa", i]["retrieval_top1_h1"] + finals["jepa", i]["retrieval_top1_h4"]) / 2 for i in range(2)]
-    assert by_arm["jepa"]["summary"]["retrieval_top1"]["mean"] == pytest.approx(sum(top1) / 2)
-    assert by_arm["baseline"]["summary"]["retrieval_top1"]["n"] == 0  # NA for the baseline
-    cmp = {c["metric"]: c for c in rep["comparisons"]}
-    expected = welch_t_test([finals["jepa", i]["val_bpb"] for i in range(2)], [finals["baseline", i]["val_bpb"] for i in range(2)])
-    assert cmp["val_bpb"]["p"] == pytest.approx(expected.p) and 0 <= cmp["val_bpb"]["p"] <= 1
-    assert (cmp["val_bpb"]["n_arm"], cmp["val_bpb"]["n_ref"]) == (2, 2)
-    assert cmp["retrieval_top1"]["p"] is None
-
-    # the two arms of a seed drew identical batches, and they are the batches the seed defines
-    cfg = ab.load_plan(out).config_for("jepa", 0)
-    tokens = load_prepared(cfg.data).train_tokens
-    for i in range(2):
-        base, jepa = ab.read_batch_log(out / f"baseline-s{i}"), ab.read_batch_log(out / f"jepa-s{i}")
-        assert sorted(base) == [0, 1, 2, 3] and base == jepa
-        ref = TrainBatcher(np.asarray(tokens), 32, 4, seed=cfg.train.seed + i)
-        assert [ab.batch_digest(*ref.next()) for _ in range(4)] == [base[k] for k in range(4)]
-    assert ab.read_batch_log(out / "jepa-s0") != ab.read_batch_log(out / "jepa-s1")
-    assert rep["data_order"]["ok"] is True
-
-    # a tampered batch log is caught
-    log = out / "jepa-s1" / ab.BATCH_LOG
-    lines = log.read_text().splitlines()
-    lines[2] = lines[2].split()[0] + " " + "0" * 32
-    log.write_text("\n".join(lines) + "\n")
-    d = ab.verify_data_order(ab.load_plan(out))
-    assert d["ok"] is False and "seed 1" in d["mismatches"][0] and "batch 2" in d["mismatches"][0]
-
-
 class _CtrlC(ab.AblationCallbacks):
-    """Presses Ctrl-C (a real SIGINT to this process) at step 3 of one run."""
+    """Presses Ctrl-C (a real SIGINT to this process) at step 3 of one run; records skips and actions."""
 
-    def __init__(self, run: str):
+    def __init__(self, run: str | None = None):
         self.run = run
+        self.actions: dict[str, str] = {}
+        self.skipped: list[str] = []
+
+    def on_skip(self, spec, status):
+        self.skipped.append(spec.name)
+
+    def on_run_start(self, spec, position, total, action):
+        self.actions[spec.name] = action
 
     def train_callbacks(self, spec):
         from jepa_core.train.loop import TrainCallbacks
@@ -175,90 +404,109 @@ class _CtrlC(ab.AblationCallbacks):
         return Hit()
 
 
-def test_ctrl_c_stops_and_resume_continues(shared_data, tmp_path):
+def _final_bpb(run: Path) -> float:
+    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    return evals[-1]["val_bpb"]
+
+
+def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path):
+    import numpy as np
+
+    from jepa_core.data import TrainBatcher, load_prepared
+
     out = tmp_path / "abl"
-    plan = ab.plan_ablation("tiny", 2, ["a:jepa.tau=0.2", "b:"], small_overrides(shared_data), out=out)
-    outcome = ab.run_ablation(plan, callbacks=_CtrlC("b-s0"))
-    assert outcome.stopped
+    plan = ab.plan_ablation("tiny", 2, grids=GRID, overrides=small_overrides(shared_data), out=out)
+    names = ["baseline", *GRID_NAMES]
+    assert [a.name for a in plan.arms] == names
+    stop_in = "jepa_weight-0.5+teacher-projector-s0"
+    outcome = ab.run_ablation(plan, callbacks=_CtrlC(stop_in))
+    assert outcome.stopped and not outcome.report["complete"]
     status = {r["name"]: r["status"] for r in json.loads((out / ab.MANIFEST).read_text())["runs"]}
-    assert status == {"a-s0": "finished", "b-s0": "interrupted", "a-s1": "pending", "b-s1": "pending"}
-    assert not outcome.report["complete"]
-    assert "--resume" in (out / ab.REPORT_MD).read_text()
-    done_before = (out / "a-s0" / "metrics.jsonl").read_bytes()
-
+    first = ["baseline-s0", "jepa_weight-0.1+teacher-projector-s0", "jepa_weight-0.1+teacher-encoder-s0"]
+    assert [n for n, s in status.items() if s == "finished"] == first
+    assert status[stop_in] == "interrupted" and sum(s == "pending" for s in status.values()) == 6
+    done_before = {n: (out / n / "metrics.jsonl").read_bytes() for n in first}
     # a run that died before its first checkpoint is restarted, not resumed
-    (out / "a-s1").mkdir()
-    (out / "a-s1" / "metrics.jsonl").write_text('{"type": "event", "step": 0, "time": 0, "event": "run_start"}\n')
+    (out / "baseline-s1").mkdir()
+    (out / "baseline-s1" / "metrics.jsonl").write_text('{"type": "event", "step": 0, "time": 0, "event": "run_start"}\n')
 
-    class Actions(ab.AblationCallbacks):
-        def __init__(self):
-            self.actions, self.skipped = {}, []
-
-        def on_skip(self, spec, status):
-            self.skipped.append(spec.name)
-
-        def on_run_start(self, spec, position, total, action):
-            self.actions[spec.name] = action
-
-    cb = Actions()
+    cb = _CtrlC()
     outcome = ab.run_ablation(ab.load_plan(out), callbacks=cb)
-    assert not outcome.stopped and outcome.report["complete"]
-    assert cb.skipped == ["a-s0"]
-    assert cb.actions == {"b-s0": "resume from step 3", "a-s1": "restart (no checkpoint)", "b-s1": "start"}
-    assert (out / "a-s0" / "metrics.jsonl").read_bytes() == done_before  # the finished run was not touched
-    events = [json.loads(l) for l in (out / "b-s0" / "metrics.jsonl").read_text().splitlines()]
-    assert any(e.get("event") == "resume" and e["from_step"] == 3 for e in events)
-    # the resumed run drew the same 4 batches as the uninterrupted arm
-    assert ab.read_batch_log(out / "b-s0") == ab.read_batch_log(out / "a-s0") and len(ab.read_batch_log(out / "a-s0")) == 4
-    assert outcome.report["data_order"]["ok"] is True
-    summary = ab.run_summary(out / "b-s0")
-    assert summary["segments"] == 2 and summary["status"] == "finished" and [s for s, _ in summary["curve"]] == [2, 4]
+    assert not outcome.stopped and outcome.report["complete"] and not outcome.failed
+    assert cb.skipped == first  # finished (arm, seed) runs are not run again
+    assert cb.actions[stop_in] == "resume from step 3" and cb.actions["baseline-s1"] == "restart (no checkpoint)"
+    assert cb.actions["jepa_weight-0.5+teacher-encoder-s1"] == "start" and len(cb.actions) == 7
+    for n in first:
+        assert (out / n / "metrics.jsonl").read_bytes() == done_before[n]
+
+    # identical data order: every arm of a seed drew the same batches, the ones the seed defines
+    cfg = ab.load_plan(out).config_for("baseline", 0)
+    tokens = np.asarray(load_prepared(cfg.data).train_tokens)
+    for i in range(2):
+        logs = {a: ab.read_batch_log(out / f"{a}-s{i}") for a in names}
+        ref = TrainBatcher(tokens, 32, 4, seed=cfg.train.seed + i)
+        expected = {k: ab.batch_digest(*ref.next()) for k in range(4)}
+        assert all(log == expected for log in logs.values()), i
+    # seeds differ in data order as in initialisation (the spread over seeds covers both)
+    assert ab.read_batch_log(out / "baseline-s0") != ab.read_batch_log(out / "baseline-s1")
+    rep = outcome.report
+    assert rep["data_order"]["ok"] is True
+
+    # the report's numbers come from the runs' files; Holm recomputed here by hand
+    by_arm = {a["name"]: a for a in rep["arms"]}
+    base = [_final_bpb(out / f"baseline-s{i}") for i in range(2)]
+    raw = {n: welch_t_test([_final_bpb(out / f"{n}-s{i}") for i in range(2)], base).p for n in GRID_NAMES}
+    order = sorted(GRID_NAMES, key=lambda n: raw[n])
+    expected_holm, running = {}, 0.0
+    for rank, n in enumerate(order):
+        running = max(running, min(1.0, (4 - rank) * raw[n]))
+        expected_holm[n] = running
+    for n in GRID_NAMES:
+        c = by_arm[n]["comparison"]
+        assert c["p"] == pytest.approx(raw[n], rel=1e-12) and c["p_holm"] == pytest.approx(expected_holm[n], rel=1e-12)
+        assert c["n_arm"] == c["n_ref"] == 2
+        assert by_arm[n]["verdict"].startswith(("worse than", "better than", "no detectable difference at n = 2 vs 2"))
+    assert by_arm["baseline"]["val_bpb"]["mean"] == pytest.approx(sum(base) / 2)
+    assert rep["comparison"]["mode"] == "steps" and rep["excluded"] == []
+    resumed = runlog.summarize_run(out / stop_in)
+    assert resumed.segments == 2 and [s for s, _ in resumed.curve] == [2, 4]
+
+    # the CLI on the finished folder: nothing to train, the report printed
+    res = runner.invoke(app, ["ablate", "--resume", str(out)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "every run is already done" in res.stdout and "equal steps: 4 steps per run" in res.stdout
+    for n in GRID_NAMES:
+        assert n in res.stdout
+    assert "data order verified" in res.stdout and "what this does not show" in res.stdout
+    res = runner.invoke(app, ["ablate", "--resume", str(out), "--set", "optim.lr=1"])
+    assert isinstance(res.exception, ConfigError) and res.exception.exit_code == 2 and "--set" in res.exception.message
 
 
-# --------------------------------------------------------------------------- the reader
+def test_diverging_arm_is_named_in_the_report(shared_data, tmp_path):
+    out = tmp_path / "abl"
+    args = ["ablate", "--profile", "tiny", "--seeds", "1", "--out", str(out), "--arm", "baseline:jepa.run_baseline=true", "--arm", "boom:optim.lr=10,optim.lr_head=10,optim.grad_clip=0"]
+    for o in small_overrides(shared_data, 'optim.optimizer="adamw"', "train.eval_every=4", "train.checkpoint_every=4"):
+        args += ["--set", o]
+    res = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / ab.REPORT_JSON).read_text())
+    assert [(e["name"], e["status"]) for e in rep["excluded"]] == [("boom-s0", "diverged")]
+    boom = next(a for a in rep["arms"] if a["name"] == "boom")
+    assert boom["n"] == 0 and boom["verdict"].startswith("not tested")
+    assert "excluded runs" in res.stdout and "boom-s0" in res.stdout and "diverged" in res.stdout
+    assert "| boom-s0 | diverged |" in (out / ab.REPORT_MD).read_text()
+    # a diverged run is final: --resume does not run it again
+    cb = _CtrlC()
+    ab.run_ablation(ab.load_plan(out), callbacks=cb)
+    assert cb.skipped == ["baseline-s0", "boom-s0"] and cb.actions == {}
 
 
-def _write(run: Path, recs: list[dict], tail: str = "") -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + tail)
-
-
-def test_run_summary_segments_by_hand(tmp_path):
-    ev = lambda **k: {"type": "event", "time": 0, **k}  # noqa: E731
-    recs = [
-        ev(step=0, event="run_start", start_step=0, tokens_per_step=100),
-        {"type": "eval", "step": 10, "time": 0, "val_loss": 3.0, "val_bpb": 2.0, "retrieval_top1_h2": 0.5, "retrieval_top1_h8": 0.25, "eff_rank": 7.0},
-        {"type": "eval", "step": 20, "time": 0, "val_loss": 2.9, "val_bpb": 1.9},  # after the checkpoint at 10: replayed
-        ev(step=20, event="run_end", status="interrupted", tokens=2000, train_time=4.0, wall_s=5.0),
-        ev(step=10, event="run_start", start_step=10, tokens_per_step=100),
-        ev(step=10, event="resume", from_step=10),
-        {"type": "eval", "step": 20, "time": 0, "val_loss": 2.8, "val_bpb": 1.8, "retrieval_top1_h2": 0.75, "retrieval_top1_h8": 0.5, "eff_rank": 9.0},
-        ev(step=20, event="run_end", status="finished", tokens=2000, train_time=1.0, wall_s=2.0),
-    ]
-    _write(tmp_path / "r", recs, tail='{"type": "eval", "step": 30, "val_lo')  # a half-written last line
-    s = ab.run_summary(tmp_path / "r")
-    assert s["status"] == "finished" and s["segments"] == 2 and s["step"] == 20
-    assert s["curve"] == [(10, 2.0), (20, 1.8)]
-    assert (s["val_loss"], s["val_bpb"], s["eff_rank"]) == (2.8, 1.8, 9.0)
-    assert s["retrieval_top1"] == pytest.approx(0.625)
-    # (2000 - 0) + (2000 - 1000) tokens over 4 + 1 s of steps
-    assert s["tok_per_s"] == pytest.approx(3000 / 5.0) and s["wall_s"] == pytest.approx(7.0)
-
-
-def test_run_status_cases(tmp_path):
-    assert ab.run_status(tmp_path / "none") == ("pending", 0, "")
-    _write(tmp_path / "killed", [{"type": "event", "step": 0, "time": 0, "event": "run_start"}, {"type": "train", "step": 5, "time": 0}])
-    assert ab.run_status(tmp_path / "killed") == ("incomplete", 5, "")
-    _write(tmp_path / "div", [{"type": "event", "step": 7, "time": 0, "event": "run_end", "status": "diverged", "message": "nan"}])
-    assert ab.run_status(tmp_path / "div") == ("diverged", 7, "nan")
-
-
-def test_line_chart_draws_every_series():
-    from jepa_cli.render.ablate import line_chart
-
-    lines = line_chart({"a": [(0, 3.0), (10, 2.0), (20, 1.5)], "b": [(0, 3.1), (20, 2.5)]}, {"a": "cyan", "b": "magenta"}, width=40, height=8)
-    assert len(lines) == 8 + 3
-    body = "\n".join(l.plain for l in lines[:8])
-    assert body.count("●") == 5  # one marker per eval point
-    assert "3.1" in lines[0].plain or "3.1" in lines[0].plain.strip()
-    assert "a" in lines[-1].plain and "b" in lines[-1].plain
+def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path):
+    out = tmp_path / "abl"
+    plan = ab.plan_ablation("tiny", 1, grids=["jepa.jepa_weight=0.5"], overrides=small_overrides(shared_data, "train.max_steps=100000", "train.eval_every=100000", "train.checkpoint_every=100000"), out=out, budget_s=1.0)
+    rep = ab.run_ablation(plan).report
+    assert rep["comparison"]["mode"] == "time" and rep["comparison"]["budget_s"] == 1.0 and rep["comparison"]["reached_max_steps"] == []
+    for a in rep["arms"]:
+        (r,) = a["runs"]
+        assert r["status"] == "finished" and 0 < r["step"] < 100000 and r["train_time"] >= 1.0
+    assert "equal training time: 1 s of step time per run" in (out / ab.REPORT_MD).read_text()

@@ -1,4 +1,4 @@
-"""`jepa ablate --profile NAME [--seeds N] [--arm NAME:k=v,...]`."""
+"""`jepa ablate --profile NAME [--seeds N] [--grid k=v1,v2] [--arm NAME:k=v,...] [--budget-s S]`."""
 
 from __future__ import annotations
 
@@ -9,32 +9,79 @@ import typer
 
 from jepa_cli.completion import complete_profile
 
+DEFAULT_SEEDS = 3
+
 
 def ablate(
-    profile: Annotated[str, typer.Option("--profile", "-p", help="Base profile for every arm.", autocompletion=complete_profile)] = "tiny",
-    seeds: Annotated[int, typer.Option("--seeds", "-n", min=1, help="Seeds per arm: train.seed = base seed + 0..N-1.")] = 2,
+    profile: Annotated[
+        Optional[str], typer.Option("--profile", "-p", help="Base profile for every arm (default tiny).", autocompletion=complete_profile)
+    ] = None,
+    seeds: Annotated[
+        Optional[int],
+        typer.Option("--seeds", "-n", min=1, help=f"Seeds per arm: train.seed = base seed + 0..N-1 (default {DEFAULT_SEEDS}; with --resume: add seeds)."),
+    ] = None,
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            "-g",
+            help="section.key=V1,V2,... (values read as TOML, as --set reads them). Repeatable: the arms are the cross "
+            "product of the grids, named from their values (`jepa_weight-0.1+teacher-encoder`), plus an LM-only `baseline` arm.",
+        ),
+    ] = [],
     arm: Annotated[
         list[str],
         typer.Option(
             "--arm",
             "-a",
-            help="An arm: NAME:section.key=value,section.key=value (NAME alone: the profile as is). Repeatable; replaces the "
-            "default arms baseline (jepa.run_baseline=true) and jepa (the profile). The arm named `baseline` (else the first) is the reference.",
+            help="A hand-named arm: NAME:section.key=value,section.key=value (NAME alone: the profile as is). Repeatable; "
+            "adds to the grid arms. Without --grid, the arms given replace the defaults (baseline and jepa). "
+            "The arm named `baseline` (else the first) is the reference.",
         ),
     ] = [],
     set_: Annotated[list[str], typer.Option("--set", "-s", help="Override applied to every arm: section.key=value. Repeatable.")] = [],
+    budget_s: Annotated[
+        Optional[float],
+        typer.Option(
+            "--budget-s",
+            help="Compare at equal training time: every run stops after S seconds of step time (train.time_budget_s) "
+            "or at train.max_steps, whichever comes first. Default: equal steps.",
+        ),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted ablation folder with its own arms, seeds and overrides: finished runs are skipped, interrupted ones resume from their last checkpoint.")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--resume",
+            help="Continue an ablation folder with its own settings: finished runs are skipped, interrupted ones resume "
+            "from their last checkpoint. With --arm/--grid/--seeds, new arms or seeds are added first.",
+        ),
+    ] = None,
 ) -> None:
-    """Train every arm for every seed and compare them (mean, std, Welch t-test vs the baseline arm).
+    """Train every arm for every seed on the same batches and compare each arm with the baseline.
 
-    Every run is a normal run directory under one ablation folder
+    Per arm: final val BPB (mean ± sd), the difference to the baseline with a 95% confidence
+    interval, Welch's p and Holm-adjusted p over the arms, a one-line verdict; retrieval top-1
+    per horizon (and its lift over the copy control), effective rank, tok/s. Killed or diverged
+    runs are listed, never averaged. Each run is a normal run directory under one folder
     (`runs/ablate-PROFILE-UTC/ARM-sI/`) with manifest.json, report.json and report.md;
-    `jepa watch FOLDER` overlays the runs. Ctrl-C stops after a checkpoint; `--resume FOLDER` continues.
+    `jepa watch FOLDER` overlays the runs. Ctrl-C stops after a checkpoint.
+
+    Examples:
+
+    * `jepa ablate --profile tiny --seeds 3` (baseline vs the profile)
+
+    * `jepa ablate -p tiny --grid jepa.jepa_weight=0.1,0.5 --grid jepa.teacher=projector,encoder`
+
+    * `jepa ablate -p tiny --arm barrier:model.grad_barrier=true --arm 'neg-all:jepa.negatives="all"' --arm baseline:jepa.run_baseline=true`
+
+    * `jepa ablate -p tiny --grid jepa.jepa_weight=0.1,0.5 --budget-s 120` (equal training time)
+
+    * `jepa ablate --resume runs/ablate-tiny-20250101-120000` (continue), add `--arm ...` or `--seeds 5` to extend it
     """
     from jepa_cli.render.ablate import run_ablate
 
-    run_ablate(profile=profile, seeds=seeds, arms=arm, overrides=set_, out=out, resume=resume)
+    run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,15 +16,42 @@ from jepa_cli.console import console, err_console
 ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
 
-def run_ablate(profile, seeds, arms, overrides, out, resume) -> None:
-    from jepa_core.ablate import load_plan, plan_ablation, run_ablation
+def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume) -> str:
+    """The command line, rebuilt from the options (recorded in the manifest and the report)."""
+    import shlex
 
+    parts = ["jepa", "ablate"]
     if resume is not None:
-        plan = load_plan(Path(resume))
-        if arms or overrides or out is not None:
-            err_console.print("[yellow]--resume continues the folder's own arms, seeds and overrides; --arm/--set/--out are ignored.[/]")
+        parts += ["--resume", str(resume)]
     else:
-        plan = plan_ablation(profile, seeds, arms, overrides, out)
+        parts += ["--profile", profile]
+    if seeds is not None:
+        parts += ["--seeds", str(seeds)]
+    for flag, values in (("--grid", grids), ("--arm", arms), ("--set", overrides)):
+        for v in values:
+            parts += [flag, v]
+    if budget_s is not None:
+        parts += ["--budget-s", f"{budget_s:g}"]
+    if out is not None:
+        parts += ["--out", str(out)]
+    return shlex.join(parts)
+
+
+def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3) -> None:
+    from jepa_core.ablate import extend_plan, load_plan, plan_ablation, run_ablation
+    from jepa_core.errors import ConfigError
+
+    command = _command(profile, seeds, arms, grids, overrides, budget_s, out, resume)
+    if resume is not None:
+        fixed = [name for name, given in (("--profile", profile is not None), ("--set", bool(overrides)), ("--budget-s", budget_s is not None), ("--out", out is not None)) if given]
+        if fixed:
+            raise ConfigError(
+                f"--resume continues an ablation with its own profile, overrides, budget and folder; {', '.join(fixed)} cannot change them.",
+                hint="Leave those options out (--arm, --grid and --seeds may add arms and seeds), or start a new ablation.",
+            )
+        plan = extend_plan(load_plan(Path(resume)), seeds, arms, grids, command=command)
+    else:
+        plan = plan_ablation(profile or "tiny", seeds or default_seeds, arms, overrides, out, grids=grids, budget_s=budget_s, command=command)
     _print_plan(plan, resumed=resume is not None)
     progress = AblateProgress(live=console.is_terminal)
     try:
@@ -48,16 +75,20 @@ def run_ablate(profile, seeds, arms, overrides, out, resume) -> None:
 def _print_plan(plan, resumed: bool) -> None:
     s = plan.settings
     verb = "resuming" if resumed else "ablation"
-    console.print(f"[bold]{verb}[/] {plan.dir}  profile [cyan]{escape(plan.profile)}[/]  seeds {plan.seeds}  reference arm [bold]{plan.reference}[/]")
+    console.print(f"[bold]{verb}[/] {plan.dir}  profile [cyan]{escape(plan.profile)}[/]  seeds {plan.seeds}  reference arm [bold]{escape(plan.reference)}[/]")
     for i, a in enumerate(plan.arms):
         colour = ARM_COLOURS[i % len(ARM_COLOURS)]
-        console.print(f"  arm [{colour}]{a.name}[/]: {escape(', '.join(a.overrides)) or '(the profile as is)'}")
+        console.print(f"  arm [{colour}]{escape(a.name)}[/]: {escape(', '.join(a.overrides)) or '(the profile as is)'}")
     if plan.overrides:
         console.print(f"  every arm: {escape(', '.join(plan.overrides))}")
+    if plan.budget_s > 0:
+        console.print(f"  comparison: [bold]equal training time[/], {plan.budget_s:g} s of step time per run (at most {s.get('train.max_steps')} steps)")
+    else:
+        console.print(f"  comparison: [bold]equal steps[/], {s.get('train.max_steps')} per run")
     if s:
         console.print(
-            f"  [dim]checked equal across arms: dataset {s.get('data.dataset')}, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
-            f" x {s.get('train.grad_accum_steps')}, {s.get('train.max_steps')} steps, eval every {s.get('train.eval_every')}, "
+            f"  [dim]checked equal across arms: dataset {escape(str(s.get('data.dataset')))}, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
+            f" x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
             f"{s.get('device')} {s.get('precision')}, compile {s.get('train.compile')}[/]"
         )
 
@@ -123,8 +154,9 @@ class AblateProgress:
                     outer.progress.update(outer.step_task, completed=step)
 
             def on_record(self, r: dict[str, Any]) -> None:
-                if r.get("type") == "eval" and outer.progress is not None:
-                    outer.progress.update(outer.step_task, info=f"val BPB {r.get('val_bpb', float('nan')):.4f}")
+                bpb = r.get("val_bpb")
+                if r.get("type") == "eval" and outer.progress is not None and isinstance(bpb, (int, float)):
+                    outer.progress.update(outer.step_task, info=f"val BPB {bpb:.4f}")
 
         return _Run()
 
@@ -148,59 +180,78 @@ class AblateProgress:
 
 
 def render_report(rep: dict[str, Any]) -> None:
-    from jepa_core.ablate import fmt_metric, fmt_p
+    from jepa_core.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval
 
-    metrics = rep["metrics"]
     colours = {a["name"]: ARM_COLOURS[i % len(ARM_COLOURS)] for i, a in enumerate(rep["arms"])}
+    ref = rep["reference"]
+    alpha = rep["alpha"]
+    pct = int(round(rep["ci_level"] * 100))
 
-    t = Table(title="per arm: mean ± std over seeds (finished runs)", title_justify="left")
-    t.add_column("arm", style="bold")
-    t.add_column("n", justify="right")
-    for m in metrics:
-        t.add_column(m["label"], justify="right")
+    def arm_cell(name: str) -> str:
+        return f"[{colours[name]}]{escape(name)}[/]"
+
+    console.print(f"[bold]comparison[/]: {escape(comparison_text(rep))}")
+    t = Table(title=f"final val BPB per arm: mean ± sd over finished seeds; diff = arm - {ref} ({pct}% CI), Welch p, Holm p", title_justify="left")
+    for col, just in (("arm", "left"), ("n", "right"), ("val BPB", "right"), ("diff (CI)", "right"), ("p", "right"), ("Holm p", "right"),
+                      ("eff rank", "right"), ("tok/s", "right"), ("steps", "right")):
+        t.add_column(col, justify=just)
     for a in rep["arms"]:
-        cells = []
-        for m in metrics:
-            sm = a["summary"][m["key"]]
-            cells.append(fmt_metric(m["key"], sm["mean"]) + (f" ± {fmt_metric(m['key'], sm['std'])}" if sm["std"] is not None else ""))
-        t.add_row(f"[{colours[a['name']]}]{a['name']}[/]", str(a["summary"]["val_loss"]["n"]), *cells)
+        c = a["comparison"]
+        holm_p = fmt_p(c["p_holm"]) if c else ""
+        if c and c["p_holm"] is not None and c["p_holm"] < alpha:
+            holm_p = f"[bold]{holm_p}[/]"
+        t.add_row(
+            arm_cell(a["name"]), str(a["n"]), fmt_mean_sd("val_bpb", a["val_bpb"]), fmt_diff(c) if c else "[dim]reference[/]",
+            fmt_p(c["p"]) if c else "", holm_p, fmt_mean_sd("eff_rank", a["eff_rank"]), fmt_mean_sd("tok_per_s", a["tok_per_s"]),
+            fmt_mean_sd("steps", a["steps"]),
+        )
     console.print(t)
 
-    if rep["comparisons"]:
-        labels = {m["key"]: m["label"] for m in metrics}
-        c = Table(title=f"difference to {rep['reference']} (Welch's t-test)", title_justify="left")
-        for col, just in (("arm", "left"), ("metric", "left"), ("diff", "right"), ("p", "right"), ("seeds", "right")):
-            c.add_column(col, justify=just)
-        for row in rep["comparisons"]:
-            if row["diff"] is None:
-                continue  # a metric one side lacks (retrieval and rank of a baseline)
-            p = row["p"]
-            p_s = fmt_p(p)
-            if p is not None and p < 0.05:
-                p_s = f"[bold]{p_s}[/]"
-            diff = fmt_metric(row["metric"], row["diff"]) if row["diff"] is not None else "NA"
-            if row["diff"] is not None and row["diff"] > 0 and not diff.startswith("-"):
-                diff = "+" + diff
-            c.add_row(f"[{colours[row['arm']]}]{row['arm']}[/]", labels[row["metric"]], diff, p_s, f"{row['n_arm']}/{row['n_ref']}")
-        console.print(c)
+    horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
+    if horizons:
+        any_copy = any(a["has_copy_control"] for a in rep["arms"])
+        title = "retrieval top-1 per horizon" + (" (lift over the copy control)" if any_copy else " (no copy control logged: no lift)")
+        r = Table(title=title, title_justify="left")
+        r.add_column("arm")
+        for h in horizons:
+            r.add_column(f"h{h}", justify="right")
+        for a in rep["arms"]:
+            if a["retrieval"]:
+                by_h = {h["horizon"]: h for h in a["retrieval"]}
+                r.add_row(arm_cell(a["name"]), *[fmt_retrieval(by_h[h], a["has_copy_control"]) if h in by_h else "NA" for h in horizons])
+        console.print(r)
 
-    r = Table(title="runs", title_justify="left")
-    for col in ("run", "seed", "status", "step", "val loss", "val BPB", "top-1", "tok/s", "wall s"):
-        r.add_column(col, justify="left" if col in ("run", "status") else "right")
+    console.print(Text(f"verdicts (val BPB vs {ref}, Holm over {rep['comparison']['family']}, alpha = {alpha})", style="bold"))
+    for a in rep["arms"]:
+        if a["name"] != ref:
+            v = a["verdict"]
+            style = "red" if v.startswith("worse") else "green" if v.startswith("better") else "default"
+            console.print(f"  {arm_cell(a['name'])}: [{style}]{escape(v)}[/]")
+
+    if rep["excluded"]:
+        e = Table(title="excluded runs (not averaged)", title_justify="left", title_style="bold red")
+        for col in ("run", "status", "step", "reason"):
+            e.add_column(col, justify="right" if col == "step" else "left")
+        for x in rep["excluded"]:
+            e.add_row(f"[{colours[x['arm']]}]{escape(x['name'])}[/]", f"[red]{escape(x['status'])}[/]", str(x["step"]), escape(x["reason"]))
+        console.print(e)
+
+    runs = Table(title="runs", title_justify="left")
+    for col in ("run", "seed", "status", "step", "val BPB", "tok/s", "train s"):
+        runs.add_column(col, justify="left" if col in ("run", "status") else "right")
     for a in rep["arms"]:
         for run in a["runs"]:
             st = run["status"]
             colour = {"finished": "green", "interrupted": "yellow", "pending": "dim", "incomplete": "yellow"}.get(st, "red")
-            r.add_row(
-                f"[{colours[a['name']]}]{run['name']}[/]", str(run["train_seed"]), f"[{colour}]{st}[/]", str(run["step"]),
-                fmt_metric("val_loss", run["val_loss"]), fmt_metric("val_bpb", run["val_bpb"]), fmt_metric("retrieval_top1", run["retrieval_top1"]),
-                fmt_metric("tok_per_s", run["tok_per_s"]), fmt_metric("wall_s", run["wall_s"]),
+            runs.add_row(
+                f"[{colours[a['name']]}]{escape(run['name'])}[/]", str(run["train_seed"]), f"[{colour}]{st}[/]", str(run["step"]),
+                fmt_metric("val_bpb", run["val_bpb"]), fmt_metric("tok_per_s", run["tok_per_s"]), fmt_metric("train_time", run["train_time"]),
             )
-    console.print(r)
+    console.print(runs)
 
     series = {name: list(zip(c["steps"], c["mean"])) for name, c in rep["curves"].items() if c["steps"]}
     if series:
-        console.print(Text("val BPB (mean over seeds) by step", style="bold"))
+        console.print(Text("val BPB (mean over finished seeds) by step", style="bold"))
         for line in line_chart(series, colours, width=min(72, max(30, console.width - 12)), height=12):
             console.print(line)
         n_points = max(len(v) for v in series.values())
@@ -216,6 +267,9 @@ def render_report(rep: dict[str, Any]) -> None:
         console.print(f"[green]data order verified[/]: {scope} ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
     elif d["ok"] is False:
         console.print(f"[bold red]data order MISMATCH[/]: {escape('; '.join(d['mismatches']))}")
+    console.print(Text("what this does not show", style="bold"))
+    for c in rep["caveats"]:
+        console.print(f"[dim]  - {escape(c)}[/]")
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], colours: dict[str, str], width: int = 60, height: int = 12) -> list[Text]:
