@@ -14,6 +14,7 @@ State-dict prefixes are part of the checkpoint format: `transformer.*`,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
@@ -85,6 +86,35 @@ def pair_capacity_error(seq_len: int, horizons: Sequence[int], horizon_probs: Se
     return None
 
 
+class _PairTables(NamedTuple):
+    edges: torch.Tensor  # (H,) float64: P * cumulative horizon probabilities, the last exactly P
+    caps: tuple[int, ...]  # most pairs of each horizon in one sequence: ceil(P p_k), at most T - k
+    cap_t: torch.Tensor  # (H,) the same, as a tensor
+    horizon_values: torch.Tensor  # (H,) long: k for each horizon index
+    slot_block: torch.Tensor  # (sum caps,) long: the horizon index of each candidate slot
+    slot_rank: torch.Tensor  # (sum caps,) long: the slot's position inside its horizon's slots
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_tables(seq_len: int, horizons: tuple[int, ...], horizon_probs: tuple[float, ...], P: int, device: torch.device) -> _PairTables:
+    # built once per shape and device: a training step then copies nothing from the host
+    probs = [p / sum(horizon_probs) for p in horizon_probs]
+    # the tolerance absorbs float noise in P * p_k (an exact 2 computed as 2.0000000000000004)
+    caps = tuple(min(seq_len - k, math.ceil(P * p - 1e-9)) if p > 0 else 0 for k, p in zip(horizons, probs))
+    edges = torch.cumsum(torch.tensor([P * p for p in probs], dtype=torch.float64), 0)
+    edges[-1] = P
+    slot_block = torch.repeat_interleave(torch.arange(len(caps)), torch.tensor(caps))
+    slot_rank = torch.cat([torch.arange(c) for c in caps])
+    return _PairTables(
+        edges.to(device),
+        caps,
+        torch.tensor(caps).to(device),
+        torch.tensor(list(horizons), dtype=torch.long).to(device),
+        slot_block.to(device),
+        slot_rank.to(device),
+    )
+
+
 def sample_anchor_target_pairs(
     batch_size: int,
     seq_len: int,
@@ -97,19 +127,18 @@ def sample_anchor_target_pairs(
     """P = pairs_per_seq distinct (anchor, horizon) pairs per sequence; b = arange(B).repeat_interleave(P).
 
     Every pair, taken on its own, has k ~ Categorical(horizon_probs) and
-    t ~ U{0..T-1-k}, and no (sequence, anchor, horizon) repeats: randomised
-    systematic sampling. A sequence's candidates (k, t) are laid out horizon by
-    horizon, anchors in a random order within each horizon, each with width
-    (inclusion probability) P * p_k / (T - k) <= 1; P points u, u+1, ..., u+P-1
-    (u ~ U[0, 1)) then fall in P different candidates, and a candidate is hit
-    with probability equal to its width. So horizon k gets floor or ceil of
-    P * p_k pairs of a sequence (mean P * p_k) and they are a uniform random
-    subset of its anchors.
+    t ~ U{0..T-1-k}, and no (sequence, anchor, horizon) repeats. Per sequence,
+    horizon k gets c_k pairs, c_k = the number of points u, u+1, ..., u+P-1
+    (u ~ U[0, 1)) in [P * sum_{j<k} p_j, P * sum_{j<=k} p_j): floor or ceil of
+    P * p_k, with mean exactly P * p_k (systematic sampling), summing to P.
+    Its anchors are a uniform random c_k-subset of 0..T-1-k (the c_k largest of
+    T - k uniform keys). So each anchor of horizon k is drawn with probability
+    P * p_k / (T - k), which needs P * p_k <= T - k (`pair_capacity_error`).
 
     Draws only from `generator` (on its device) or, without one, from the
-    global RNG of `device` (a fixed number of draws per call), so a saved and
-    restored RNG state reproduces the pairs. Vectorised: one (B, M) sort per
-    call, M = sum_k (T - k) candidates.
+    global RNG of `device`, a fixed number of draws per call, so a saved and
+    restored RNG state reproduces the pairs. Vectorised (one top-c per horizon,
+    no loop over rows) and free of host syncs.
     """
     if len(horizons) != len(horizon_probs) or not horizons:
         raise ValueError(f"{len(horizon_probs)} probabilities for {len(horizons)} horizons")
@@ -118,32 +147,31 @@ def sample_anchor_target_pairs(
         raise ValueError(why)
     device = torch.device(device)
     draw_dev = generator.device if generator is not None else device
-    B, P, H = batch_size, pairs_per_seq, len(horizons)
-    spans = [seq_len - k for k in horizons]
-    # candidate c of a sequence: horizon block[c], anchor slot[c]; deterministic tables, no RNG
-    block = torch.repeat_interleave(torch.arange(H, device=draw_dev), torch.tensor(spans, device=draw_dev))
-    slot = torch.cat([torch.arange(s, device=draw_dev) for s in spans])
-    width = torch.tensor([P * p / s for p, s in zip(horizon_probs, spans)], dtype=torch.float64, device=draw_dev)[block]
-    edges = torch.cumsum(width, 0)  # candidate c covers [edges[c-1], edges[c])
-    M = edges.numel()
-    # random order of the anchors inside each horizon block (the block index keeps blocks in place)
-    keys = torch.rand(B, M, dtype=torch.float64, device=draw_dev, generator=generator) + block.to(torch.float64)
-    order = torch.argsort(keys, dim=1)  # order[b, c] = candidate placed at c
+    B, P = batch_size, pairs_per_seq
+    tab = _pair_tables(int(seq_len), tuple(int(k) for k in horizons), tuple(float(p) for p in horizon_probs), P, draw_dev)
+    # counts per sequence: ceil(S_k - u) - ceil(S_{k-1} - u), which telescopes to exactly P
     u = torch.rand(B, 1, dtype=torch.float64, device=draw_dev, generator=generator)
-    ar = torch.arange(P, device=draw_dev)
-    # points spaced total/P apart (total = P up to rounding) so none falls past the last edge
-    points = (u + ar) * (edges[-1] / P)
-    pos = torch.searchsorted(edges, points, right=True).clamp_(max=M - 1)
-    # widths <= 1 make pos strictly increasing; this keeps it so when rounding puts two
-    # points in one candidate of width exactly 1 (probability ~1e-16, no measurable bias)
-    pos = torch.cummax(pos - ar, dim=1).values + ar
-    pos = torch.minimum(pos, M - P + ar)
-    cand = order.gather(1, pos)
-    k_idx = block[cand].reshape(-1)
-    t = slot[cand].reshape(-1)
-    k = torch.tensor(list(horizons), dtype=torch.long, device=draw_dev)[k_idx]
+    hi = torch.ceil(tab.edges - u)
+    counts = torch.diff(hi, dim=1, prepend=torch.zeros_like(u)).long()
+    counts = torch.minimum(counts, tab.cap_t)
+    # a count above its cap needs P p_k to be an integer and u to hit an edge exactly (float
+    # rounding, ~1e-16): the missing pairs go to horizons with room, in order, so rows keep P
+    room = tab.cap_t - counts
+    short = P - counts.sum(dim=1, keepdim=True)
+    counts = counts + torch.minimum(room, (short - (torch.cumsum(room, dim=1) - room)).clamp_(min=0))
+    anchors = []
+    for k, cap in zip(horizons, tab.caps):
+        if cap:
+            keys = torch.rand(B, seq_len - k, dtype=torch.float64, device=draw_dev, generator=generator)
+            anchors.append(keys.topk(cap, dim=1).indices)  # a uniform random cap-subset, in random order
+    slots = torch.cat(anchors, 1)  # (B, sum caps); slot j belongs to horizon slot_block[j]
+    valid = tab.slot_rank < counts[:, tab.slot_block]
+    # the P valid slots of each row, in slot order (stable), i.e. grouped by horizon
+    keep = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :P]
+    t = slots.gather(1, keep).reshape(-1)
+    k_idx = tab.slot_block[keep].reshape(-1)
     b = torch.arange(B, device=draw_dev).repeat_interleave(P)
-    pairs = Pairs(b, t, k_idx, k)
+    pairs = Pairs(b, t, k_idx, tab.horizon_values[k_idx])
     return pairs if draw_dev == device else pairs.to(device)
 
 
