@@ -88,12 +88,35 @@ class JepaConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: str = Field("tiny_shakespeare", min_length=1, description="Dataset alias (see `jepa data list`) or text:PATH.")
+    dataset: str = Field(
+        "tiny_shakespeare",
+        min_length=1,
+        description="Dataset alias (see `jepa data list`), text:PATH, hf:OWNER/NAME[:CONFIG], json:PATH or parquet:PATH (a file, folder or glob).",
+    )
     vocab_size: int = Field(1024, ge=260, le=1_000_000, description="BPE vocabulary size to train.")
     lowercase: bool = Field(False, description="Lowercase the text before tokenizing.")
     block_size: int = Field(128, ge=8, le=1_048_576, description="Tokens per training sequence.")
     train_fraction: float = Field(1.0, gt=0, le=1, description="Use this prefix fraction of the train tokens.")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="Tail fraction held out for validation (datasets without a val split).")
+    val_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Held out for validation when the dataset has no val split: the tail of a text stream, "
+        "or every 1/val_fraction-th document of hf:/json:/parquet: data.",
+    )
+    text_field: str = Field("text", min_length=1, description="hf:/json:/parquet: the column that holds each document's text.")
+    train_split: str = Field("train", min_length=1, description="hf:/json:/parquet: the split to train on.")
+    val_split: str = Field(
+        "auto",
+        min_length=1,
+        description="hf:/json:/parquet: the validation split's name; 'auto' takes `validation` when the dataset has it, "
+        "else holds out val_fraction of the train documents; 'heldout' always holds out.",
+    )
+    max_train_tokens: int = Field(0, ge=0, description="Stop tokenizing (hf:/json:/parquet:) or truncate (aliases, text:) the train split at this many tokens; 0: all.")
+    tokenizer_sample_bytes: int = Field(
+        100_000_000, ge=1_000_000, description="Train the BPE tokenizer on at most this many bytes of the train text (its first documents)."
+    )
+    tokenizer: str = Field("", description="Reuse this tokenizer.json (or a run directory's) instead of training one; vocab_size is then ignored.")
 
 
 class OptimConfig(_Section):

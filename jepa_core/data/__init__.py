@@ -2,9 +2,12 @@
 
 `ensure_prepared(cfg.data)` gives a `PreparedData` (memmapped train/val token
 streams, the tokenizer, bytes per split for bits per byte); `TrainBatcher` and
-`val_batches` cut it into (x, y) windows. The batching names import torch, so
-they are loaded on first use: `jepa data prepare` and `jepa data list` never
-pay for importing torch.
+`val_batches` cut it into (x, y) windows. Aliases and `text:PATH` are read
+whole; `hf:`, `json:` and `parquet:` document datasets are streamed through
+`datasets` into sharded caches (`pipeline.py`), read back as one
+`ShardedTokens` stream. The batching names import torch, so they are loaded
+on first use: `jepa data prepare` and `jepa data list` never pay for
+importing torch.
 """
 
 from __future__ import annotations
@@ -13,17 +16,34 @@ from typing import TYPE_CHECKING
 
 from .cache import CacheMiss, token_dtype
 from .prepare import PreparedData, cache_dir_for, ensure_prepared, list_prepared, load_prepared, prepare_dataset
-from .registry import DatasetSpec, HFSource, SourceFile, TextSpec, get_dataset, list_datasets, register_dataset, resolve_dataset, unregister_dataset
+from .registry import (
+    DatasetSpec,
+    HFSource,
+    RecordSpec,
+    SourceFile,
+    TextSpec,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+    resolve_dataset,
+    unregister_dataset,
+)
+from .shards import ShardedTokens
 from .sources import DataWarning, offline_reason
 from .tokenizer import MIN_VOCAB, SPECIAL_TOKENS, BPETokenizer, check_vocab_size
 
 if TYPE_CHECKING:
-    from .batching import TrainBatcher, val_batches, val_windows
+    from .batching import val_batches, val_windows
+    from .sampling import TrainBatcher
 
-_LAZY = {"TrainBatcher", "val_batches", "val_windows"}
+_LAZY = {"val_batches", "val_windows"}
 
 
 def __getattr__(name: str):
+    if name == "TrainBatcher":
+        from .sampling import TrainBatcher
+
+        return TrainBatcher
     if name in _LAZY:
         from . import batching
 
@@ -39,7 +59,9 @@ __all__ = [
     "HFSource",
     "MIN_VOCAB",
     "PreparedData",
+    "RecordSpec",
     "SPECIAL_TOKENS",
+    "ShardedTokens",
     "SourceFile",
     "TextSpec",
     "TrainBatcher",

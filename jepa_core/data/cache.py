@@ -1,9 +1,12 @@
 """The token cache: one folder per (dataset, tokenizer settings) with flat token files.
 
-Layout of `$JEPA_HOME/data/<name>/`:
+Layout of `$JEPA_HOME/data/<name>/` (format 1: aliases and text:PATH):
 
     train.bin, val.bin   token ids, flat little-endian uint16 (uint32 when ids exceed 65535)
     manifest.json        counts, bytes of text per split, hashes, tokenizer, dtype
+
+Format 2 (hf:/json:/parquet:, see pipeline.py and shards.py) has
+`train-00000.bin ...`, `val-00000.bin ...` and its own `tokenizer.json` instead.
 
 A cache is built in a hidden temp folder next to its final place, the manifest
 is written last, and the folder is renamed into place: a crash leaves either
@@ -28,6 +31,7 @@ from ..errors import DataError
 from ..fsutil import _fsync_dir, atomic_write_text
 
 CACHE_FORMAT = "jepa-token-cache/1"
+FORMATS = (CACHE_FORMAT, "jepa-token-cache/2")  # 2: sharded, written by pipeline.py
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 
@@ -105,7 +109,7 @@ def read_manifest(folder: Path) -> dict:
         raise CacheMiss(f"No prepared data at {folder}.") from None
     except (OSError, ValueError) as e:
         raise CacheMiss(f"The manifest {path} is unreadable ({e}).") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
         raise CacheMiss(f"{folder} holds a cache of another format ({manifest.get('format') if isinstance(manifest, dict) else '?'}).")
     return manifest
 

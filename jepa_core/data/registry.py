@@ -6,18 +6,23 @@ optionally, a URL and sha256 for downloading it. A dataset without a `val`
 file is one stream whose tail `data.val_fraction` becomes the validation split.
 `hf` names a Hugging Face dataset (`datasets.load_dataset(path, name)`) used
 when a split is found nowhere else. `text:PATH` is not registered: it is
-resolved on the fly by `resolve_dataset`.
+resolved on the fly by `resolve_dataset`, and so are the document sources
+`hf:OWNER/NAME[:CONFIG]`, `json:PATH` and `parquet:PATH` (`RecordSpec`), which
+are read row by row through `datasets` and tokenized into sharded caches.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
 
 TEXT_PREFIX = "text:"
+RECORD_KINDS = ("hf", "json", "parquet")
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,33 @@ class TextSpec:
     stream = True
 
 
+@dataclass(frozen=True)
+class RecordSpec:
+    """A dataset of documents (rows with a text column) read through `datasets`.
+
+    kind "hf": `location` is the hub id OWNER/NAME and `config` its optional
+    configuration. kind "json"/"parquet": `location` is a file, a folder or a
+    glob, made absolute against the cwd (a glob keeps its pattern).
+    """
+
+    name: str  # as given
+    kind: str  # "hf", "json" or "parquet"
+    location: str
+    config: str | None = None
+
+    stream = False  # its val split is a split or held-out documents, never a text tail
+
+    @property
+    def canonical(self) -> str:
+        """The name with an absolute path: what cache keys use."""
+        tail = f":{self.config}" if self.config else ""
+        return f"{self.kind}:{self.location}{tail}"
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.location for c in "*?[")
+
+
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
@@ -105,18 +137,44 @@ def get_dataset(name: str) -> DatasetSpec:
         guess = f" Did you mean `{near[0]}`?" if near else ""
         raise DataError(
             f"Unknown dataset `{name}`.{guess}",
-            hint=f"Known aliases: {', '.join(_REGISTRY)}; or `text:PATH` for a local .txt file or folder. "
+            hint=f"Known aliases: {', '.join(_REGISTRY)}; or `text:PATH` for a local .txt file or folder, "
+            "`json:PATH` / `parquet:PATH` for local documents, `hf:OWNER/NAME[:CONFIG]` for a Hugging Face dataset. "
             "`jepa data list` shows them.",
         ) from None
 
 
-def resolve_dataset(name: str) -> DatasetSpec | TextSpec:
-    """An alias's spec, or a `TextSpec` for `text:PATH` (the path resolved against the cwd)."""
+def _record_spec(name: str, kind: str, raw: str) -> RecordSpec:
+    if kind == "hf":
+        repo, _, config = raw.partition(":")
+        if not _HUB_ID.match(repo) or ":" in config:
+            raise DataError(
+                f"`{name}` is not a Hugging Face dataset id.",
+                hint="Write hf:OWNER/NAME or hf:OWNER/NAME:CONFIG, e.g. hf:HuggingFaceFW/fineweb-edu:sample-10BT.",
+            )
+        return RecordSpec(name=name, kind="hf", location=repo, config=config or None)
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    # resolve() would drop a trailing glob part that does not exist yet; normalise only the plain parts
+    location = str(path.resolve()) if not any(c in raw for c in "*?[") else str(path)
+    return RecordSpec(name=name, kind=kind, location=location)
+
+
+def resolve_dataset(name: str) -> DatasetSpec | TextSpec | RecordSpec:
+    """An alias's spec, a `TextSpec` for `text:PATH`, or a `RecordSpec` for hf:/json:/parquet:
+    (paths resolved against the cwd)."""
     if name.startswith(TEXT_PREFIX):
         raw = name[len(TEXT_PREFIX) :].strip()
         if not raw:
             raise DataError("`text:` needs a path, e.g. `text:notes.txt` or `text:corpus/`.")
         return TextSpec(name=name, path=Path(raw).expanduser().resolve())
+    kind, sep, raw = name.partition(":")
+    if sep and kind in RECORD_KINDS:
+        raw = raw.strip()
+        if not raw:
+            example = "hf:OWNER/NAME[:CONFIG]" if kind == "hf" else f"{kind}:PATH (a file, a folder or a glob)"
+            raise DataError(f"`{kind}:` needs a location: {example}.")
+        return _record_spec(name, kind, raw)
     return get_dataset(name)
 
 

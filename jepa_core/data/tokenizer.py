@@ -165,8 +165,13 @@ class BPETokenizer:
         if self._byte_lengths is None:
             lengths = np.zeros(self.vocab_size, dtype=np.int64)
             special = set(SPECIAL_TOKENS)
+            # a reused tokenizer (data.tokenizer) may bring its own specials (<|endoftext|>) and added
+            # tokens, whose strings are plain text rather than one character per byte
+            added = self._tok.get_added_tokens_decoder()
+            special |= {a.content for a in added.values() if a.special}
+            plain = {a.content for a in added.values() if not a.special}
             for tok, i in self._tok.get_vocab(with_added_tokens=True).items():
-                lengths[i] = 0 if tok in special else len(tok)
+                lengths[i] = 0 if tok in special else len(tok.encode("utf-8")) if tok in plain else len(tok)
             lengths.setflags(write=False)
             self._byte_lengths = lengths
         return self._byte_lengths
