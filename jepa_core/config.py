@@ -82,7 +82,9 @@ class JepaConfig(_Section):
     lm_weight_use_scheduler: bool = Field(False, description="Ramp the LM weight: 0 until lm_warmup_steps, then linear.")
     lm_warmup_steps: int = Field(0, ge=0, description="Steps with LM weight 0 when scheduled.")
     lm_ramp_steps: int = Field(0, ge=0, description="Step at which the LM weight reaches lm_weight; 0 means max_steps.")
-    eval_pairs: int = Field(512, ge=8, description="Fixed anchor/target pairs used by the retrieval eval.")
+    eval_pairs: int = Field(
+        1024, ge=8, description="At least this many fixed anchor/target pairs (over as many validation blocks as needed) for the retrieval eval."
+    )
     alert_std_floor: float = Field(0.01, ge=0, description="Collapse alert when std_anchor falls under this.")
     alert_rank_floor: float = Field(2.0, ge=0, description="Collapse alert when the effective rank falls under this.")
 
