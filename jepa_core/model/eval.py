@@ -93,8 +93,8 @@ def bits_per_byte(sum_nats: float, n_bytes: int) -> float:
 
 
 class EvalPairSet(NamedTuple):
-    """Fixed eval pairs over full validation blocks tokens[s : s + T], s in `starts`;
-    `pairs.b` indexes `starts`."""
+    """Fixed eval pairs over full validation blocks tokens[s : s + T], s in `starts`
+    (multiples of T: the blocks of non-overlapping LM scoring); `pairs.b` indexes `starts`."""
 
     starts: np.ndarray
     pairs: Pairs
@@ -116,7 +116,7 @@ def eval_pair_set(n_tokens: int, block_size: int, jcfg: JepaConfig, n_pairs: int
     with `seed`: the global RNG is left alone.
     """
     T = int(block_size)
-    n_full = int(n_tokens) // T
+    n_full = (int(n_tokens) - 1) // T  # blocks of T inputs with their T targets, as LM scoring sees them
     if n_full < 1:
         raise ValueError(f"the validation split ({n_tokens} tokens) holds no full block of {T}")
     per_seq = jcfg.pairs_per_seq
