@@ -148,7 +148,9 @@ def sample_anchor_target_pairs(
     device = torch.device(device)
     draw_dev = generator.device if generator is not None else device
     B, P = batch_size, pairs_per_seq
-    tab = _pair_tables(int(seq_len), tuple(int(k) for k in horizons), tuple(float(p) for p in horizon_probs), P, draw_dev)
+    key = (int(seq_len), tuple(int(k) for k in horizons), tuple(float(p) for p in horizon_probs), P, draw_dev)
+    # traced by torch.compile, the tables become graph constants: the cache is for eager calls
+    tab = _pair_tables.__wrapped__(*key) if torch.compiler.is_compiling() else _pair_tables(*key)
     # counts per sequence: ceil(S_k - u) - ceil(S_{k-1} - u), which telescopes to exactly P
     u = torch.rand(B, 1, dtype=torch.float64, device=draw_dev, generator=generator)
     hi = torch.ceil(tab.edges - u)
