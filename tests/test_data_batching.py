@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_core.data import TrainBatcher, val_batches, val_windows
+from jepa_core.data import TrainBatcher, val_windows
 from jepa_core.data.batching import iter_val_batches, val_blocks
 from jepa_core.errors import DataError
 
@@ -107,8 +107,6 @@ def test_too_short_for_a_window(positions):
     TrainBatcher(positions[:33], 32, 1, seed=0).next()
     with pytest.raises(DataError, match="fewer than block_size"):
         TrainBatcher(positions[:32], 32, 1, seed=0)
-    with pytest.raises(DataError):
-        val_batches(positions[:32], 32, 1, 1)
 
 
 def test_val_windows_cover_the_split_once():
@@ -154,23 +152,3 @@ def test_val_blocks_gathers_inputs(positions):
     blocks = val_blocks(positions, np.array([0, 64, 640]), 64)
     assert blocks.shape == (3, 64) and blocks.dtype == torch.int64
     assert blocks[:, 0].tolist() == [0, 64, 640] and torch.equal(blocks, blocks[:, :1] + torch.arange(64))
-
-
-def test_legacy_val_batches_are_deterministic_non_overlapping_windows(positions):
-    a = val_batches(positions, 64, 8, 4)
-    b = val_batches(positions, 64, 8, 4)
-    assert len(a) == 4
-    for (xa, ya), (xb, yb) in zip(a, b):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-        _is_window(xa, ya, 64)
-    starts = sorted(int(s) for x, _ in a for s in x[:, 0])
-    assert len(starts) == 32
-    assert all(s % 64 == 0 for s in starts)
-    assert all(t - s >= 64 for s, t in zip(starts, starts[1:]))  # inputs never overlap
-    assert starts[0] == 0 and starts[-1] > N // 2  # spread over the whole split, not just its start
-
-
-def test_val_batches_use_everything_when_short(positions):
-    batches = val_batches(positions[:1000], 100, 4, 50)
-    # (1000 - 1) // 100 = 9 windows: batches of 4, 4, 1
-    assert [x.shape[0] for x, _ in batches] == [4, 4, 1]

@@ -1,8 +1,9 @@
 """Data: dataset registry, offline-safe sources, byte-level BPE, token cache, batching.
 
 `ensure_prepared(cfg.data)` gives a `PreparedData` (memmapped train/val token
-streams, the tokenizer, bytes per split for bits per byte); `TrainBatcher` and
-`val_batches` cut it into (x, y) windows. Aliases and `text:PATH` are read
+streams, the tokenizer, bytes per split for bits per byte); `TrainBatcher` cuts
+it into random (x, y) training windows, `val_windows` / `iter_val_batches` the
+validation split into windows that score every token once. Aliases and `text:PATH` are read
 whole; `hf:`, `json:` and `parquet:` document datasets are streamed through
 `datasets` into sharded caches (`pipeline.py`), read back as one
 `ShardedTokens` stream. The batching names import torch, so they are loaded
@@ -33,10 +34,10 @@ from .sources import DataWarning, offline_reason
 from .tokenizer import MIN_VOCAB, SPECIAL_TOKENS, BPETokenizer, check_vocab_size
 
 if TYPE_CHECKING:
-    from .batching import val_batches, val_windows
+    from .batching import iter_val_batches, val_blocks, val_windows
     from .sampling import TrainBatcher
 
-_LAZY = {"val_batches", "val_windows"}
+_LAZY = {"iter_val_batches", "val_blocks", "val_windows"}
 
 
 def __getattr__(name: str):
@@ -78,6 +79,7 @@ __all__ = [
     "resolve_dataset",
     "token_dtype",
     "unregister_dataset",
-    "val_batches",
+    "iter_val_batches",
+    "val_blocks",
     "val_windows",
 ]

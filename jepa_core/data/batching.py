@@ -12,17 +12,8 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .sampling import TrainBatcher  # noqa: F401  (re-exported: `from jepa_core.data.batching import TrainBatcher`)
 from .shards import read_windows
-
-
-def _check_length(n: int, block_size: int, what: str) -> None:
-    if n < block_size + 1:
-        raise DataError(
-            f"The {what} split has {n} tokens, fewer than block_size + 1 = {block_size + 1} for one window.",
-            hint="Use a longer text or a smaller data.block_size.",
-        )
 
 
 def _gather(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,27 +103,3 @@ def val_blocks(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> torch
     """(len(starts), block_size) int64 inputs tokens[s : s + block_size]; each start needs
     block_size + 1 tokens from it (the windows LM scoring uses)."""
     return _gather(tokens, np.asarray(starts, dtype=np.int64), block_size)[0]
-
-
-def _spread_starts(n_tokens: int, block_size: int, batch_size: int, max_batches: int) -> np.ndarray:
-    # the old eval's window choice, kept only for `val_batches` below
-    n_windows = (n_tokens - 1) // block_size
-    want = max_batches * batch_size
-    if n_windows <= want:
-        k = np.arange(n_windows, dtype=np.int64)
-    else:
-        k = (np.arange(want, dtype=np.int64) * n_windows) // want
-    return k * block_size
-
-
-def val_batches(tokens: np.ndarray, block_size: int, batch_size: int, max_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Legacy: at most max_batches x batch_size full blocks spread over the split.
-
-    Superseded by `val_windows` + `iter_val_batches` (every token scored);
-    kept until the training loop's evaluator moves over.
-    """
-    if max_batches < 1 or batch_size < 1:
-        raise ValueError("batch_size and max_batches must be >= 1")
-    _check_length(len(tokens), block_size, "validation")
-    starts = _spread_starts(len(tokens), block_size, batch_size, max_batches)
-    return [_gather(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)]
