@@ -288,6 +288,17 @@ class _Job:
     # ------------------------------------------------------------ running
 
     def run(self, from_path: Path | None, force: bool, warn: Callable[[str], None]) -> dict:
+        try:
+            return self._run(from_path, force, warn)
+        except DataError:
+            # bad input (a missing field, an unreadable file, an empty split): leave nothing behind,
+            # unless finished shards are there (an offline rerun of a half-done hub download must
+            # not throw away hours of work)
+            if self.partial.is_dir() and not any(self.partial.glob("*.bin*")):
+                shutil.rmtree(self.partial, ignore_errors=True)
+            raise
+
+    def _run(self, from_path: Path | None, force: bool, warn: Callable[[str], None]) -> dict:
         src = resolve_source(self.spec, from_path)
         train_split, val_split = resolve_splits(src, self.cfg.train_split, self.cfg.val_split)
         fingerprint = src.fingerprint()
@@ -332,7 +343,7 @@ class _Job:
             if not ok:
                 warn("The interrupted preparation's files do not match its progress record; starting over.")
                 shutil.rmtree(self.partial)
-                return self.run(from_path, True, warn)
+                return self._run(from_path, True, warn)
             kept = sum(len(w.finished) for w in self.writers.values())
             self.say("resume", kept, sum(w.tokens for w in self.writers.values()))
         self.seconds_before = float(prog.get("seconds", 0.0))

@@ -32,7 +32,7 @@ from .sources import OFFLINE_VARS, mirror_dir, offline_reason
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
-ROWS_PER_READ = 256
+ROWS_PER_READ = 64  # rows per datasets batch: a chunk ends at the first batch boundary after CHUNK_BYTES
 HELDOUT = "heldout"
 
 

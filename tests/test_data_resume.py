@@ -1,0 +1,149 @@
+"""A stopped preparation continues from its finished work and ends byte-identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jepa_core.config import DataConfig
+from jepa_core.data import cache_dir_for, pipeline, prepare_dataset, records
+from jepa_core.data.shards import ShardWriter
+
+from test_data_records import docs, write_files  # noqa: F401  (docs is a fixture)
+
+SHARD = 1_500
+CHUNK = 4_000
+
+
+@pytest.fixture
+def small_pieces(monkeypatch):
+    # many shards and many chunks, so an interruption lands between and inside them
+    monkeypatch.setattr(pipeline, "SHARD_TOKENS", SHARD)
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", CHUNK)
+    monkeypatch.setattr(pipeline, "COMMIT_SECONDS", 0.0)
+    monkeypatch.setattr(records, "ROWS_PER_READ", 8)
+
+
+@pytest.fixture
+def dataset(tmp_path, docs):
+    write_files(tmp_path / "d", docs, "parquet", n_files=4)
+    return DataConfig(dataset=f"parquet:{tmp_path / 'd'}", text_field="body", vocab_size=400, block_size=16)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".bin" or p.name == "tokenizer.json"}
+
+
+def _reference(cfg: DataConfig, home: Path, monkeypatch) -> tuple[dict[str, bytes], dict]:
+    monkeypatch.setenv("JEPA_HOME", str(home))
+    p = prepare_dataset(cfg)
+    return _files(p.dir), p.manifest
+
+
+def _same_result(cfg, ref_files, ref_manifest, prepared) -> None:
+    assert _files(prepared.dir) == ref_files  # byte-identical shards and tokenizer
+    for split in ("train", "val"):
+        assert prepared.manifest["splits"][split] == ref_manifest["splits"][split]
+    partial = prepared.dir.parent / f".{prepared.dir.name}.partial"
+    assert not partial.exists()
+
+
+def test_ctrl_c_between_chunks_keeps_the_shards_and_resumes(dataset, small_pieces, tmp_path, monkeypatch):
+    ref_files, ref_manifest = _reference(dataset, tmp_path / "ref", monkeypatch)
+    n_train_shards = len(ref_manifest["splits"]["train"]["shards"])
+    assert n_train_shards >= 6
+
+    monkeypatch.setenv("JEPA_HOME", str(tmp_path / "cut"))
+    calls = {"n": 0}
+
+    def stop_midway(stage, done, total):
+        if stage == "encode":
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(dataset, progress=stop_midway)
+    dest = cache_dir_for(dataset)
+    partial = dest.parent / f".{dest.name}.partial"
+    assert not dest.exists() and partial.is_dir()
+    kept = sorted(p.name for p in partial.glob("train-*.bin"))
+    assert 0 < len(kept) < n_train_shards
+    prog = json.loads((partial / "progress.json").read_text())
+    assert [e["file"] for e in prog["writers"]["train"]["finished"]] == kept
+    for name in kept:  # what was kept is exactly what the uninterrupted run wrote
+        assert (partial / name).read_bytes() == ref_files[name]
+
+    seen = []
+    resumed = prepare_dataset(dataset, progress=lambda s, d, t: seen.append((s, d, t)))
+    assert ("resume", len(kept) + len(prog["writers"]["val"]["finished"]), sum(w["cur_tokens"] + sum(e["tokens"] for e in w["finished"]) for w in prog["writers"].values())) in seen
+    assert not any(s == "tokenizer" for s, _, _ in seen)  # the tokenizer was kept, not trained again
+    _same_result(dataset, ref_files, ref_manifest, resumed)
+
+
+def test_ctrl_c_inside_a_write_falls_back_to_the_last_commit(dataset, small_pieces, tmp_path, monkeypatch):
+    ref_files, ref_manifest = _reference(dataset, tmp_path / "ref", monkeypatch)
+    monkeypatch.setenv("JEPA_HOME", str(tmp_path / "cut"))
+    real_add = ShardWriter.add
+    calls = {"n": 0}
+
+    def add_then_stop(self, ids):
+        calls["n"] += 1
+        if calls["n"] == 9 and self.prefix == "train":
+            real_add(self, ids[: len(ids) // 2])  # half the chunk is on disk, the position not yet recorded
+            raise KeyboardInterrupt
+        return real_add(self, ids)
+
+    monkeypatch.setattr(ShardWriter, "add", add_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(dataset)
+    monkeypatch.setattr(ShardWriter, "add", real_add)
+    dest = cache_dir_for(dataset)
+    partial = dest.parent / f".{dest.name}.partial"
+    prog = json.loads((partial / "progress.json").read_text())
+    committed = prog["writers"]["train"]["cur_tokens"] + sum(e["tokens"] for e in prog["writers"]["train"]["finished"])
+    on_disk = sum(p.stat().st_size // 2 for p in partial.glob("train-*.bin*"))
+    assert on_disk > committed  # the interrupted write went further than the record
+    _same_result(dataset, ref_files, ref_manifest, prepare_dataset(dataset))
+
+
+def test_interrupted_twice_and_during_the_tokenizer(dataset, small_pieces, tmp_path, monkeypatch):
+    ref_files, ref_manifest = _reference(dataset, tmp_path / "ref", monkeypatch)
+    monkeypatch.setenv("JEPA_HOME", str(tmp_path / "cut"))
+
+    def stop_at(stage_name, k):
+        calls = {"n": 0}
+
+        def cb(stage, done, total):
+            if stage == stage_name:
+                calls["n"] += 1
+                if calls["n"] == k:
+                    raise KeyboardInterrupt
+
+        return cb
+
+    for cb in (stop_at("tokenizer", 1), stop_at("encode", 3), stop_at("encode", 5)):
+        with pytest.raises(KeyboardInterrupt):
+            prepare_dataset(dataset, progress=cb)
+    _same_result(dataset, ref_files, ref_manifest, prepare_dataset(dataset))
+
+
+def test_changed_settings_or_files_start_over(dataset, small_pieces, tmp_path, monkeypatch, docs):
+    monkeypatch.setenv("JEPA_HOME", str(tmp_path / "cut"))
+
+    def stop(stage, done, total):
+        if stage == "encode":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(dataset, progress=stop)
+    # the source changes while the preparation is stopped: its partial work must not be reused
+    write_files(Path(dataset.dataset.removeprefix("parquet:")), list(reversed(docs)), "parquet", n_files=4)
+    seen = []
+    p = prepare_dataset(dataset, progress=lambda s, d, t: seen.append(s))
+    assert "resume" not in seen and "tokenizer" in seen
+    ref_files, _ = _reference(dataset, tmp_path / "ref", monkeypatch)
+    assert _files(p.dir) == ref_files
