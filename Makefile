@@ -15,13 +15,14 @@ ifneq ($(wildcard ../shared/data),)
 export JEPA_DATA_MIRROR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test test-slow install dev bench preflight clean help
+.PHONY: demo test test-slow install dev bench preflight gpu-wheels clean help
 
 help:
 	@echo "make demo       install, prepare tiny_shakespeare, train the tiny profile with the dashboard"
 	@echo "make test       install with the dev extra and run the fast test suite"
 	@echo "make test-slow  run the slow tests too"
 	@echo "make bench      time baseline vs JEPA steps on the tiny shape"
+	@echo "make gpu-wheels download into .whl/ what a bare GPU image needs for scripts/gpu-check"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,12 @@ bench: install
 
 preflight: install
 	$(JEPA) preflight
+
+# Wheels (CPython 3.12, manylinux x86-64) of what the GPU image lacks, the project's
+# own wheel and the tiny_shakespeare text, for an offline GPU box: carry .whl/ there
+# and run scripts/gpu-check (README, "On a GPU machine"). Needs PyPI; --check re-verifies.
+gpu-wheels: dev
+	$(PY) scripts/gpu_wheels.py --dest .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

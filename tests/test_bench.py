@@ -277,6 +277,7 @@ def test_bench_and_training_call_the_same_train_step(monkeypatch, tmp_path):
     assert res.status == "finished" and calls["train"] == 3
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (datasheet MFU, bf16 matmul peak)")
 def test_cuda_bench_reports_datasheet_mfu():  # pragma: no cover - no GPU here
     cfg = load_config("tiny", SMALL + ["train.device=cuda", "train.precision=bf16"])
