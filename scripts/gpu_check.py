@@ -34,6 +34,7 @@ What "exact resume" means here (checked by the train-resume steps):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -380,12 +381,12 @@ class Checker:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            with _suppress():
+            with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 out, err = proc.communicate(timeout=10)
             except subprocess.TimeoutExpired:
-                with _suppress():
+                with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 out, err = proc.communicate()
         secs = time.perf_counter() - t0
@@ -412,7 +413,7 @@ class Checker:
             raise StepFailed(f"{what} exited {r.rc}: {_tail(text, 400)}")
 
     # -- steps
-    def step(self, name: str, title: str, fn: Callable[[StepRecord], None], *, cap_key: str = "", optional: bool = False) -> StepRecord:
+    def step(self, name: str, title: str, fn: Callable[[StepRecord], None], *, optional: bool = False) -> StepRecord:
         rec = StepRecord(name=name, title=title, optional=optional)
         self.steps.append(rec)
         if self.only is not None and not any(name == o or name.startswith(o + ":") for o in self.only):
@@ -577,13 +578,6 @@ class Checker:
     # ------------------------------------------------------------------ 3. preflight
     def do_preflight(self, rec: StepRecord, profile: str) -> None:
         args = ["preflight", "--profile", profile, "--json", *self.sets_for(profile)]
-        if profile == "gpt2-small":
-            # its dataset (WikiText-2's train split) is not in the offline mirror; bench uses random tokens
-            from_checks = ["profiles", "runtime", "horizon_sampling", "ema", "rope_causality", "grad_barrier", "optimizer_coverage",
-                           "forward_backward", "checkpoint_roundtrip", "memory", "bf16"]
-            for c in from_checks:
-                args += ["--check", c]
-            rec.figures["left_out"] = ["data (WikiText-2's train split is not in the offline mirror)"]
         r = self.jepa(args, self.cap("preflight"))
         if r.timed_out:
             raise StepFailed(f"preflight timed out after {r.seconds:.0f} s")
@@ -595,6 +589,11 @@ class Checker:
         rec.figures.update(summary=doc.get("summary"), checks={n: {"status": c["status"], "seconds": round(c["seconds"], 2), "detail": c["detail"]} for n, c in checks.items()})
         self.figs.setdefault("preflight_memory", {})[profile] = checks.get("memory", {}).get("detail")
         failed = [n for n, c in checks.items() if c["status"] == "fail"]
+        if profile == "gpt2-small" and "data" in failed and "cannot be prepared" in checks["data"]["detail"]:
+            # gpt2-small trains on WikiText-2, whose train split the offline mirror lacks (shared/data/README.md);
+            # nothing here trains it (bench and the memory probe use random tokens), so that alone is expected
+            failed.remove("data")
+            rec.figures["expected_failure"] = {"data": "WikiText-2's train split is not in the offline mirror"}
         if failed:
             raise StepFailed("failed: " + "; ".join(f"{n}: {checks[n]['detail'][:160]}" for n in failed))
         runtime = checks.get("runtime", {}).get("detail", "")
@@ -605,6 +604,8 @@ class Checker:
                 raise StepFailed(f"bf16 check did not pass: {checks.get('bf16', {}).get('detail', 'absent')}")
         s = doc.get("summary", {})
         rec.detail = f"{s.get('passed')} passed, {s.get('skipped')} skipped in {s.get('wall_s', 0):.1f} s; {runtime}"
+        if rec.figures.get("expected_failure"):
+            rec.detail += "; data: WikiText-2 train split not offline (expected)"
 
     # ------------------------------------------------------------------ 4. bench
     def do_bench(self, rec: StepRecord, profile: str) -> None:
@@ -713,7 +714,12 @@ class Checker:
         end = [x for x in resumed if x.get("event") == "run_end"]
         if not end or end[-1].get("status") != "finished":
             raise StepFailed(f"the resumed run ended {end[-1].get('status') if end else 'without a run_end event'}")
-        cmp = compare_resume(full, resumed, half, exact=deterministic)
+        # bit-exactness can only be demanded when every op had a deterministic kernel
+        warned = rec.figures["determinism_warnings"]
+        exact = deterministic and warned == 0
+        if deterministic and not exact:
+            rec.figures["rule_note"] = f"{warned} op(s) without a deterministic implementation ran: the tolerance rule applies"
+        cmp = compare_resume(full, resumed, half, exact=exact)
         rec.figures["comparison"] = cmp
         if not cmp["ok"]:
             raise StepFailed(cmp.get("why", "comparison failed"))
@@ -799,21 +805,21 @@ class Checker:
     # ------------------------------------------------------------------ the pipeline
     def run_all(self) -> int:
         self.say(f"mode {'cpu' if self.cpu else 'gpu'}, budget {self.plan.budget_s:.0f} s, output {self.out_dir}, scratch {self.work}")
-        self.step("install", "install what the image lacks from .whl/ (never its torch)", self.do_install, cap_key="install")
-        self.step("env", "card, driver, torch", self.do_env, cap_key="env")
+        self.step("install", "install what the image lacks from .whl/ (never its torch)", self.do_install)
+        self.step("env", "card, driver, torch", self.do_env)
         for p in ("gpt2-small", "shakespeare"):
-            self.step(f"preflight:{p}", f"jepa preflight --profile {p} --json", lambda rec, p=p: self.do_preflight(rec, p), cap_key="preflight")
-        self.step("pytest", "pytest -m gpu (the tests that skip without CUDA)", self.do_pytest, cap_key="pytest")
+            self.step(f"preflight:{p}", f"jepa preflight --profile {p} --json", lambda rec, p=p: self.do_preflight(rec, p))
+        self.step("pytest", "pytest -m gpu (the tests that skip without CUDA)", self.do_pytest)
         for p in ("gpt2-small", "shakespeare"):
-            self.step(f"bench:{p}", f"jepa bench --profile {p} --json", lambda rec, p=p: self.do_bench(rec, p), cap_key="bench")
+            self.step(f"bench:{p}", f"jepa bench --profile {p} --json", lambda rec, p=p: self.do_bench(rec, p))
         self.step("resume", f"train {self.plan.resume_steps} steps, resume from step {self.plan.resume_steps // 2}, compare (deterministic algorithms: bit-exact)",
-                  lambda rec: self.do_resume(rec, True), cap_key="resume")
-        self.step("torchrun", "torchrun --nproc-per-node 1 -m jepa_cli train", self.do_torchrun, cap_key="torchrun")
-        self.step("nccl", "torchrun: process group, collectives and a DDP step", self.do_nccl, cap_key="nccl")
+                  lambda rec: self.do_resume(rec, True))
+        self.step("torchrun", "torchrun --nproc-per-node 1 -m jepa_cli train", self.do_torchrun)
+        self.step("nccl", "torchrun: process group, collectives and a DDP step", self.do_nccl)
         self.step("memory", "peak memory of each profile's training step vs preflight's estimate",
-                  lambda rec: self.do_memory(rec, ("gpt2-small", "shakespeare")), cap_key="memory")
+                  lambda rec: self.do_memory(rec, ("gpt2-small", "shakespeare")))
         self.step("resume-default", "the same resume without deterministic algorithms (tolerance rule)",
-                  lambda rec: self.do_resume(rec, False), cap_key="resume", optional=True)
+                  lambda rec: self.do_resume(rec, False), optional=True)
         self.write_outputs(final=True)
         self.log.close()
         ok = self.ok()
@@ -861,14 +867,6 @@ class Checker:
         tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
         tmp.replace(self.out_dir / JSON_NAME)
         (self.out_dir / SUMMARY_NAME).write_text(render_summary(doc), encoding="utf-8")
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], (ProcessLookupError, PermissionError, OSError))
 
 
 def _files_with_gpu_tests() -> list[str]:

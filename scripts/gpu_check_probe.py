@@ -39,7 +39,7 @@ def _nvidia_smi() -> dict:
         return {}
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit", "--format=csv,noheader"],
+            [exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=20,
         ).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
@@ -47,7 +47,7 @@ def _nvidia_smi() -> dict:
     if not out:
         return {}
     parts = [p.strip() for p in out[0].split(",")]
-    keys = ["name", "driver", "memory_total", "sm_clock_max", "power_limit"]
+    keys = ["name", "driver", "memory_total"]
     return dict(zip(keys, parts))
 
 
@@ -85,7 +85,8 @@ def probe_env(_: argparse.Namespace) -> None:
             cudnn=torch.backends.cudnn.version(),
         )
         try:
-            doc["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            v = torch.cuda.nccl.version()
+            doc["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
         except Exception as e:
             doc["nccl"] = f"unavailable ({type(e).__name__}: {e})"
         smi = _nvidia_smi()
@@ -206,6 +207,9 @@ def probe_nccl(args: argparse.Namespace) -> None:
     B, T = min(cfg.train.batch_size, 4), cfg.data.block_size
     gen = torch.Generator(device="cpu").manual_seed(cfg.train.seed)
     losses, grads_equal = [], True
+    # one rank: DDP's all-reduce averages one copy, so its gradients are the plain model's up to
+    # the order of atomics in the backward pass (bf16 activations on CUDA)
+    rtol, atol = (1e-3, 1e-5) if device.type == "cuda" else (1e-5, 1e-7)
     for step in range(2):
         toks = torch.randint(0, cfg.data.vocab_size, (B, T + 1), generator=gen)
         x, y = toks[:, :-1].to(device), toks[:, 1:].to(device)
@@ -223,7 +227,7 @@ def probe_nccl(args: argparse.Namespace) -> None:
         for (n, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
             if p.grad is None and q.grad is None:
                 continue
-            if p.grad is None or q.grad is None or not torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-6):
+            if p.grad is None or q.grad is None or not torch.allclose(p.grad, q.grad, rtol=rtol, atol=atol):
                 grads_equal = False
         losses.append(float(out.loss.detach().float().item()))
         for m in (model, plain):
