@@ -463,22 +463,147 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+class _Overridden(dict):
+    """A raw config dict that remembers which dotted keys `--set` gave it (and the --set text),
+    so that `validate` can name `--set KEY=VALUE` as the source of a bad value, not the profile."""
+
+    set_by: dict[str, str]
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    raw = dict(raw)
+    out = _Overridden(raw)
+    out.set_by = dict(getattr(raw, "set_by", {}))
     for item in overrides:
         parts, value = parse_override(item)
         if len(parts) == 1:
-            raw[parts[0]] = value
+            out[parts[0]] = value
+            out.set_by[parts[0]] = item.strip()
             continue
         sec, key = parts
         if key not in SECTION_MODELS[sec].model_fields:
-            raise ConfigError(f"Unknown key `{sec}.{key}` in --set {item}.{_suggest(f'{sec}.{key}')}")
-        raw[sec] = {**raw.get(sec, {}), key: value}
-    return raw
+            raise ConfigError(
+                f"Unknown key `{sec}.{key}` in --set {item}.{_suggest(f'{sec}.{key}')}",
+                hint=f"`jepa profiles show NAME` lists every key of the [{sec}] section with its value.",
+            )
+        out[sec] = {**out.get(sec, {}), key: value}
+        out.set_by[f"{sec}.{key}"] = item.strip()
+    return out
+
+
+def _set_source(set_by: dict[str, str], key: str) -> str:
+    """How an error names a --set: `--set 'jepa.horizons=2,8'`, quoted as the shell needs it."""
+    import shlex
+
+    return f"--set {shlex.quote(set_by[key])}"
+
+
+def _field_of(dotted: str):
+    sec, _, key = dotted.partition(".")
+    model = SECTION_MODELS.get(sec)
+    return model.model_fields.get(key) if model is not None else None
+
+
+def _toml(v: Any) -> str:
+    """A value as it is typed after --set KEY= (compact TOML)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_toml(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _syntax_hint(dotted: str, got: Any) -> str | None:
+    """What a value of this key looks like after --set, with an example (the fix for a --set typo)."""
+    import re
+    import shlex
+    import typing
+
+    f = _field_of(dotted)
+    if f is None:
+        return None
+    ann, default = f.annotation, f.default
+    origin = typing.get_origin(ann)
+
+    def example(v: Any) -> str:
+        # a plain word needs no TOML quotes after --set (it is read as a string)
+        bare = isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w:/.\-]*", v) and v not in ("true", "false", "inf", "nan")
+        return f"--set {shlex.quote(f'{dotted}={v if bare else _toml(v)}')}"
+
+    if origin is list:
+        if isinstance(got, str) and not got.lstrip().startswith("["):
+            try:
+                as_list = tomllib.loads(f"v = [{got}]")["v"]
+            except tomllib.TOMLDecodeError:
+                as_list = None
+            if as_list:
+                return f"A list is written in TOML brackets: {example(as_list)}."
+        return f"A list is written in TOML brackets, e.g. {example(default)}."
+    if origin is Literal:
+        args = typing.get_args(ann)
+        choices = " | ".join(str(c) for c in args)
+        other = next((c for c in args if c != default), default)
+        return f"One of {choices}, e.g. {example(other)}."
+    if ann is bool:
+        return f"true or false (lowercase TOML), e.g. {example(not default)}."
+    if ann is int:
+        if isinstance(got, float) and got.is_integer():
+            return f"A whole number, without a decimal point or exponent: {example(int(got))}."
+        return f"A whole number, e.g. {example(default)}."
+    if ann is float:
+        if isinstance(got, str) and got.strip().startswith((".", "-.", "+.")) or (isinstance(got, str) and got.strip().endswith(".")):
+            return f"TOML numbers need a digit on both sides of the point (0.5, 1.0), e.g. {example(default)}."
+        return f"A number, e.g. {example(default)} (TOML: 3e-4, 0.001, 1)."
+    if ann is str:
+        if not isinstance(got, str):
+            return f"A string; a value that reads as a number, list or boolean needs TOML quotes: --set {shlex.quote(f'{dotted}={_toml(str(got))}')}."
+        return f'A string, e.g. {example(default or "TEXT")}; quote it for the shell when it has spaces.'
+    return None
+
+
+#: Lists that pair up one to one: (key, sibling, what pairs with what).
+_LIST_SIBLINGS = (("jepa.horizons", "jepa.horizon_probs", "one probability per horizon"),)
+
+
+def _raw_value(raw: dict[str, Any], dotted: str) -> Any:
+    sec, _, key = dotted.partition(".")
+    section = raw.get(sec)
+    if isinstance(section, dict) and key in section:
+        return section[key]
+    f = _field_of(dotted)
+    return f.default if f is not None else None
+
+
+def _sibling_length_error(raw: dict[str, Any], set_by: dict[str, str], source: str | None) -> ConfigError | None:
+    """Two paired lists of different lengths: name both, say where each came from, and give a --set for the fix."""
+    import shlex
+
+    for a, b, what in _LIST_SIBLINGS:
+        va, vb = _raw_value(raw, a), _raw_value(raw, b)
+        if not (isinstance(va, list) and isinstance(vb, list)) or len(va) == len(vb):
+            continue
+
+        def origin(k: str) -> str:
+            return _set_source(set_by, k) if k in set_by else (f"from {source}" if source else "the default")
+
+        msg = f"`{a}` has {len(va)} entries ({origin(a)}) but `{b}` has {len(vb)} ({origin(b)}): {what}."
+        if a in set_by and b not in set_by:
+            n = len(va)
+            probs = [round(1 / n, 4)] * n
+            probs[0] = round(1 - sum(probs[1:]), 4)
+            fix = f"Set `{b}` with it: --set {shlex.quote(set_by[a])} --set {shlex.quote(f'{b}={_toml(probs)}')} (any {n} values that sum to 1)."
+        elif b in set_by and a not in set_by:
+            fix = f"Set `{a}` with it ({len(vb)} entries): e.g. --set {shlex.quote(f'{a}={_toml(va[: len(vb)] or [2])}')} --set {shlex.quote(set_by[b])}."
+        else:
+            fix = f"Give `{a}` and `{b}` the same number of entries."
+        return ConfigError(msg, hint=fix)
+    return None
 
 
 def validate(raw: dict[str, Any], source: str | None = None) -> Config:
     """Validate a raw dict into a `Config`, turning pydantic errors into one clear message."""
+    set_by: dict[str, str] = getattr(raw, "set_by", {})
     _check_keys(raw, source)
     try:
         return Config.model_validate(raw)
@@ -488,9 +613,27 @@ def validate(raw: dict[str, Any], source: str | None = None) -> Config:
         ctx = err.get("ctx") or {}
         inner = ctx.get("error")
         if isinstance(inner, _CrossError):
-            raise ConfigError(f"Invalid `{inner.key}`{_where(source)}: {inner.msg}.") from None
+            sibling = _sibling_length_error(raw, set_by, source)
+            if sibling is not None:
+                raise sibling from None
+            # a rule between keys: name the --set that gave this key, else the file and any --set it involves
+            if inner.key in set_by:
+                where = f" in {_set_source(set_by, inner.key)}"
+            else:
+                involved = [k for k in set_by if k in inner.msg or k.split(".")[-1] in inner.msg.split()]
+                where = _where(source) + (f" with {' '.join(_set_source(set_by, k) for k in involved)}" if involved else "")
+            raise ConfigError(f"Invalid `{inner.key}`{where}: {inner.msg}.", hint=_field_doc(tuple(inner.key.split(".")))) from None
         got = err.get("input")
         got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+        dotted = ".".join(str(p) for p in err["loc"][:2])
+        if dotted in set_by or (len(err["loc"]) == 1 and loc in set_by):
+            key = dotted if dotted in set_by else loc
+            hint = _syntax_hint(key, set_by[key].partition("=")[2].strip() if isinstance(got, str) else got)
+            doc = _field_doc(err["loc"])
+            raise ConfigError(
+                f"Invalid value for `{key}` in {_set_source(set_by, key)}: {err['msg']}{got_s}.",
+                hint=" ".join(h for h in (hint, doc) if h) or None,
+            ) from None
         raise ConfigError(
             f"Invalid `{loc}`{_where(source)}: {err['msg']}{got_s}.",
             hint=_field_doc(err["loc"]),

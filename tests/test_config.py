@@ -208,3 +208,86 @@ def test_old_run_config_still_loads():
     old = config_from_toml(tomli_w.dumps(raw))
     assert old.train.eval_batches == 16 and old.train.eval_tokens == 0 and old.train.eval_stride == 0
     assert old.jepa.negatives == "all" and old.jepa.eval_pairs == 512
+
+
+# ---------------------------------------------------------------- --set errors name their source and the fix
+
+
+def _err(*overrides: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", list(overrides))
+    return e.value
+
+
+def test_bad_set_value_names_the_set_not_the_profile():
+    e = _err("optim.lr=abc")
+    assert "--set optim.lr=abc" in e.message and "tiny.toml" not in e.message
+    assert "--set optim.lr=0.001" in e.hint  # an example of the right syntax, from the default
+
+
+def test_bad_value_in_the_file_still_names_the_file(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('extends = "tiny"\n[optim]\nlr = "abc"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f), ["optim.lr_head=0.002"])
+    assert "p.toml" in e.value.message and "--set" not in e.value.message
+
+
+@pytest.mark.parametrize(
+    "override, fix",
+    [
+        ("jepa.horizons=2,8", "--set 'jepa.horizons=[2,8]'"),  # the list, bracketed for you
+        ("train.max_steps=1e3", "--set train.max_steps=1000"),  # an integer key: no exponent
+        ("log.wandb_project=123", "--set 'log.wandb_project=\"123\"'"),  # a string that reads as a number
+        ("train.compile=True", "--set train.compile="),  # lowercase TOML booleans
+        ("optim.lr=.5", "digit on both sides"),
+        ("jepa.teacher=student", "--set jepa.teacher=encoder"),
+    ],
+)
+def test_bad_set_values_get_a_syntax_hint(override, fix):
+    e = _err(override)
+    assert f"--set {override}" in e.message or f"--set '{override}'" in e.message
+    assert fix in e.hint, e.hint
+
+
+def test_changing_horizons_alone_names_horizon_probs_with_a_fix():
+    e = _err("jepa.horizons=[2,8]")
+    assert "jepa.horizons" in e.message and "jepa.horizon_probs" in e.message
+    assert "--set 'jepa.horizons=[2,8]'" in e.message  # where the 2 came from
+    assert "tiny.toml" in e.message  # where the 3 came from
+    assert "--set 'jepa.horizon_probs=[0.5,0.5]'" in e.hint
+    # the suggested command works
+    cfg = load_config("tiny", ["jepa.horizons=[2,8]", "jepa.horizon_probs=[0.5,0.5]"])
+    assert cfg.jepa.horizons == [2, 8]
+
+
+@pytest.mark.parametrize("horizons", ["[1,2,4,8,16]", "[1,2,3,4,5,6]", "[1,2,3,4,5,6,7]"])
+def test_suggested_probabilities_are_accepted(horizons):
+    import re
+    import tomllib
+
+    e = _err(f"jepa.horizons={horizons}")
+    probs = tomllib.loads("v = " + re.search(r"jepa\.horizon_probs=(\[[^\]]*\])", e.hint).group(1))["v"]
+    assert len(probs) == len(tomllib.loads(f"v = {horizons}")["v"])
+    load_config("tiny", [f"jepa.horizons={horizons}", f"jepa.horizon_probs={probs}"])  # accepted as suggested
+
+
+def test_both_lists_set_with_different_lengths():
+    e = _err("jepa.horizons=[1,2,4,8]", "jepa.horizon_probs=[1.0]")
+    assert "same number of entries" in e.hint
+
+
+def test_changing_probs_alone_names_horizons():
+    e = _err("jepa.horizon_probs=[0.5,0.5]")
+    assert "jepa.horizons" in e.hint and "--set 'jepa.horizon_probs=[0.5,0.5]'" in e.hint
+
+
+def test_cross_key_error_names_the_set_that_caused_it():
+    e = _err("data.block_size=16")  # tiny's horizon 32 no longer fits a block
+    assert "jepa.horizons" in e.message and "--set data.block_size=16" in e.message
+
+
+def test_unknown_set_key_says_where_to_look():
+    e = _err("optim.learning_rate=1")
+    assert "--set optim.learning_rate=1" in e.message and "Did you mean" in e.message
+    assert "jepa profiles show" in e.hint
