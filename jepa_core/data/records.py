@@ -283,7 +283,9 @@ def _hub_missing(spec: RecordSpec, from_path: Path | None, reason: str) -> DataE
     hint = (
         "Provide it one of three ways: "
         f"(1) on a machine with internet access (unset {', '.join(OFFLINE_VARS)}), `jepa data prepare {spec.name}` streams it from the hub; "
-        f"(2) download the repository elsewhere (`huggingface-cli download {spec.location} --repo-type dataset --local-dir DIR`), "
+        f"(2) download the repository elsewhere (`huggingface-cli download {spec.location} --repo-type dataset --local-dir DIR`"
+        + (", with `--include README.md 'PATTERN'` to fetch only the config's files" if spec.config else "")
+        + "), "
         f"copy DIR here and run `jepa data prepare {spec.name} --from DIR`, or put it at $JEPA_DATA_MIRROR/hf/{spec.location}; "
         "(3) use local files directly: `parquet:DIR` or `json:DIR` (a file, a folder or a glob)."
     )
