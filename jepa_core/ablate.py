@@ -49,8 +49,6 @@ import json
 import math
 import re
 import shutil
-import signal
-import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1009,27 +1007,14 @@ class AblationOutcome:
         return self.report["data_order"]["ok"]
 
 
-class _StopFlag:
-    """Ctrl-C between runs stops the ablation before the next run (inside a run, the trainer's handler
-    ends the run with a checkpoint and restores this one afterwards)."""
+def _stop_flag():
+    """Ctrl-C between runs stops the ablation before the next run (inside a run, the trainer's own
+    handler ends the run with a checkpoint and restores this one afterwards); a second Ctrl-C aborts."""
+    import signal
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: Any = None
+    from .train.stops import SignalFlag
 
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+    return SignalFlag(signals=(signal.SIGINT,))
 
 
 def remaining_budget(run_dir: Path, step: int, budget_s: float) -> float:
@@ -1092,7 +1077,7 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
         # prepared once up front, so no run's wall time includes tokenizing the data
         ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
     stopped, failed = False, []
-    with _StopFlag() as flag:
+    with _stop_flag() as flag:
         for pos, spec in enumerate(todo):
             if flag.requested:
                 stopped = True

@@ -50,6 +50,11 @@ class ModelConfig(_Section):
     )
     weight_tying: bool = Field(True, description="Tie the LM head to the token embedding (with learnable logit scale and bias).")
 
+    @property
+    def tap_index(self) -> int:
+        """The tap as a block index: `tap_layer`, counted from the end when negative."""
+        return self.tap_layer if self.tap_layer >= 0 else self.n_layers + self.tap_layer
+
 
 class JepaConfig(_Section):
     run_baseline: bool = Field(False, description="LM-only baseline: no tap, no bridge, no JEPA parameters, lm_weight 1.")
@@ -240,8 +245,7 @@ class Config(BaseModel):
     # Convenience views used by the model and trainer.
     @property
     def tap_index(self) -> int:
-        t = self.model.tap_layer
-        return t if t >= 0 else self.model.n_layers + t
+        return self.model.tap_index
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="python")

@@ -32,7 +32,3 @@ class DataError(JepaError):
 
 class CheckpointError(JepaError):
     """A checkpoint or run directory cannot be read."""
-
-
-class NotBuiltYet(JepaError):
-    """A command whose engine does not exist yet."""

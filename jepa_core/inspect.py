@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
+from .model.roles import COUNT_OF_ROLE, EMBEDDING, param_role
 from .errors import CheckpointError
 
 #: Refuse headers above this size before reading them (the safetensors library uses the same cap).
@@ -43,7 +44,6 @@ FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F
 
 #: State-dict leaves that are buffers, not parameters (RoPE tables, masks), should a model persist them.
 BUFFER_LEAVES = {"inv_freq", "cos", "sin", "cos_cached", "sin_cached", "freqs_cis", "mask", "causal_mask"}
-LM_HEAD_LEAVES = ("lm_head.", "logit_scale", "out_bias")
 
 #: Parameter categories, in display order.
 CATEGORIES = ("backbone", "lm_head", "jepa_heads", "teacher", "other", "buffers")
@@ -248,7 +248,7 @@ def _parse_header(path: Path, size: int, n: int, header: dict[str, Any]) -> Safe
                 params=numel,
                 nbytes=end - begin,
                 offsets=[begin, end],
-                category=param_category(name, dtype),
+                category=param_category(name, dtype, len(shape)),
                 module=module_of(name),
             )
         )
@@ -291,19 +291,15 @@ def _natural_key(name: str) -> list[Any]:
 # --------------------------------------------------------------------------- naming
 
 
-def param_category(name: str, dtype: str = "F32") -> str:
-    """Which part of the model a state-dict entry belongs to (see CATEGORIES)."""
+def param_category(name: str, dtype: str = "F32", ndim: int = 2, tied: bool = False) -> str:
+    """Which part of the model a state-dict entry belongs to (see CATEGORIES): the model's own
+    `param_role` for jepa names, "buffers" for non-float or RoPE tables, "other" for foreign names."""
     leaf = name.rsplit(".", 1)[-1]
     if dtype not in FLOAT_DTYPES or leaf in BUFFER_LEAVES:
         return "buffers"
-    if name.startswith("teacher."):
-        return "teacher"
-    if name.startswith("jepa."):
-        return "jepa_heads"
-    if name.startswith("transformer."):
-        rest = name[len("transformer.") :]
-        return "lm_head" if rest.startswith(LM_HEAD_LEAVES) else "backbone"
-    return "other"
+    if not name.startswith(("teacher.", "jepa.", "transformer.")):
+        return "other"
+    return COUNT_OF_ROLE[param_role(name, ndim, tied)]
 
 
 _REPEAT_CONTAINERS = {"blocks", "layers", "layer", "h"}
@@ -597,9 +593,11 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
         source=source,
     )
     if is_jepa and kind != "state":  # the split means nothing for another project's tensor names
+        if tying and EMBEDDING in names:
+            report.tied_embedding = EMBEDDING
+            for t in header.tensors:  # the tied embedding is the LM head's weight (roles.py)
+                t.category = param_category(t.name, t.dtype, len(t.shape), tied=True)
         report.params = split_params(header.tensors)
-        if tying and "transformer.tok_emb.weight" in names:
-            report.tied_embedding = "transformer.tok_emb.weight"
     if kind == "state":
         opt = _json_or_none(meta.pop("optimizer", None), "optimizer", warnings)
         report.optimizer = _optimizer_summary(opt, header.tensors, warnings) if opt is not None else None

@@ -33,6 +33,7 @@ import torch
 
 from .config import Config, load_config, validate
 from .errors import ConfigError, JepaError
+from .units import fmt_bytes
 
 FAULT_ENV = "JEPA_PREFLIGHT_FAULT"
 DEFAULT_PROFILE = "tiny"
@@ -164,7 +165,7 @@ def _build(cfg: Config, seed: int = 0, device: torch.device | str = "cpu"):
     from .model import JepaLM
 
     torch.manual_seed(seed)
-    return JepaLM(cfg, cfg.data.vocab_size).to(device)
+    return JepaLM.from_config(cfg, cfg.data.vocab_size).to(device)
 
 
 def _tokens(cfg: Config, batch: int, seed: int, device: torch.device | str = "cpu", length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,13 +173,6 @@ def _tokens(cfg: Config, batch: int, seed: int, device: torch.device | str = "cp
     T = length or cfg.data.block_size
     ids = torch.randint(0, cfg.data.vocab_size, (batch, T + 1), generator=g)
     return ids[:, :-1].to(device), ids[:, 1:].to(device)
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _fmt_count(n: int) -> str:
@@ -488,7 +482,7 @@ def check_checkpoint_roundtrip(ctx: PreflightContext) -> str:
         raise AssertionError("the optimizer holds no state after a step: the check cannot tell")
     return (
         f"{len(saved)} weight tensors, {n_moments} {optimizer_algorithm(opt)} state tensors, RNG and data position "
-        f"bit-identical ({_fmt_bytes(size)})"
+        f"bit-identical ({fmt_bytes(size)})"
     )
 
 
@@ -584,7 +578,7 @@ def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str =
 
     V = vocab_size or cfg.data.vocab_size
     with torch.device("meta"):
-        model = JepaLM(cfg, V)
+        model = JepaLM.from_config(cfg, V)
     p_total = sum(p.numel() for p in model.parameters())
     teacher = {id(p) for p in model.teacher_parameters()}
     p_train = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in teacher)
@@ -624,9 +618,9 @@ def memory_verdict(est: MemoryEstimate, cfg: Config, capacity: int, what: str) -
     budget = MEMORY_BUDGET_FRACTION * capacity
     B, accum = cfg.train.batch_size, cfg.train.grad_accum_steps
     head = (
-        f"params {_fmt_count(est.params_total)} ({_fmt_count(est.params_trainable)} trainable): weights {_fmt_bytes(est.weights)} + grads "
-        f"{_fmt_bytes(est.grads)} + AdamW {_fmt_bytes(est.optimizer)} + activations {_fmt_bytes(est.activations)} "
-        f"(batch {B} x {cfg.data.block_size}) = {_fmt_bytes(est.total)} of {_fmt_bytes(capacity)} {what}"
+        f"params {_fmt_count(est.params_total)} ({_fmt_count(est.params_trainable)} trainable): weights {fmt_bytes(est.weights)} + grads "
+        f"{fmt_bytes(est.grads)} + AdamW {fmt_bytes(est.optimizer)} + activations {fmt_bytes(est.activations)} "
+        f"(batch {B} x {cfg.data.block_size}) = {fmt_bytes(est.total)} of {fmt_bytes(capacity)} {what}"
     )
     if est.total <= budget:
         return True, f"{head} ({100 * est.total / capacity:.0f}%)"
@@ -635,7 +629,7 @@ def memory_verdict(est: MemoryEstimate, cfg: Config, capacity: int, what: str) -
         new_accum = math.ceil(B * accum / b)
         hint = f"suggest --set train.batch_size={b} --set train.grad_accum_steps={new_accum} (same tokens per step)"
     else:
-        hint = f"the weights and optimizer alone need {_fmt_bytes(est.static)}: use a smaller model (d_model, n_layers) or vocab"
+        hint = f"the weights and optimizer alone need {fmt_bytes(est.static)}: use a smaller model (d_model, n_layers) or vocab"
     return False, f"does not fit: {head}; {hint}"
 
 

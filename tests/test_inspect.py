@@ -118,6 +118,9 @@ def model_tensors(tied=True, teacher=True, bf16_emb=False):
 #   JEPA     = online_proj (64+8+32+4 = 108) + predictor (64+8+32+4 = 108) + horizon_emb 12 = 228
 #   teacher  = target_proj 108
 BACKBONE, LM_HEAD, JEPA_HEADS, TEACHER = 1737, 33, 228, 108
+# With tying, tok_emb is the LM head's weight (its role is "lm_head", as in the optimizer groups):
+#   backbone = 1737 - 256 = 1481, LM head = 33 + 256 = 289
+TIED_BACKBONE, TIED_LM_HEAD = BACKBONE - 256, LM_HEAD + 256
 
 
 def weights_meta(step=40, **over):
@@ -235,7 +238,7 @@ def test_weights_file_report_and_parameter_split(tmp_path):
     assert r.tokenizer_sha256 == "0123456789abcdef" * 4
     assert r.metrics["val_bpb"] == 1.8125 and r.metrics["eff_rank"] == 3.5
     assert r.params == {
-        "backbone": BACKBONE, "lm_head": LM_HEAD, "jepa_heads": JEPA_HEADS, "teacher": TEACHER,
+        "backbone": TIED_BACKBONE, "lm_head": TIED_LM_HEAD, "jepa_heads": JEPA_HEADS, "teacher": TEACHER,
         "other": 0, "buffers": 0,
         "trainable": BACKBONE + LM_HEAD + JEPA_HEADS, "total": BACKBONE + LM_HEAD + JEPA_HEADS + TEACHER,
     }  # fmt: skip
@@ -379,7 +382,7 @@ def test_cli_run_dir_shows_step_params_and_bpb(tmp_path):
     assert "latest.json names step 40" in out
     assert "step" in out and "40 · 20,480 tokens seen" in out
     assert "val_bpb 1.8125" in out and "eff_rank 3.5" in out
-    assert f"{BACKBONE:,}" in out and f"{JEPA_HEADS:,}" in out and f"{TEACHER:,}" in out
+    assert f"{TIED_BACKBONE:,}" in out and f"{JEPA_HEADS:,}" in out and f"{TEACHER:,}" in out
     assert "shares transformer.tok_emb.weight" in out
     assert "transformer.blocks.1" in out and "attn.qkv.weight" in out and "[24, 8]" in out
     assert "--config shows the full profile" in out and "[jepa]" not in out
@@ -594,7 +597,7 @@ def test_checkpoint_written_by_the_trainer(tmp_path, overrides):
     small = ["model.d_model=16", "model.n_layers=2", "model.n_heads=2", "jepa.latent_dim=8", "data.block_size=64"]
     cfg = load_config("tiny", small + overrides)
     torch.manual_seed(0)
-    model = jepa_model.JepaLM(cfg, 300)
+    model = jepa_model.JepaLM.from_config(cfg, 300)
     named = dict(model.named_parameters())
     trainable = [n for n, p in named.items() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [named[n] for n in trainable], "name": "all"}], lr=1e-3)

@@ -314,7 +314,7 @@ def test_lm_weight_schedule():
 @pytest.mark.parametrize("teacher", ["projector", "encoder"])
 def test_ema_update_closed_form(teacher):
     torch.manual_seed(3)
-    model = JepaLM(small_cfg(jepa={"teacher": teacher}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"teacher": teacher}), V)
     tparams, oparams = model.teacher_parameters(), model._online_for_teacher()
     assert len(tparams) == len(oparams) > 0
     assert all(not p.requires_grad for p in tparams)
@@ -345,7 +345,7 @@ def test_ema_update_closed_form(teacher):
 
 
 def test_encoder_teacher_stops_at_the_tap():
-    model = JepaLM(small_cfg(model={"n_layers": 4, "tap_layer": 1}, jepa={"teacher": "encoder"}), V)
+    model = JepaLM.from_config(small_cfg(model={"n_layers": 4, "tap_layer": 1}, jepa={"teacher": "encoder"}), V)
     enc = model.teacher.encoder
     assert len(enc.blocks) == 2
     names = {n for n, _ in model.named_parameters() if n.startswith("teacher.encoder.")}
@@ -355,7 +355,7 @@ def test_encoder_teacher_stops_at_the_tap():
 @pytest.mark.parametrize("teacher", ["projector", "encoder"])
 def test_targets_come_from_the_teacher(teacher):
     torch.manual_seed(4)
-    model = JepaLM(small_cfg(jepa={"teacher": teacher}), V).eval()
+    model = JepaLM.from_config(small_cfg(jepa={"teacher": teacher}), V).eval()
     idx = torch.randint(0, V, (3, 32))
     pairs = model.sample_pairs(3, 32, "cpu", torch.Generator().manual_seed(0))
     _, h_tap = model.transformer(idx)
@@ -380,7 +380,7 @@ def test_targets_come_from_the_teacher(teacher):
 def test_encoder_teacher_at_target_rows_equals_full_pass(tap_layer):
     """The training path computes the tap block only at the targets; same values."""
     torch.manual_seed(11)
-    model = JepaLM(small_cfg(model={"tap_layer": tap_layer}, jepa={"teacher": "encoder"}), V)
+    model = JepaLM.from_config(small_cfg(model={"tap_layer": tap_layer}, jepa={"teacher": "encoder"}), V)
     with torch.no_grad():  # a teacher that differs from the online net
         for p in model.teacher_parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -401,7 +401,7 @@ def test_encoder_teacher_at_target_rows_equals_full_pass(tap_layer):
 
 
 def test_teacher_never_uses_dropout():
-    model = JepaLM(small_cfg(model={"dropout": 0.5}, jepa={"teacher": "encoder", "head_dropout": 0.5}), V)
+    model = JepaLM.from_config(small_cfg(model={"dropout": 0.5}, jepa={"teacher": "encoder", "head_dropout": 0.5}), V)
     model.train()
     assert model.transformer.training and not model.teacher.training
     assert not any(m.training for m in model.teacher.modules())
@@ -415,7 +415,7 @@ def test_loss_is_the_weighted_sum(teacher, negatives):
     torch.manual_seed(5)
     j = {"teacher": teacher, "gamma_var": 0.7, "gamma_cov": 0.3, "gamma_var_pred": 0.2, "gamma_cov_pred": 0.1,
          "jepa_weight": 0.6, "tau": 0.2, "negatives": negatives, "pairs_per_seq": 12}
-    model = JepaLM(small_cfg(jepa=j), V)
+    model = JepaLM.from_config(small_cfg(jepa=j), V)
     idx, targets = torch.randint(0, V, (2, 4, 32))
     pairs = model.sample_pairs(4, 32, "cpu", torch.Generator().manual_seed(1))
     out = model(idx, targets, lm_weight=0.25, pairs=pairs)
@@ -444,7 +444,7 @@ def test_single_pair_groups_give_a_finite_hand_computed_loss():
     """A horizon group of one pair adds 0 to InfoNCE; a micro-batch of one pair skips var/cov (no N-1 = 0)."""
     torch.manual_seed(8)
     j = {"gamma_var": 0.5, "gamma_cov": 2.0, "gamma_var_pred": 0.3, "gamma_cov_pred": 0.4, "jepa_weight": 0.7, "tau": 0.3}
-    model = JepaLM(small_cfg(jepa=j), V)
+    model = JepaLM.from_config(small_cfg(jepa=j), V)
     idx = torch.randint(0, V, (2, 32))
     # three pairs: two of horizon 2 (different sequences), one of horizon 4
     pairs = Pairs(torch.tensor([0, 1, 1]), torch.tensor([3, 10, 5]), torch.tensor([0, 0, 1]), torch.tensor([2, 2, 4]))
@@ -477,7 +477,7 @@ def test_var_cov_skip_below_two_rows():
 
 
 def test_forward_pairs_follow_the_generator():
-    model = JepaLM(small_cfg(), V)
+    model = JepaLM.from_config(small_cfg(), V)
     idx = torch.randint(0, V, (2, 32))
     a = model(idx, idx, generator=torch.Generator().manual_seed(9)).loss
     b = model(idx, idx, generator=torch.Generator().manual_seed(9)).loss
@@ -491,7 +491,7 @@ def test_forward_pairs_follow_the_generator():
 def _lm_grads(barrier: bool):
     torch.manual_seed(6)
     cfg = small_cfg(model={"n_layers": 4, "tap_layer": 1, "grad_barrier": barrier, "weight_tying": False})
-    model = JepaLM(cfg, V)
+    model = JepaLM.from_config(cfg, V)
     idx, targets = torch.randint(0, V, (2, 2, 32))
     out = model(idx, targets)
     out.lm_loss.backward()
@@ -526,8 +526,8 @@ def test_without_grad_barrier_lm_reaches_every_block():
 
 
 def test_baseline_has_no_jepa_parts_and_same_stack():
-    base = JepaLM(small_cfg(jepa={"run_baseline": True, "teacher": "encoder"}), V)
-    jepa = JepaLM(small_cfg(jepa={"teacher": "encoder"}), V)
+    base = JepaLM.from_config(small_cfg(jepa={"run_baseline": True, "teacher": "encoder"}), V)
+    jepa = JepaLM.from_config(small_cfg(jepa={"teacher": "encoder"}), V)
     assert base.is_baseline and not jepa.is_baseline
     bkeys, jkeys = base.state_dict(), jepa.state_dict()
     extra = {k for k in jkeys if k.startswith(("jepa.", "teacher.", "transformer.lm_bridge", "transformer.tap_norm"))}
@@ -543,7 +543,7 @@ def test_baseline_has_no_jepa_parts_and_same_stack():
 
 def test_baseline_loss_is_the_lm_loss():
     torch.manual_seed(7)
-    model = JepaLM(small_cfg(jepa={"run_baseline": True}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V)
     idx, targets = torch.randint(0, V, (2, 3, 32))
     out = model(idx, targets, lm_weight=0.3)  # lm_weight is 1 for the baseline
     ref = F.cross_entropy(model.lm_logits(idx).reshape(-1, V).double(), targets.reshape(-1))
@@ -553,7 +553,7 @@ def test_baseline_loss_is_the_lm_loss():
 
 
 def test_param_counts_partition_the_parameters():
-    model = JepaLM(small_cfg(jepa={"teacher": "encoder"}, model={"weight_tying": False}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"teacher": "encoder"}, model={"weight_tying": False}), V)
     c = model.param_counts()
     total = sum(p.numel() for p in model.parameters())
     assert c["backbone"] + c["lm_head"] + c["jepa_heads"] + c["teacher"] == total

@@ -123,13 +123,13 @@ def _reference_latents(model, idx, pairs):
 @pytest.mark.parametrize("teacher", ["projector", "encoder"])
 def test_jepa_eval_metrics_on_a_model(teacher):
     torch.manual_seed(1)
-    model = JepaLM(small_cfg(jepa={"teacher": teacher}, model={"dropout": 0.3}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"teacher": teacher}, model={"dropout": 0.3}), V)
     with torch.no_grad():  # a teacher that differs from the online net
         for q in model.teacher_parameters():
             q.add_(0.05 * torch.randn_like(q))
     model.train()
     tokens = np.random.default_rng(0).integers(0, V, 20 * 32 + 5)
-    pset = eval_pair_set(len(tokens), 32, model.cfg.jepa, 64, seed=0)
+    pset = eval_pair_set(len(tokens), 32, model.jcfg, 64, seed=0)
     idx = torch.from_numpy(tokens[pset.starts[:, None] + np.arange(32)]).long()
     got = jepa_eval_metrics(model, idx, pset.pairs, batch_size=3)  # 16 blocks in chunks of 3
     assert model.training  # mode restored
@@ -151,7 +151,7 @@ def test_jepa_eval_metrics_on_a_model(teacher):
 
 def test_copy_control_query_is_the_teachers_latent_at_the_anchor():
     torch.manual_seed(2)
-    model = JepaLM(small_cfg(), V).eval()  # fresh: the teacher equals the online projector
+    model = JepaLM.from_config(small_cfg(), V).eval()  # fresh: the teacher equals the online projector
     idx = torch.randint(0, V, (3, 32))
     pairs = model.sample_pairs(3, 32, "cpu", torch.Generator().manual_seed(0))
     lat = eval_latents(model, idx, pairs)
@@ -166,7 +166,7 @@ def test_copy_control_query_is_the_teachers_latent_at_the_anchor():
 
 
 def test_jepa_eval_metrics_baseline_is_empty():
-    model = JepaLM(small_cfg(jepa={"run_baseline": True}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V)
     pset = eval_pair_set(64, 32, small_cfg().jepa, 8, seed=0)
     assert jepa_eval_metrics(model, torch.randint(0, V, (2, 32)), pset.pairs) == {}
 
@@ -270,7 +270,7 @@ def test_eval_tokens_cap_scores_the_first_tokens():
 def test_score_lm_on_a_real_model_matches_a_direct_sum():
     """Non-overlapping blocks, the short last one included, against one cross-entropy per block."""
     torch.manual_seed(3)
-    model = JepaLM(small_cfg(), V).eval()
+    model = JepaLM.from_config(small_cfg(), V).eval()
     tokens = np.random.default_rng(1).integers(0, V, 32 * 5 + 12)  # 5 blocks of 32, then 11 targets
     lengths = np.random.default_rng(2).integers(1, 5, V)
     got = score_lm(model.lm_logits, tokens, 32, 2, 0, 0, lengths)
@@ -335,7 +335,7 @@ def test_flops_match_the_matmuls_torch_counts(run_baseline, teacher):
             "train": {"batch_size": B},
         }
     )
-    model = JepaLM(cfg, 50)
+    model = JepaLM.from_config(cfg, 50)
     idx = torch.randint(0, 50, (B, T))
     counter = FlopCounterMode(display=False)
     with counter:

@@ -27,7 +27,7 @@ V = 61
 @pytest.mark.parametrize("tying", [True, False])
 def test_causality_bit_identical(tying):
     torch.manual_seed(0)
-    model = JepaLM(small_cfg(model={"weight_tying": tying}), V).eval()
+    model = JepaLM.from_config(small_cfg(model={"weight_tying": tying}), V).eval()
     idx = torch.randint(0, V, (2, 32))
     t = 13
     idx2 = idx.clone()
@@ -76,7 +76,7 @@ def test_rope_scores_depend_only_on_relative_position():
 
 def test_shorter_sequence_after_longer_one():
     torch.manual_seed(3)
-    model = JepaLM(small_cfg(), V).eval()
+    model = JepaLM.from_config(small_cfg(), V).eval()
     idx = torch.randint(0, V, (2, 32))
     long = model.lm_logits(idx)
     short = model.lm_logits(idx[:, :9])  # the tables are sliced, not rebuilt
@@ -88,7 +88,7 @@ def test_shorter_sequence_after_longer_one():
 
 
 def test_rope_tables_not_in_state_dict_and_follow_dtype():
-    model = JepaLM(small_cfg(jepa={"teacher": "encoder"}), V)
+    model = JepaLM.from_config(small_cfg(jepa={"teacher": "encoder"}), V)
     keys = list(model.state_dict())
     assert not any("rope" in k or k.endswith((".cos", ".sin")) for k in keys)
     rope = model.transformer.blocks[0].attn.rope
@@ -97,9 +97,9 @@ def test_rope_tables_not_in_state_dict_and_follow_dtype():
 
 def test_meta_build_then_materialise():
     cfg = small_cfg(jepa={"teacher": "encoder"})
-    ref = JepaLM(cfg, V)
+    ref = JepaLM.from_config(cfg, V)
     with torch.device("meta"):
-        model = JepaLM(cfg, V)
+        model = JepaLM.from_config(cfg, V)
     model.to_empty(device="cpu")
     model.reset_rope_tables()
     model.load_state_dict(ref.state_dict())
@@ -153,7 +153,8 @@ def test_attention_matches_explicit_causal_softmax():
 @pytest.mark.parametrize("tying", [True, False])
 def test_logits_formula(tying):
     torch.manual_seed(7)
-    tr = DecoderOnlyTransformer(small_cfg(model={"weight_tying": tying}), V, with_tap=False)
+    c = small_cfg(model={"weight_tying": tying})
+    tr = DecoderOnlyTransformer(c.model, V, c.data.block_size, with_tap=False)
     with torch.no_grad():
         tr.out_bias.copy_(torch.randn(V))
         tr.logit_scale.fill_(0.37)
@@ -167,7 +168,7 @@ def test_logits_formula(tying):
 
 def test_state_dict_names_are_the_checkpoint_format():
     cfg = small_cfg(model={"weight_tying": False, "n_layers": 2, "tap_layer": 0}, jepa={"teacher": "encoder"})
-    keys = set(JepaLM(cfg, V).state_dict())
+    keys = set(JepaLM.from_config(cfg, V).state_dict())
     block = ["attn_norm.weight", "attn.qkv.weight", "attn.proj.weight", "mlp_norm.weight", "mlp.w12.weight", "mlp.w3.weight"]
     mlp = ["0.weight", "0.bias", "3.weight", "3.bias"]
     expected = {
@@ -197,7 +198,7 @@ def test_state_dict_names_are_the_checkpoint_format():
 
 def test_tap_layer_resolution_and_bridge_gate_init():
     for tap, tl in ((-1, 2), (-3, 0), (1, 1)):
-        tr = JepaLM(small_cfg(model={"tap_layer": tap}), V).transformer
+        tr = JepaLM.from_config(small_cfg(model={"tap_layer": tap}), V).transformer
         assert tr.tap_index == tl
         assert tr.bridge_gate.item() == -2.0
 
@@ -205,7 +206,7 @@ def test_tap_layer_resolution_and_bridge_gate_init():
 def test_init_scales_and_initial_loss():
     torch.manual_seed(8)
     cfg = small_cfg(model={"d_model": 128, "n_heads": 4, "n_layers": 4, "init_std": 0.02}, data={"block_size": 64})
-    model = JepaLM(cfg, 512)
+    model = JepaLM.from_config(cfg, 512)
     tr = model.transformer
     resid = 0.02 / math.sqrt(8)
     assert abs(tr.blocks[1].attn.proj.weight.std().item() - resid) < 0.1 * resid
@@ -221,7 +222,7 @@ def test_init_scales_and_initial_loss():
 
 def test_generate_shapes_greedy_and_seeded_sampling():
     torch.manual_seed(9)
-    model = JepaLM(small_cfg(), V)
+    model = JepaLM.from_config(small_cfg(), V)
     model.train()
     prompt = torch.tensor([3, 4, 5])
     out = model.generate(prompt, 40, temperature=0.0)  # runs past block_size: context is cropped

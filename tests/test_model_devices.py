@@ -29,7 +29,7 @@ def _cfg(teacher="encoder"):
 def test_compiled_model_matches_eager():
     """No graph breaks, and the compiled forward/backward gives the eager numbers (CPU inductor)."""
     torch.manual_seed(0)
-    model = JepaLM(_cfg(), V)
+    model = JepaLM.from_config(_cfg(), V)
     idx = torch.randint(0, V, (4, 32))
     explain = torch._dynamo.explain(model)(idx, idx)
     assert explain.graph_break_count == 0
@@ -51,7 +51,7 @@ def test_compiled_model_matches_eager():
 @pytest.mark.parametrize("teacher", ["projector", "encoder"])
 def test_cuda_bf16_matches_cpu_fp32(teacher):
     torch.manual_seed(1)
-    model = JepaLM(_cfg(teacher), V)
+    model = JepaLM.from_config(_cfg(teacher), V)
     idx = torch.randint(0, V, (4, 32))
     pairs = model.sample_pairs(4, 32, "cpu", torch.Generator().manual_seed(0))
     ref = model(idx, idx, pairs=pairs)

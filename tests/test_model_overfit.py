@@ -36,7 +36,7 @@ def _overfit(teacher: str, precision: str, max_steps: int = 200) -> tuple[list[f
             "optim": {"lr": 1e-2, "lr_head": 1e-2, "weight_decay": 0.0},
         }
     )
-    model = JepaLM(cfg, V)
+    model = JepaLM.from_config(cfg, V)
     groups = build_param_groups(model, cfg.optim)
     check_param_groups(model, groups)
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.95))

@@ -16,7 +16,7 @@ PROFILES = sorted(list_profiles())
 def _meta_model(cfg, vocab):
     # the shipped profiles go up to GPT-2-small size: build them without allocating
     with torch.device("meta"):
-        return JepaLM(cfg, vocab)
+        return JepaLM.from_config(cfg, vocab)
 
 
 def _expected_group(name: str, p: torch.nn.Parameter, tied: bool, muon: bool = False) -> str:
@@ -87,7 +87,7 @@ def _small():
             "data": {"block_size": 16},
         }
     )
-    model = JepaLM(cfg, 40)
+    model = JepaLM.from_config(cfg, 40)
     return model, build_param_groups(model, cfg.optim)
 
 
@@ -128,8 +128,8 @@ def _muon_pair():
         }
     )
     torch.manual_seed(0)
-    a = JepaLM(cfg, 40)
-    b = JepaLM(cfg, 40)
+    a = JepaLM.from_config(cfg, 40)
+    b = JepaLM.from_config(cfg, 40)
     b.load_state_dict(a.state_dict())
     return cfg, a, b
 

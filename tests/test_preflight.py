@@ -192,7 +192,7 @@ def test_memory_estimate_formula_by_hand():
     est = pf.estimate_memory(cfg)
     from jepa_core.model import JepaLM
 
-    m = JepaLM(cfg, 300)
+    m = JepaLM.from_config(cfg, 300)
     total = sum(p.numel() for p in m.parameters())
     teacher = sum(p.numel() for p in m.teacher_parameters())
     assert est.params_total == total and est.params_trainable == total - teacher

@@ -308,7 +308,44 @@ def test_state_from_another_optimizer_is_refused(tmp_path, text):
     cfg = small_config(text, tmp_path / "runs", "optim.optimizer=adamw")
     train(cfg, run_dir=tmp_path / "r", stop_after=2, handle_signals=False)
     muon = small_config(text, tmp_path / "runs", "optim.optimizer=muon")
-    model = JepaLM(muon, 320)
+    model = JepaLM.from_config(muon, 320)
     opt = build_optimizer(build_param_groups(model, muon.optim), muon.optim, torch.device("cpu"))
     with pytest.raises(CheckpointError, match="optimizer groups"):
         ck.load_state_into(model, opt, read_latest(tmp_path / "r").state)
+
+
+def test_resume_of_a_foreign_weights_file_is_a_clear_error(tmp_path):
+    """A safetensors file whose metadata has no jepa `config` (another tool's weights): exit-2 error, no KeyError."""
+    from safetensors.torch import save_file
+
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    f = ckpts / "step-00000010.safetensors"
+    save_file({"w": torch.zeros(2)}, str(f), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as e:  # (before: KeyError 'config', a traceback)
+        resolve_resume(str(f), None, None)
+    assert "step-00000010.safetensors" in e.value.message
+
+
+def test_throughput_after_resume_counts_only_this_process(tmp_path, text):
+    cfg = small_config(text, tmp_path / "runs")
+    train(cfg, run_dir=tmp_path / "r", stop_after=6, handle_signals=False)
+    cfg2, ref = resolve_resume(str(tmp_path / "r"), cfg, cfg.name)
+    rest = train(cfg2, resume=ref, handle_signals=False)
+    per_step = cfg.train.batch_size * cfg.data.block_size
+    assert rest.status == "finished" and rest.tokens == 8 * per_step  # tokens since step 0
+    # the rate divides what this process trained (2 steps) by this process's training time
+    assert rest.tok_per_s == pytest.approx(2 * per_step / rest.train_s)
+
+
+def test_learning_rates_logged_per_group(tmp_path, text):
+    """`lr` is the backbone's rate, `lr_head` the heads', `muon_lr` Muon's: each its base times the schedule."""
+    cfg = small_config(text, tmp_path / "runs", 'optim.optimizer="muon"', "optim.lr=0.002", "optim.lr_head=0.0007",
+                       "optim.muon_lr=0.03", "log.every=1")
+    train(cfg, run_dir=tmp_path / "m", handle_signals=False)
+    recs = [r for r in read_metrics(tmp_path / "m") if r["type"] == "train"]
+    assert len(recs) == cfg.train.max_steps
+    for r in recs:
+        f = lr_factor(cfg.optim, r["step"], cfg.train.max_steps)
+        assert r["lr"] == pytest.approx(0.002 * f) and r["lr_head"] == pytest.approx(0.0007 * f)
+        assert r["muon_lr"] == pytest.approx(0.03 * f)

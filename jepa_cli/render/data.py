@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from jepa_cli.console import console, err_console
+from jepa_core.units import fmt_bytes
 
 _STAGES = {
     "read": "reading text",
@@ -25,14 +26,7 @@ _STAGES = {
 }
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
+_size = fmt_bytes
 
 
 def _short(path: str | Path) -> str:

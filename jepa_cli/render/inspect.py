@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_core.errors import CheckpointError
+from jepa_core.units import fmt_bytes
 
 _CATEGORY_LABELS = {
     "backbone": ("backbone", "transformer.* without the LM head"),
@@ -41,11 +42,7 @@ def run_inspect(path: Path, json_out: bool, show_config: bool, stats: bool, expa
 # --------------------------------------------------------------------------- formatting
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
+_size = fmt_bytes
 
 
 def _num(x: Any) -> str:

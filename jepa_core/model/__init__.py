@@ -1,60 +1,48 @@
 """The model: decoder-only transformer, JEPA objective, parameter groups, eval helpers.
 
-Imports torch; only commands that build or read a model import it.
+Names load lazily: importing the package (or `roles`) does not import torch.
 """
 
-from .eval import (
-    EvalPairSet,
-    LMScore,
-    bits_per_byte,
-    effective_rank,
-    eval_pair_set,
-    fixed_eval_pairs,
-    jepa_eval_metrics,
-    retrieval_metrics,
-    score_lm,
-)
-from .flops import estimate_flops_per_token
-from .jepa import (
-    JepaLM,
-    ModelOutput,
-    Pairs,
-    covariance_loss,
-    ema_momentum_at,
-    info_nce,
-    lm_weight_at,
-    negatives_mask,
-    pair_capacity_error,
-    sample_anchor_target_pairs,
-    variance_loss,
-)
-from .param_groups import build_param_groups, check_param_groups, param_group_names
-from .transformer import DecoderOnlyTransformer
+import importlib
+from typing import Any
 
-__all__ = [
-    "DecoderOnlyTransformer",
-    "EvalPairSet",
-    "LMScore",
-    "JepaLM",
-    "ModelOutput",
-    "Pairs",
-    "bits_per_byte",
-    "build_param_groups",
-    "check_param_groups",
-    "covariance_loss",
-    "effective_rank",
-    "ema_momentum_at",
-    "estimate_flops_per_token",
-    "eval_pair_set",
-    "fixed_eval_pairs",
-    "info_nce",
-    "jepa_eval_metrics",
-    "lm_weight_at",
-    "negatives_mask",
-    "pair_capacity_error",
-    "param_group_names",
-    "retrieval_metrics",
-    "sample_anchor_target_pairs",
-    "score_lm",
-    "variance_loss",
-]
+# Lazy: `jepa_core.model.roles` is stdlib-only and `jepa inspect` reads it without torch; the
+# names below load their (torch-importing) module on first use.
+_LAZY = {
+    "DecoderOnlyTransformer": ".transformer",
+    "EvalPairSet": ".eval",
+    "JepaLM": ".jepa",
+    "LMScore": ".eval",
+    "ModelOutput": ".jepa",
+    "Pairs": ".jepa",
+    "bits_per_byte": ".eval",
+    "build_param_groups": ".param_groups",
+    "check_param_groups": ".param_groups",
+    "covariance_loss": ".jepa",
+    "effective_rank": ".eval",
+    "ema_momentum_at": ".jepa",
+    "estimate_flops_per_token": ".flops",
+    "eval_pair_set": ".eval",
+    "fixed_eval_pairs": ".eval",
+    "info_nce": ".jepa",
+    "jepa_eval_metrics": ".eval",
+    "lm_weight_at": ".jepa",
+    "negatives_mask": ".jepa",
+    "pair_capacity_error": ".jepa",
+    "param_group_names": ".param_groups",
+    "retrieval_metrics": ".eval",
+    "sample_anchor_target_pairs": ".jepa",
+    "score_lm": ".eval",
+    "variance_loss": ".jepa",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_LAZY)

@@ -60,7 +60,8 @@ def score_lm(
     from ..data.batching import iter_val_batches, val_windows
 
     windows = val_windows(len(val_tokens), block_size, stride, max_tokens)
-    lengths = None if token_bytes is None else torch.as_tensor(np.asarray(token_bytes, dtype=np.int64))
+    # a copy: tokenizers hand out a read-only array, which torch would warn about
+    lengths = None if token_bytes is None else torch.from_numpy(np.array(token_bytes, dtype=np.int64))
     sums: list[torch.Tensor] = []
     n_tokens = n_bytes = 0
     with torch.no_grad():
@@ -248,4 +249,4 @@ def jepa_eval_metrics(model: JepaLM, idx: torch.Tensor, pairs: Pairs, batch_size
     # back to the order of `pairs`
     perm = torch.cat(order).argsort()
     lat = EvalLatents(*(torch.cat([getattr(p, f) for p in parts])[perm.to(device)] for f in EvalLatents._fields))
-    return representation_metrics(lat, pairs_cpu.k_idx.to(device), list(model.cfg.jepa.horizons))
+    return representation_metrics(lat, pairs_cpu.k_idx.to(device), list(model.jcfg.horizons))

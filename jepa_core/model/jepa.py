@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, JepaConfig
+from ..config import Config, JepaConfig, ModelConfig
 from .flops import estimate_flops_per_token
 from .param_groups import build_param_groups, check_param_groups
 from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder
@@ -338,11 +338,10 @@ class JepaHeads(nn.Module):
 class Teacher(nn.Module):
     """EMA teacher: `target_proj` (both teachers) and, for "encoder", the stack up to the tap."""
 
-    def __init__(self, cfg: Config, vocab_size: int):
+    def __init__(self, m: ModelConfig, j: JepaConfig, vocab_size: int, block_size: int):
         super().__init__()
-        j = cfg.jepa
-        self.target_proj = make_mlp(cfg.model.d_model, j.hidden_mult * j.latent_dim, j.latent_dim, 0.0)
-        self.encoder = TapEncoder(cfg, vocab_size) if j.teacher == "encoder" else None
+        self.target_proj = make_mlp(m.d_model, j.hidden_mult * j.latent_dim, j.latent_dim, 0.0)
+        self.encoder = TapEncoder(m, vocab_size, block_size) if j.teacher == "encoder" else None
 
     def train(self, mode: bool = True) -> "Teacher":
         # the teacher never uses dropout: its targets must not be noisy
@@ -364,26 +363,30 @@ class ModelOutput:
 class JepaLM(nn.Module):
     """Decoder-only LM with the JEPA auxiliary objective (or the LM-only baseline)."""
 
-    def __init__(self, cfg: Config, vocab_size: int):
+    def __init__(self, model_cfg: ModelConfig, jepa_cfg: JepaConfig, vocab_size: int, block_size: int):
         super().__init__()
-        self.cfg = cfg
+        self.jcfg = jepa_cfg
         self.vocab_size = vocab_size
-        self.is_baseline = bool(cfg.jepa.run_baseline)
-        self.transformer = DecoderOnlyTransformer(cfg, vocab_size, with_tap=not self.is_baseline)
+        self.is_baseline = bool(jepa_cfg.run_baseline)
+        self.transformer = DecoderOnlyTransformer(model_cfg, vocab_size, block_size, with_tap=not self.is_baseline)
         if self.is_baseline:
             self.jepa = None
             self.teacher = None
             self._ema_pairs: list[tuple[str, str]] = []
             return
-        j = cfg.jepa
-        self.jepa = JepaHeads(cfg.model.d_model, j)
+        self.jepa = JepaHeads(model_cfg.d_model, jepa_cfg)
         self.jepa.reset_parameters()
-        self.teacher = Teacher(cfg, vocab_size)
+        self.teacher = Teacher(model_cfg, jepa_cfg, vocab_size, block_size)
         self.teacher.requires_grad_(False)
         self._ema_pairs = self._teacher_online_names()
         with torch.no_grad():
             for t, o in zip(self.teacher_parameters(), self._online_for_teacher()):
                 t.copy_(o)
+
+    @classmethod
+    def from_config(cls, cfg: Config, vocab_size: int) -> "JepaLM":
+        """The model a profile describes (its block size, the prepared tokenizer's vocabulary)."""
+        return cls(cfg.model, cfg.jepa, vocab_size, cfg.data.block_size)
 
     # -- EMA teacher ---------------------------------------------------------------
 
@@ -429,7 +432,7 @@ class JepaLM(nn.Module):
     # -- forward --------------------------------------------------------------------
 
     def sample_pairs(self, batch_size: int, seq_len: int, device, generator: torch.Generator | None = None) -> Pairs:
-        j = self.cfg.jepa
+        j = self.jcfg
         return sample_anchor_target_pairs(
             batch_size, seq_len, j.horizons, j.horizon_probs, j.pairs_per_seq, device, generator
         )
@@ -462,7 +465,7 @@ class JepaLM(nn.Module):
     def jepa_objective(
         self, z_a: torch.Tensor, z_p: torch.Tensor, z_t: torch.Tensor, pairs: Pairs
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        j = self.cfg.jepa
+        j = self.jcfg
         p = F.normalize(z_p.float(), dim=-1)
         y = F.normalize(z_t.float(), dim=-1)
         nce = info_nce(
@@ -504,10 +507,10 @@ class JepaLM(nn.Module):
         per_seq = None
         if pairs is None:
             pairs = self.sample_pairs(B, T, idx.device, generator)
-            per_seq = self.cfg.jepa.pairs_per_seq
+            per_seq = self.jcfg.pairs_per_seq
         z_a, z_p, z_t = self.jepa_latents(idx, h_tap, pairs, per_seq)
         jepa_loss, stats = self.jepa_objective(z_a, z_p, z_t, pairs)
-        loss = lm_weight * lm_loss + self.cfg.jepa.jepa_weight * jepa_loss
+        loss = lm_weight * lm_loss + self.jcfg.jepa_weight * jepa_loss
         return ModelOutput(loss=loss, lm_loss=lm_loss, jepa_loss=jepa_loss, stats=stats)
 
     def lm_logits(self, idx: torch.Tensor) -> torch.Tensor:

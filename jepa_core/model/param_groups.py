@@ -19,43 +19,39 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from .roles import param_role
+
 if TYPE_CHECKING:
     from ..config import OptimConfig
     from .jepa import JepaLM
 
-_HEAD_NAMES = ("transformer.lm_head.weight", "transformer.logit_scale", "transformer.out_bias")
-
-
-def _is_head(name: str, tied: bool) -> bool:
-    if name.startswith("jepa.") or name in _HEAD_NAMES:
-        return True
-    return tied and name == "transformer.tok_emb.weight"
-
-
 def build_param_groups(model: "JepaLM", ocfg: "OptimConfig") -> list[dict[str, Any]]:
-    """Three named groups (always present, possibly empty), plus "muon" when that optimizer is chosen."""
+    """Three named groups (always present, possibly empty), plus "muon" when that optimizer is chosen.
+
+    Membership comes from `param_role` (roles.py), the one classification of the model's tensors.
+    """
     tied = model.transformer.weight_tying
-    teacher = {id(p) for p in model.teacher_parameters()}
     use_muon = ocfg.optimizer == "muon"
-    heads, decay, no_decay, muon = [], [], [], []
+    members: dict[str, list] = {"heads": [], "backbone_decay": [], "backbone_no_decay": [], "muon": []}
     for name, p in model.named_parameters():
-        if id(p) in teacher or not p.requires_grad:
+        role = param_role(name, p.ndim, tied)
+        if role == "teacher" or not p.requires_grad:
             continue
-        if _is_head(name, tied):
-            heads.append(p)
-        elif use_muon and p.ndim == 2 and name != "transformer.tok_emb.weight":
-            muon.append(p)
-        elif p.ndim >= 2:
-            decay.append(p)
+        if role in ("jepa_head", "lm_head"):
+            members["heads"].append(p)
+        elif role == "hidden_matrix" and use_muon:
+            members["muon"].append(p)
+        elif role in ("hidden_matrix", "embedding"):
+            members["backbone_decay"].append(p)
         else:
-            no_decay.append(p)
+            members["backbone_no_decay"].append(p)
     groups = [
-        {"params": heads, "lr": ocfg.lr_head, "weight_decay": 0.0, "name": "heads"},
-        {"params": decay, "lr": ocfg.lr, "weight_decay": ocfg.weight_decay, "name": "backbone_decay"},
-        {"params": no_decay, "lr": ocfg.lr, "weight_decay": 0.0, "name": "backbone_no_decay"},
+        {"params": members["heads"], "lr": ocfg.lr_head, "weight_decay": 0.0, "name": "heads"},
+        {"params": members["backbone_decay"], "lr": ocfg.lr, "weight_decay": ocfg.weight_decay, "name": "backbone_decay"},
+        {"params": members["backbone_no_decay"], "lr": ocfg.lr, "weight_decay": 0.0, "name": "backbone_no_decay"},
     ]
     if use_muon:
-        groups.append({"params": muon, "lr": ocfg.muon_lr, "weight_decay": ocfg.muon_weight_decay, "name": "muon"})
+        groups.append({"params": members["muon"], "lr": ocfg.muon_lr, "weight_decay": ocfg.muon_weight_decay, "name": "muon"})
     return groups
 
 

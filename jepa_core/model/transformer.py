@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config
+from ..config import ModelConfig
 
 
 def swiglu_hidden(d_model: int, ff_multiplier: float, ff_round: int) -> int:
@@ -170,11 +170,10 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + swiglu(norm(x))."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, m: ModelConfig, block_size: int):
         super().__init__()
-        m = cfg.model
         self.attn_norm = RMSNorm(m.d_model, m.norm_eps)
-        self.attn = CausalSelfAttention(m.d_model, m.n_heads, cfg.data.block_size, m.rope_base, m.dropout)
+        self.attn = CausalSelfAttention(m.d_model, m.n_heads, block_size, m.rope_base, m.dropout)
         self.mlp_norm = RMSNorm(m.d_model, m.norm_eps)
         self.mlp = SwiGLU(m.d_model, swiglu_hidden(m.d_model, m.ff_multiplier, m.ff_round), m.dropout)
 
@@ -223,24 +222,23 @@ class DecoderOnlyTransformer(nn.Module):
     of block `tl` that the JEPA heads read; None otherwise.
     """
 
-    def __init__(self, cfg: Config, vocab_size: int, with_tap: bool):
+    def __init__(self, m: ModelConfig, vocab_size: int, block_size: int, with_tap: bool):
         super().__init__()
-        m = cfg.model
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")
         self.vocab_size = vocab_size
         self.d_model = m.d_model
         self.n_layers = m.n_layers
-        self.max_seq_len = cfg.data.block_size
+        self.max_seq_len = block_size
         self.with_tap = with_tap
         self.weight_tying = m.weight_tying
         self.grad_barrier = m.grad_barrier
-        self.tap_index = cfg.tap_index if with_tap else -1
+        self.tap_index = m.tap_index if with_tap else -1
         if with_tap and not 0 <= self.tap_index < m.n_layers:
             raise ValueError(f"tap layer {m.tap_layer} is outside [0, {m.n_layers - 1}] for n_layers = {m.n_layers}")
 
         self.tok_emb = nn.Embedding(vocab_size, m.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(m.n_layers))
+        self.blocks = nn.ModuleList(Block(m, block_size) for _ in range(m.n_layers))
         self.norm_f = RMSNorm(m.d_model, m.norm_eps)
         self.logit_scale = nn.Parameter(torch.tensor(1.0 / math.sqrt(m.d_model)))
         self.out_bias = nn.Parameter(torch.zeros(vocab_size))
@@ -282,11 +280,10 @@ class TapEncoder(nn.Module):
     `transformer.tok_emb`, `transformer.blocks.{i}` and `transformer.tap_norm`.
     """
 
-    def __init__(self, cfg: Config, vocab_size: int):
+    def __init__(self, m: ModelConfig, vocab_size: int, block_size: int):
         super().__init__()
-        m = cfg.model
         self.tok_emb = nn.Embedding(vocab_size, m.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.tap_index + 1))
+        self.blocks = nn.ModuleList(Block(m, block_size) for _ in range(m.tap_index + 1))
         self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
 
     def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,37 @@
+"""train_step, the one step behind train, bench and preflight."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jepa_core.config import load_config
+from jepa_core.train.step import build_trainee, plan_step, train_step
+from train_helpers import small_overrides, small_text
+
+
+@pytest.mark.timeout(300)
+def test_a_ramping_lm_weight_compiles_once(tmp_path, monkeypatch, one_thread):
+    """The LM weight changes every step (lm_weight_use_scheduler); passed as a Python float, dynamo
+    would guard on its value and compile the forward again at each step. Frames compiled after the
+    first step must stay the same over the next five."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    real_compile = torch.compile
+    # the eager backend: the same dynamo guards and recompiles, without inductor's C++ builds
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend="eager"))
+    cfg = load_config("tiny", small_overrides(small_text(tmp_path), "train.compile=true", "jepa.lm_weight_use_scheduler=true",
+                                              "jepa.lm_warmup_steps=0", "jepa.lm_ramp_steps=6", "train.max_steps=6"))
+    cpu = torch.device("cpu")
+    tr = build_trainee(cfg, cfg.data.vocab_size, cpu, plan_step(cfg, cpu, "fp32"), seed=0)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, cfg.data.vocab_size, (cfg.train.batch_size, cfg.data.block_size + 1), generator=g)
+    x, y = batch[:, :-1], batch[:, 1:]
+    counters.clear()
+    weights, frames = [], []
+    for step in range(1, 7):
+        weights.append(train_step(tr, lambda: (x, y), step, 6).lm_weight)
+        frames.append(sum(counters["frames"].values()))
+    assert len(set(weights)) == 6  # the weight really changed at every step
+    assert frames[0] > 0 and frames[-1] == frames[0], f"compiled frames per step: {frames}"
