@@ -106,6 +106,13 @@ ROLE_TEXT = {
 }
 
 
+def _set_python(version: str) -> None:
+    """Retarget downloads and marker evaluation (tests build a set for the Python at hand)."""
+    global PYTHON_VERSION
+    PYTHON_VERSION = version
+    MARKER_ENV.update(python_version=version, python_full_version=version + ".0", implementation_version=version + ".0")
+
+
 def say(msg: str) -> None:
     print(f"gpu-wheels: {msg}", flush=True)
 
@@ -139,12 +146,12 @@ def local_version(name: str) -> str | None:
 
 
 def download(name: str, spec: SpecifierSet, dest: Path) -> Path:
-    """One wheel, no dependencies, for CPython 3.12 on manylinux x86-64."""
+    """One wheel, no dependencies, for CPython PYTHON_VERSION on manylinux x86-64."""
     mine = local_version(name)
     target = f"{name}=={mine}" if mine and spec.contains(mine, prereleases=True) else f"{name}{spec}"
     before = set(dest.glob("*.whl"))
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps",
-           "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp312",
+           "--only-binary=:all:", "--python-version", PYTHON_VERSION, "--implementation", "cp", "--abi", "cp" + PYTHON_VERSION.replace(".", ""),
            "--abi", "abi3", "--abi", "none"]
     for plat in PLATFORMS:
         cmd += ["--platform", plat]
@@ -249,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dest", type=Path, default=ROOT / ".whl")
     ap.add_argument("--check", action="store_true", help="only check the folder's completeness (no network)")
+    ap.add_argument("--python-version", default=PYTHON_VERSION, help="the target image's Python (default %(default)s)")
     args = ap.parse_args(argv)
+    _set_python(args.python_version)
     dest: Path = args.dest
     dest.mkdir(parents=True, exist_ok=True)
 
