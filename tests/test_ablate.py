@@ -382,8 +382,9 @@ def test_report_numbers_by_hand(tmp_path):
 class _CtrlC(ab.AblationCallbacks):
     """Presses Ctrl-C (a real SIGINT to this process) at step 3 of one run; records skips and actions."""
 
-    def __init__(self, run: str | None = None):
+    def __init__(self, run: str | None = None, at_step: int = 3):
         self.run = run
+        self.at_step = at_step
         self.actions: dict[str, str] = {}
         self.skipped: list[str] = []
 
@@ -396,11 +397,11 @@ class _CtrlC(ab.AblationCallbacks):
     def train_callbacks(self, spec):
         from jepa_core.train.loop import TrainCallbacks
 
-        target = self.run
+        target, at_step = self.run, self.at_step
 
         class Hit(TrainCallbacks):
             def on_step(self, step, max_steps):
-                if spec.name == target and step == 3:
+                if spec.name == target and step == at_step:
                     os.kill(os.getpid(), signal.SIGINT)
 
         return Hit()
@@ -506,10 +507,17 @@ def test_diverging_arm_is_named_in_the_report(shared_data, tmp_path):
 
 def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path):
     out = tmp_path / "abl"
-    plan = ab.plan_ablation("tiny", 1, grids=["jepa.jepa_weight=0.5"], overrides=small_overrides(shared_data, "train.max_steps=100000", "train.eval_every=100000", "train.checkpoint_every=100000"), out=out, budget_s=1.0)
-    rep = ab.run_ablation(plan).report
-    assert rep["comparison"]["mode"] == "time" and rep["comparison"]["budget_s"] == 1.0 and rep["comparison"]["reached_max_steps"] == []
+    plan = ab.plan_ablation("tiny", 1, grids=["jepa.jepa_weight=0.5"], overrides=small_overrides(shared_data, "train.max_steps=100000", "train.eval_every=100000", "train.checkpoint_every=100000"), out=out, budget_s=3.0)
+    # Ctrl-C after the first step: well inside the budget even on a loaded machine
+    assert ab.run_ablation(plan, callbacks=_CtrlC("jepa_weight-0.5-s0", at_step=1)).stopped
+    cb = _CtrlC()
+    rep = ab.run_ablation(ab.load_plan(out), callbacks=cb).report
+    assert rep["comparison"]["mode"] == "time" and rep["comparison"]["budget_s"] == 3.0 and rep["comparison"]["reached_max_steps"] == []
     for a in rep["arms"]:
         (r,) = a["runs"]
-        assert r["status"] == "finished" and 0 < r["step"] < 100000 and r["train_time"] >= 1.0
-    assert "equal training time: 1 s of step time per run" in (out / ab.REPORT_MD).read_text()
+        assert r["status"] == "finished" and 0 < r["step"] < 100000 and r["train_time"] >= 3.0
+    # the interrupted run resumed with what was left of its budget, not a fresh second
+    assert cb.actions["jepa_weight-0.5-s0"].startswith("resume from step 1 (") and "s of the budget left" in cb.actions["jepa_weight-0.5-s0"]
+    starts = [r for r in runlog.read_records(out / "jepa_weight-0.5-s0") if r.get("event") == "run_start"]
+    assert starts[0]["config"]["train"]["time_budget_s"] == 3.0 and 0 < starts[1]["config"]["train"]["time_budget_s"] < 3.0
+    assert "equal training time: 3 s of step time per run" in (out / ab.REPORT_MD).read_text()
