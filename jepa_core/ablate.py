@@ -670,7 +670,7 @@ def _caveats(rep: dict[str, Any]) -> list[str]:
             )
     out.append(
         "Seeds: seed index i sets train.seed for every arm, which drives initialisation, data order and pair sampling "
-        "together; within a seed every arm drew the same batches (checked below)."
+        "together; within a seed every arm drew the same batches (the data order line says whether that was verified)."
     )
     out.append(
         f"Holm's adjustment covers the {cmp_['family']} val BPB comparison(s) with `{rep['reference']}` only; retrieval, "
@@ -756,6 +756,10 @@ def build_report(folder: Path) -> dict[str, Any]:
     for a in arms_out:
         a["comparison"] = by_arm.get(a["name"])
         a["verdict"] = "reference" if a["name"] == plan.reference else _verdict(a["name"], plan.reference, by_arm[a["name"]], family)
+        out_runs = [r["status"] for r in a["runs"] if r["excluded"]]
+        if out_runs:
+            counts = ", ".join(f"{out_runs.count(st)} {st}" for st in dict.fromkeys(out_runs))
+            a["verdict"] += f"; {len(out_runs)} of {len(a['runs'])} runs excluded ({counts})"
 
     budget = plan.budget_s
     max_steps = plan.settings.get("train.max_steps")
@@ -863,7 +867,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
     pct = int(round(rep["ci_level"] * 100))
     lines += [
         "",
-        f"## Verdicts: final val BPB against `{ref}` (Welch, Holm-adjusted over {rep['comparison']['family']}, alpha = {rep['alpha']})",
+        f"## Verdicts: final val BPB against `{ref}` (Welch, Holm-adjusted over {rep['comparison']['family']} comparisons, alpha = {rep['alpha']})",
         "",
     ]
     for a in rep["arms"]:

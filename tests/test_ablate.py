@@ -361,6 +361,7 @@ def test_report_numbers_by_hand(tmp_path):
     # killed and diverged runs are listed, never averaged
     assert arms["dead"]["n"] == 0 and arms["dead"]["val_bpb"]["mean"] is None
     assert arms["dead"]["verdict"].startswith("not tested: n = 0 vs 3")
+    assert arms["dead"]["verdict"].endswith("; 3 of 3 runs excluded (1 diverged, 1 incomplete, 1 pending)")
     assert [(e["name"], e["status"]) for e in rep["excluded"]] == [("dead-s0", "diverged"), ("dead-s1", "incomplete"), ("dead-s2", "pending")]
     # retrieval per horizon, and the lift over the copy control where it exists
     far2 = next(h for h in arms["far"]["retrieval"] if h["horizon"] == 2)

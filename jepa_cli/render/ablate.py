@@ -221,7 +221,7 @@ def render_report(rep: dict[str, Any]) -> None:
                 r.add_row(arm_cell(a["name"]), *[fmt_retrieval(by_h[h], a["has_copy_control"]) if h in by_h else "NA" for h in horizons])
         console.print(r)
 
-    console.print(Text(f"verdicts (val BPB vs {ref}, Holm over {rep['comparison']['family']}, alpha = {alpha})", style="bold"))
+    console.print(Text(f"verdicts (val BPB vs {ref}, Holm over {rep['comparison']['family']} comparisons, alpha = {alpha})", style="bold"))
     for a in rep["arms"]:
         if a["name"] != ref:
             v = a["verdict"]
