@@ -377,6 +377,27 @@ def test_report_numbers_by_hand(tmp_path):
     assert json.loads((out / ab.REPORT_JSON).read_text())["comparisons"][0]["arm"] == "far"
 
 
+def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
+    out = tmp_path / "abl"
+    plan = ab.plan_ablation("tiny", 2, grids=["jepa.jepa_weight=0.1,0.5"], out=out, command="jepa ablate -p tiny --seeds 2 --grid jepa.jepa_weight=0.1,0.5")
+    plan.save()
+    vals = {"baseline": [2.0, 2.1], "jepa_weight-0.1": [2.05, 2.12], "jepa_weight-0.5": [2.4, None]}
+    for arm, vs in vals.items():
+        for i, v in enumerate(vs):
+            _fake_run(out, f"{arm}-s{i}", v, status="finished" if v is not None else "diverged", top1={2: 0.5} if arm != "baseline" else None)
+    res = runner.invoke(app, ["ablate", "--resume", str(out), "-p", "tiny"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "every run is already done" in res.stdout and "excluded runs" in res.stdout and "jepa_weight-0.5-s1" in res.stdout
+    assert "jepa_weight-0.1: no detectable difference at n = 2 vs 2" in res.stdout
+    assert "jepa_weight-0.5: not tested: n = 1 vs 2" in res.stdout and "1 of 2 runs excluded (1 diverged)" in res.stdout
+    assert "no copy control in these runs' eval lines" in res.stdout
+    md = (out / ab.REPORT_MD).read_text()
+    assert md.startswith("# Ablation: profile `tiny`\n\n```\njepa ablate -p tiny --seeds 2 --grid jepa.jepa_weight=0.1,0.5\n```")
+    for bad, flag in ((["-p", "shakespeare"], "--profile"), (["--budget-s", "5"], "--budget-s"), (["--out", str(tmp_path)], "--out"), (["--seeds", "1"], "drop")):
+        res = runner.invoke(app, ["ablate", "--resume", str(out), *bad])
+        assert isinstance(res.exception, ConfigError) and flag in res.exception.message, bad
+
+
 # --------------------------------------------------------------------------- end to end
 
 
