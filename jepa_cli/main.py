@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from jepa_cli.commands import ablate, bench, data, inspect, preflight, profiles, train, watch
+from jepa_cli.commands import ablate, bench, data, inspect, preflight, profiles, runs, sample, train, watch
 
 app = typer.Typer(
     name="jepa",
@@ -52,21 +52,54 @@ watch.register(app)
 preflight.register(app)
 ablate.register(app)
 inspect.register(app)
+sample.register(app)
+runs.register(app)
 bench.register(app)
+
+
+def _click_error_classes() -> tuple[type, type]:
+    # Typer vendors click; its UsageError and ClickException are reached through the
+    # public BadParameter (a UsageError) rather than a private module path.
+    by_name = {c.__name__: c for c in typer.BadParameter.__mro__}
+    return by_name["UsageError"], by_name["ClickException"]
 
 
 def main() -> None:
     from jepa_core.errors import JepaError
 
+
+    usage_error, click_exception = _click_error_classes()
     try:
-        app()
+        # standalone_mode=False: usage errors come back here, to be printed in jepa's own
+        # error style instead of Typer's boxed panel (one look for every mistake)
+        rv = app(standalone_mode=False, prog_name="jepa")
+    except usage_error as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `jepa` / `jepa data`: the help
+            e.show()
+            sys.exit(2)
+        from jepa_cli.console import print_usage_error
+
+        print_usage_error(e)
+        sys.exit(e.exit_code)
+    except click_exception as e:  # pragma: no cover - no command raises a bare one
+        from jepa_cli.console import print_error
+
+        print_error(e.format_message())
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        from jepa_cli.console import print_error
+
+        print_error("Aborted.")
+        sys.exit(130)
     except JepaError as e:
         from jepa_cli.console import debug_enabled, print_user_error
 
         if debug_enabled():
             raise
         print_user_error(e)
+
         sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

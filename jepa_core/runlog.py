@@ -265,6 +265,8 @@ class RunLog:
         self.tail = MetricsTail(self.run_dir / METRICS_FILE)
         self.version = 0  # bumped whenever the data changes; caches key on it
         self.resets = 0  # times the file was truncated or replaced and reading started over
+        self._hb: dict[str, Any] | None = None
+        self._hb_read_at = -math.inf
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -450,6 +452,14 @@ class RunLog:
             return 0.0
         return sorted(recent)[len(recent) // 2]
 
+    def heartbeat(self) -> dict[str, Any] | None:
+        """The trainer's heartbeat.json ({"step", "max_steps", "phase", "time"}), re-read at most every 0.2 s."""
+        now = time.monotonic()
+        if now - self._hb_read_at >= 0.2:
+            self._hb = rundir.read_heartbeat(self.run_dir)
+            self._hb_read_at = now
+        return self._hb
+
     def status(self) -> RunStatus:
         """running, stopping, stale (quiet for a while or trainer gone), waiting, or how it ended."""
         if self.end is not None:
@@ -458,12 +468,17 @@ class RunLog:
         if self.tail.mtime is None:
             return RunStatus("waiting", "no metrics.jsonl yet")
         pid_alive = pid_is_local_and_alive(read_pid_file(self.run_dir))
-        quiet = self.clock() - self.tail.mtime
+        hb = self.heartbeat()
+        hb_time = _num(hb.get("time")) if hb else None
+        # the heartbeat moves between log lines, so it is the fresher sign of life
+        quiet = self.clock() - max(self.tail.mtime, hb_time if hb_time is not None and math.isfinite(hb_time) else -math.inf)
         # A step can legitimately be slow (eval, checkpoint): wait 5 typical gaps, at least stale_after.
         limit = max(self.stale_after, 5 * self._typical_gap())
         if pid_alive is False:
             return RunStatus("stale", "trainer process exited without run_end")
-        if quiet > limit:
+        # torch.compile's first step is one long call without heartbeats: a live trainer compiling is not stale
+        compiling = bool(hb) and hb.get("phase") in ("compiling", "starting") and pid_alive is True
+        if quiet > limit and not compiling:
             return RunStatus("stale", f"no new metrics for {_fmt_age(quiet)}")
         if (self.run_dir / rundir.STOPFILE).exists():
             return RunStatus("stopping", "stop requested")

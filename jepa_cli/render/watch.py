@@ -16,10 +16,25 @@ def _interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def newest_or_explain(folder: Path = Path("runs")) -> Path:
+    """The run `jepa watch` opens without an argument: the one under runs/ that wrote last."""
+    from jepa_core.runs import newest_run_dir
+
+    newest = newest_run_dir(folder) if folder.is_dir() else None
+    if newest is None:
+        raise JepaError(
+            f"`jepa watch` without a run opens the newest run under {folder}/, and there is none here.",
+            hint="Pass a run directory (jepa watch PATH/TO/RUN), run it where runs/ is, or start a run: jepa train --profile tiny.",
+        )
+    return newest
+
+
 def run_watch(run_dirs: list[Path]) -> None:
     from jepa_core.runlog import discover_runs
 
-    dirs = discover_runs(run_dirs or [])
+    if not run_dirs:
+        run_dirs = [newest_or_explain()]
+    dirs = discover_runs(run_dirs)
     if not _interactive():
         raise JepaError(
             "`jepa watch` draws a live dashboard and needs an interactive terminal.",

@@ -1,0 +1,157 @@
+"""`jepa sample`: text from a trained run, deterministic with a seed, streamed, and clean errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_core.errors import CheckpointError, ConfigError
+from jepa_core.sample import encode_prompt, load_for_sampling, sample_text, stream_sample
+from cli_helpers import cli  # noqa: F401  (fixture)
+from train_helpers import small_config, small_text
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run of the small shape, trained for 8 steps on CPU (a few seconds), with checkpoints."""
+    from jepa_core.train.loop import train
+
+    tmp = tmp_path_factory.mktemp("sample")
+    old = os.environ.get("JEPA_HOME")
+    os.environ["JEPA_HOME"] = str(tmp / "home")
+    try:
+        torch.set_num_threads(1)
+        cfg = small_config(small_text(tmp), tmp / "runs", "train.sample_prompt=\"ROMEO:\"")
+        result = train(cfg, run_dir=tmp / "runs" / "small", handle_signals=False)
+    finally:
+        if old is None:
+            os.environ.pop("JEPA_HOME", None)
+        else:
+            os.environ["JEPA_HOME"] = old
+    assert result.status == "finished"
+    return result.run_dir
+
+
+def jepa(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess (slow: it imports torch); most tests use `cli` instead."""
+    env = dict(os.environ, COLUMNS="200", JEPA_DEBUG="")
+    return subprocess.run([sys.executable, "-m", "jepa_cli", *args], capture_output=True, text=True, timeout=timeout, env=env, input=stdin)
+
+
+def test_same_seed_same_text_other_seed_other_text(trained):
+    sm = load_for_sampling(trained, "cpu")
+    a = sample_text(sm, "ROMEO:", 24, seed=1)
+    b = sample_text(sm, "ROMEO:", 24, seed=1)
+    c = sample_text(sm, "ROMEO:", 24, seed=2)
+    assert a == b and a != c
+    assert len(sm.tokenizer.encode(a)) >= 12  # 24 tokens of text (re-encoding may merge a few)
+
+
+def test_streamed_pieces_are_exactly_one_generate_call(trained):
+    """The stream is `JepaLM.generate` for all tokens at once, cut into pieces: nothing lost, nothing added."""
+    sm = load_for_sampling(trained, "cpu")
+    ids = encode_prompt(sm, "KING:")
+    pieces = list(stream_sample(sm, ids, 30, temperature=0.9, top_k=20, seed=7))
+    assert len(pieces) > 1  # streamed, not returned in one go
+    gen = torch.Generator(device="cpu").manual_seed(7)
+    with torch.inference_mode():
+        out = sm.model.generate(torch.tensor([ids]), 30, temperature=0.9, top_k=20, generator=gen)
+    assert "".join(pieces) == sm.tokenizer.decode(out[0, len(ids) :].tolist())
+
+
+def test_greedy_ignores_the_seed(trained):
+    sm = load_for_sampling(trained, "cpu")
+    assert sample_text(sm, "ROMEO:", 12, temperature=0, seed=1) == sample_text(sm, "ROMEO:", 12, temperature=0, seed=99)
+
+
+def test_loads_from_every_kind_of_path(trained):
+    ckpt = trained / "checkpoints"
+    weights = sorted(ckpt.glob("step-*[0-9].safetensors"))[-1]
+    state = weights.with_name(weights.stem + ".state.safetensors")
+    texts = {sample_text(load_for_sampling(p, "cpu"), "A", 8, seed=3) for p in (trained, ckpt, weights, state)}
+    assert len(texts) == 1  # run dir, checkpoints/, weights and state file name the same checkpoint
+    assert load_for_sampling(trained, "cpu").step == 8
+
+
+def test_bad_arguments_are_user_errors(trained):
+    sm = load_for_sampling(trained, "cpu")
+    ids = encode_prompt(sm, "A")
+    for kw in ({"temperature": -1.0}, {"top_k": -3}):
+        with pytest.raises(ConfigError):
+            list(stream_sample(sm, ids, 5, **kw))
+    with pytest.raises(ConfigError):
+        list(stream_sample(sm, ids, 0))
+    with pytest.raises(ConfigError, match="no tokens"):
+        encode_prompt(sm, "")
+
+
+def test_bad_checkpoints_are_user_errors(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_for_sampling(tmp_path / "nope", "cpu")
+    pickle = tmp_path / "model.safetensors"
+    pickle.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    with pytest.raises(CheckpointError):
+        load_for_sampling(pickle, "cpu")
+    # a run whose tokenizer.json is not the one its checkpoints were trained with
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace('"<unk>"', '"<UNK>"', 1))
+    with pytest.raises(CheckpointError, match="not the tokenizer"):
+        load_for_sampling(copy, "cpu")
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="No tokenizer.json"):
+        load_for_sampling(copy, "cpu")
+
+
+def test_cli_streams_repeatably_with_a_seed(trained, cli):
+    a = jepa("sample", str(trained), "--prompt", "ROMEO:", "--tokens", "16", "--seed", "5", "--device", "cpu")  # the real entry point
+    b = cli("sample", str(trained), "--prompt", "ROMEO:", "--tokens", "16", "--seed", "5", "--device", "cpu")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("ROMEO:")
+    assert "seed 5" in a.stderr and "step 8" in a.stderr  # what was loaded goes to stderr, not into the text
+    text = sample_text(load_for_sampling(trained, "cpu"), "ROMEO:", 16, seed=5)
+    assert a.stdout.rstrip("\n") == ("ROMEO:" + text).rstrip("\n")
+
+
+def test_cli_prompt_from_stdin_and_default_prompt(trained, cli):
+    r = cli("sample", str(trained), "--prompt", "-", "--tokens", "4", "--seed", "1", "--device", "cpu", stdin="KING:")
+    assert r.returncode == 0 and r.stdout.startswith("KING:")
+    r = cli("sample", str(trained), "--tokens", "4", "--seed", "1", "--device", "cpu")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:")  # the run's train.sample_prompt
+    r = cli("sample", str(trained), "--prompt", "A " * 40, "--tokens", "2", "--seed", "1", "--device", "cpu")
+    assert r.returncode == 0 and "sees only its last 32" in " ".join(r.stderr.split())  # block_size 32
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--tokens", "0"], "--tokens"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--top-k", "-1"], "--top-k"),
+        (["--tokens", "many"], "--tokens"),
+    ],
+)
+def test_cli_bad_options_exit_2(trained, cli, args, fragment):
+    r = cli("sample", str(trained), *args)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_bad_checkpoint_exits_2(tmp_path, cli):
+    r = cli("sample", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "x.safetensors").write_text("not a checkpoint")
+    r = cli("sample", str(tmp_path / "x.safetensors"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_sampling_is_repeatable(trained):
+    sm = load_for_sampling(trained, "cuda")
+    assert sm.device.type == "cuda"
+    assert sample_text(sm, "ROMEO:", 16, seed=4) == sample_text(sm, "ROMEO:", 16, seed=4)
