@@ -23,7 +23,6 @@ _LAZY = {
     "ema_momentum_at": ".jepa",
     "estimate_flops_per_token": ".flops",
     "eval_pair_set": ".eval",
-    "fixed_eval_pairs": ".eval",
     "info_nce": ".jepa",
     "jepa_eval_metrics": ".eval",
     "lm_weight_at": ".jepa",

@@ -132,17 +132,6 @@ def eval_pair_set(n_tokens: int, block_size: int, jcfg: JepaConfig, n_pairs: int
     return EvalPairSet(k * T, pairs)
 
 
-def fixed_eval_pairs(batch_size: int, seq_len: int, jcfg: JepaConfig, n_pairs: int, seed: int) -> Pairs:
-    """Legacy: n_pairs pairs over one (batch_size, seq_len) batch. Superseded by
-    `eval_pair_set`; kept until the training loop's evaluator moves over."""
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    per_seq = min(max(1, math.ceil(n_pairs / batch_size)), max_pairs_per_seq(seq_len, jcfg))
-    pairs = sample_anchor_target_pairs(
-        batch_size, seq_len, jcfg.horizons, jcfg.horizon_probs, per_seq, "cpu", generator=gen
-    )
-    return Pairs(*(x[:n_pairs] for x in pairs))
-
-
 # --------------------------------------------------------------------------- metrics
 
 
