@@ -150,6 +150,7 @@ def test_cli_bad_checkpoint_exits_2(tmp_path, cli):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_sampling_is_repeatable(trained):
     sm = load_for_sampling(trained, "cuda")
