@@ -807,6 +807,13 @@ class Checker:
         self.say(f"mode {'cpu' if self.cpu else 'gpu'}, budget {self.plan.budget_s:.0f} s, output {self.out_dir}, scratch {self.work}")
         self.step("install", "install what the image lacks from .whl/ (never its torch)", self.do_install)
         self.step("env", "card, driver, torch", self.do_env)
+        if not self.cpu and self.env_info and not self.env_info.get("cuda_available"):
+            # every later step would fail the same way: say so once
+            self.write_outputs(final=True)
+            self.log.close()
+            print("gpu-check: torch sees no CUDA device here. Run `scripts/gpu-check --cpu` for the CPU stand-in run, "
+                  "or check the driver and torch's CUDA build on this machine.", file=sys.stderr)
+            return 2
         for p in ("gpt2-small", "shakespeare"):
             self.step(f"preflight:{p}", f"jepa preflight --profile {p} --json", lambda rec, p=p: self.do_preflight(rec, p))
         self.step("pytest", "pytest -m gpu (the tests that skip without CUDA)", self.do_pytest)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu-check"
@@ -107,7 +108,11 @@ def test_copied_lines_from_before_the_resume_are_not_compared():
 
 
 def _skips_without_cuda(dec: ast.expr) -> bool:
-    return isinstance(dec, ast.Call) and "skipif" in ast.unparse(dec.func) and "cuda" in ast.unparse(dec.args[0] if dec.args else dec)
+    """`@pytest.mark.skipif(not ...cuda..., ...)`: a test that needs CUDA (not one that avoids it)."""
+    if not (isinstance(dec, ast.Call) and "skipif" in ast.unparse(dec.func) and dec.args):
+        return False
+    cond = dec.args[0]
+    return isinstance(cond, ast.UnaryOp) and isinstance(cond.op, ast.Not) and "cuda" in ast.unparse(cond.operand)
 
 
 def test_every_test_that_skips_without_cuda_is_gpu_marked():
@@ -134,6 +139,16 @@ def test_wheel_check_reports_an_incomplete_folder(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     for what in ("pydantic", "textual", "tomli-w", "datasets", "the project's own wheel", "tiny_shakespeare"):
         assert what in r.stdout, what
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU this would run the whole GPU check")
+def test_the_gpu_run_without_cuda_stops_after_env_with_a_hint(tmp_path):
+    env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), GPU_CHECK_WORK=str(tmp_path / "work"))
+    r = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "--cpu" in r.stderr and "Traceback" not in r.stderr
+    doc = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    assert [s["name"] for s in doc["steps"]] == ["install", "env"]
+    assert doc["steps"][1]["status"] == "fail" and "no CUDA" in doc["steps"][1]["detail"]
 
 
 def test_bad_budget_is_a_user_error(tmp_path):
