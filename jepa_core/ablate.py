@@ -104,7 +104,6 @@ MAX_ARM_NAME = 60
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 # split "a.b=1,c.d=[2,8]" at the commas that start a new section.key= (not inside values)
 _OVERRIDE_SPLIT = re.compile(r",\s*(?=[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\s*=)")
-_HORIZON_KEY = re.compile(r"^retrieval_top1_h(\d+)$")
 
 
 # --------------------------------------------------------------------------- arms and plan

@@ -434,7 +434,7 @@ def _final_bpb(run: Path) -> float:
     return evals[-1]["val_bpb"]
 
 
-def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path):
+def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path, one_thread):
     import numpy as np
 
     from jepa_core.data import TrainBatcher, load_prepared
@@ -508,7 +508,7 @@ def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path):
     assert isinstance(res.exception, ConfigError) and res.exception.exit_code == 2 and "--set" in res.exception.message
 
 
-def test_diverging_arm_is_named_in_the_report(shared_data, tmp_path):
+def test_diverging_arm_is_named_in_the_report(shared_data, tmp_path, one_thread):
     out = tmp_path / "abl"
     args = ["ablate", "--profile", "tiny", "--seeds", "1", "--out", str(out), "--arm", "baseline:jepa.run_baseline=true", "--arm", "boom:optim.lr=10,optim.lr_head=10,optim.grad_clip=0"]
     for o in small_overrides(shared_data, 'optim.optimizer="adamw"', "train.eval_every=4", "train.checkpoint_every=4"):
@@ -527,7 +527,7 @@ def test_diverging_arm_is_named_in_the_report(shared_data, tmp_path):
     assert cb.skipped == ["baseline-s0", "boom-s0"] and cb.actions == {}
 
 
-def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path):
+def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path, one_thread):
     out = tmp_path / "abl"
     plan = ab.plan_ablation("tiny", 1, grids=["jepa.jepa_weight=0.5"], overrides=small_overrides(shared_data, "train.max_steps=100000", "train.eval_every=100000", "train.checkpoint_every=100000"), out=out, budget_s=3.0)
     # Ctrl-C after the first step: well inside the budget even on a loaded machine
