@@ -489,7 +489,7 @@ class Checker:
         base = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "--no-index", "--find-links", str(wheels), "-c", str(constraints)]
         done, failed = [], []
         for label, dists, required in missing:
-            r = self.run(base + dists, self.cap("install"))
+            r = self._pip(base + dists, rec)
             if r.rc == 0:
                 done.append(label)
             else:
@@ -498,7 +498,7 @@ class Checker:
         # the project's own wheel: never its dependencies (the image's torch stays)
         proj = sorted(wheels.glob("jepa-*.whl"))
         if proj:
-            r = self.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "--no-index", "--no-deps", "--force-reinstall", str(proj[-1])], self.cap("install"))
+            r = self._pip([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "--no-index", "--no-deps", "--force-reinstall", str(proj[-1])], rec)
             (done if r.rc == 0 else failed).append("jepa wheel")
         rec.figures["installed"], rec.figures["failed"] = done, failed
         self.install = {"installed": done, "failed": failed, "pinned": pins}
@@ -506,6 +506,19 @@ class Checker:
         if req_failed:
             raise StepFailed(f"installing {', '.join(req_failed)} from .whl/ failed (see figures)")
         rec.detail = f"installed {', '.join(done)}" + (f"; optional group(s) not installable here: {', '.join(failed)}" if failed else "")
+
+    def _pip(self, argv: list[str], rec: StepRecord) -> CmdResult:
+        """pip install into the interpreter's environment, or, where that is read-only, into a
+        folder of the scratch space put on every child's PYTHONPATH."""
+        r = self.run(argv, self.cap("install"))
+        if r.rc != 0 and re.search(r"Permission denied|Read-only file system|Errno 13|Errno 30", r.stderr):
+            site = self.work / "site"
+            rec.figures["target"] = str(site)
+            parts = self.child_env["PYTHONPATH"].split(os.pathsep)
+            if str(site) not in parts:
+                self.child_env["PYTHONPATH"] = os.pathsep.join([parts[0], str(site), *parts[1:]])
+            r = self.run(argv + ["--target", str(site), "--upgrade"], self.cap("install"))
+        return r
 
     # ------------------------------------------------------------------ 1. environment
     def do_env(self, rec: StepRecord) -> None:
