@@ -136,15 +136,15 @@ def test_val_windows_cover_the_split_once():
 def test_iter_val_batches_in_order_with_the_short_block_alone(positions):
     w = val_windows(N, 64)  # 156 full blocks and one of 22 targets
     batches = list(iter_val_batches(positions, w, 8))
-    assert [x.shape for x, _, _ in batches][-2:] == [(4, 64), (1, 22)]
-    starts = [int(s) for x, _, _ in batches for s in x[:, 0]]
-    assert starts == w.start.tolist()
-    for x, y, skip in batches:
+    assert [x.shape for x, _, _, _ in batches][-2:] == [(4, 64), (1, 22)]
+    starts = [int(s) for x, _, _, _ in batches for s in x[:, 0]]
+    assert starts == w.start.tolist() == [int(s) for b in batches for s in b.start]
+    for x, y, skip, _ in batches:
         assert torch.equal(y, x + 1) and torch.equal(x, x[:, :1] + torch.arange(x.shape[1]))
         assert (skip == 0).all()
     assert int(batches[-1][1][0, -1]) == N - 1  # the split's last token is scored
     ws = val_windows(N, 64, stride=16)
-    skips = torch.cat([s for _, _, s in iter_val_batches(positions, ws, 5)])
+    skips = torch.cat([s for _, _, s, _ in iter_val_batches(positions, ws, 5)])
     assert skips.tolist() == ws.skip.tolist()
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_core.model import JepaLM
+from jepa_core.data import val_windows
+from jepa_core.model import JepaLM, jepa_eval_metrics
 from jepa_core.train.evaluator import Evaluator
 from model_helpers import small_cfg
 
@@ -40,10 +41,17 @@ class _FixedModel:
         self.training = mode
         return self
 
-    def lm_logits(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def transformer(self):
+        return self
+
+    def __call__(self, x: torch.Tensor):  # the stack: (hidden, tap); here the hidden state is x itself
         assert not self.training
         self.inputs.append(x.clone())
-        return torch.log(torch.tensor([0.5, 0.25, 0.125, 0.125])).expand(*x.shape, 4).clone()
+        return x, None
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.tensor([0.5, 0.25, 0.125, 0.125])).expand(*h.shape, 4).clone()
 
 
 def _baseline_cfg(**train):
@@ -110,6 +118,35 @@ def test_jepa_record_has_the_probes_over_the_fixed_set(one_thread):
         assert 0.0 <= rec[f"retrieval_top1_h{k}"] <= 1.0 and 0.0 <= rec[f"retrieval_copy_top1_h{k}"] <= 1.0
     assert rec["eff_rank"] > 1.0
     assert ev(model) == pytest.approx(rec)  # fixed: the same numbers at the next eval
+
+
+@pytest.mark.parametrize("teacher,extra", [("projector", {}), ("encoder", {}), ("projector", {"eval_stride": 16}), ("projector", {"eval_tokens": 200})])
+def test_probes_reuse_the_scoring_pass_and_match_a_separate_one(one_thread, teacher, extra):
+    V = 53
+    cfg = small_cfg(jepa={"eval_pairs": 40, "teacher": teacher}, train={"batch_size": 4, **extra})
+    torch.manual_seed(0)
+    model = JepaLM.from_config(cfg, V)
+    tokens = np.random.default_rng(1).integers(0, V, 30 * 32 + 7)  # 30 full blocks, then 6 targets
+    ev = Evaluator(cfg, _prepared(tokens, np.ones(V, dtype=np.int64)), torch.device("cpu"), contextlib.nullcontext, baseline=False)
+    rows = []
+    hook = model.transformer.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try:
+        rec = ev(model)
+    finally:
+        hook.remove()
+    w = val_windows(len(tokens), 32, cfg.train.eval_stride, cfg.train.eval_tokens)
+    full = {int(s) for s, n in zip(w.start, w.length) if n == 32}
+    # 10 pair blocks (4 pairs each) at 0, 96, 192, ...: a pass of their own only where no full window starts
+    assert ev.probe.starts.tolist() == [96 * i for i in range(10)]
+    uncovered = sum(int(s) not in full for s in ev.probe.starts)
+    assert sum(rows) == len(w.start) + uncovered
+    # plain blocks and a stride of 16 cover every pair block; the 200-token cap only 0 and 96
+    assert uncovered == (8 if "eval_tokens" in extra else 0)
+    model.eval()
+    ref = jepa_eval_metrics(model, ev.blocks, ev.probe.pairs, batch_size=3)
+    for k, v in ref.items():
+        assert rec[k] == pytest.approx(v, abs=1e-6), k
+    assert rec["retrieval_pairs"] == 40
 
 
 def test_a_split_shorter_than_a_block_is_a_clear_error():

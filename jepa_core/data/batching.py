@@ -81,6 +81,7 @@ class ValBatch(NamedTuple):
     x: torch.Tensor  # (b, L) inputs
     y: torch.Tensor  # (b, L) targets
     skip: torch.Tensor  # (b,) leading targets that are context only
+    start: np.ndarray  # (b,) the windows' offsets in the split
 
 
 def iter_val_batches(tokens: np.ndarray, windows: ValWindows, batch_size: int) -> Iterator[ValBatch]:
@@ -95,7 +96,7 @@ def iter_val_batches(tokens: np.ndarray, windows: ValWindows, batch_size: int) -
         while j < n and j - i < batch_size and int(windows.length[j]) == L:
             j += 1
         x, y = _gather(tokens, windows.start[i:j], L)
-        yield ValBatch(x, y, torch.from_numpy(windows.skip[i:j].copy()))
+        yield ValBatch(x, y, torch.from_numpy(windows.skip[i:j].copy()), windows.start[i:j].copy())
         i = j
 
 

@@ -42,20 +42,24 @@ class LMScore(NamedTuple):
 
 
 def score_lm(
-    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    logits_fn: Callable[..., torch.Tensor],
     val_tokens: np.ndarray,
     block_size: int,
     batch_size: int,
     stride: int = 0,
     max_tokens: int = 0,
     token_bytes: Sequence[int] | np.ndarray | None = None,
+    *,
+    with_starts: bool = False,
 ) -> LMScore:
     """Score the validation stream once per token (see `val_windows` for the windows).
 
     `logits_fn(x)` maps (b, L) int64 CPU inputs to (b, L, V) logits (on any
-    device; it moves x itself and sets eval mode / autocast). `token_bytes[id]`
-    is the byte length of token `id`; bytes are counted over the scored
-    *targets*, the text the nats are about. Without it n_bytes is 0.
+    device; it moves x itself and sets eval mode / autocast); with
+    `with_starts` it is called as `logits_fn(x, starts)`, starts the windows'
+    offsets in the split (so it can reuse the pass, as the JEPA probes do).
+    `token_bytes[id]` is the byte length of token `id`; bytes are counted over
+    the scored *targets*, the text the nats are about. Without it n_bytes is 0.
     """
     from ..data.batching import iter_val_batches, val_windows
 
@@ -65,9 +69,9 @@ def score_lm(
     sums: list[torch.Tensor] = []
     n_tokens = n_bytes = 0
     with torch.no_grad():
-        for x, y, skip in iter_val_batches(val_tokens, windows, batch_size):
+        for x, y, skip, start in iter_val_batches(val_tokens, windows, batch_size):
             scored = torch.arange(x.shape[1])[None, :] >= skip[:, None]  # (b, L) on the CPU
-            logits = logits_fn(x)
+            logits = logits_fn(x, start) if with_starts else logits_fn(x)
             dev = logits.device
             yd = y.to(dev)
             if bool(scored.all()):
@@ -179,10 +183,10 @@ class EvalLatents(NamedTuple):
     z_c: torch.Tensor  # teacher latents at t (the copy-control queries)
 
 
-def eval_latents(model: JepaLM, idx: torch.Tensor, pairs: Pairs) -> EvalLatents:
-    """The four latents of `pairs` over the batch `idx`, without gradients, in the model's current mode."""
+def pair_latents(model: JepaLM, idx: torch.Tensor, h_tap: torch.Tensor, pairs: Pairs) -> EvalLatents:
+    """The four latents of `pairs` over the batch `idx` whose tap activations are `h_tap`
+    (from a forward already run), without gradients, in the model's current mode."""
     with torch.no_grad():
-        _, h_tap = model.transformer(idx)
         z_a = model.jepa.online_proj(h_tap[pairs.b, pairs.t])
         z_p = model.jepa.predict(z_a, pairs.k_idx)
         h_teacher = model.teacher.encoder(idx) if model.teacher.encoder is not None else h_tap
@@ -190,6 +194,81 @@ def eval_latents(model: JepaLM, idx: torch.Tensor, pairs: Pairs) -> EvalLatents:
         z = model.teacher.target_proj(h_teacher[torch.cat((pairs.b, pairs.b)), rows])
         n = pairs.b.numel()
     return EvalLatents(z_a, z_p, z[:n], z[n:])
+
+
+def eval_latents(model: JepaLM, idx: torch.Tensor, pairs: Pairs) -> EvalLatents:
+    """The four latents of `pairs` over the batch `idx` (one forward up the stack)."""
+    with torch.no_grad():
+        _, h_tap = model.transformer(idx)
+    return pair_latents(model, idx, h_tap, pairs)
+
+
+class PairProbe:
+    """The eval latents of a fixed pair set, gathered block by block from whichever forward
+    passes cover its blocks: the LM scoring pass over non-overlapping blocks covers them all
+    (the pair blocks are blocks of that grid), so an eval runs the stack once per block;
+    `finish` runs the blocks no pass covered (a stride, a cap) and computes the metrics."""
+
+    def __init__(self, starts: np.ndarray, pairs: Pairs, block_size: int):
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.block_size = int(block_size)
+        self.pairs = Pairs(*(x.cpu() for x in pairs))
+        self._block_of = {int(s): i for i, s in enumerate(self.starts.tolist())}
+        order = torch.argsort(self.pairs.b, stable=True)
+        counts = torch.bincount(self.pairs.b, minlength=len(self.starts)).tolist()
+        self._rows = list(torch.split(order, counts))  # pair indices of each block
+        self._got: dict[int, EvalLatents] = {}
+
+    def reset(self) -> None:
+        self._got = {}
+
+    def take(self, model: JepaLM, x: torch.Tensor, starts: np.ndarray, h_tap: torch.Tensor) -> None:
+        """Collect the latents of the pair blocks among the windows (x, starts) of a forward pass."""
+        if x.shape[1] != self.block_size:
+            return
+        rows, blocks = [], []
+        for r, s in enumerate(np.asarray(starts).tolist()):
+            i = self._block_of.get(int(s))
+            if i is not None and i not in self._got and self._rows[i].numel():
+                rows.append(r)
+                blocks.append(i)
+        if not rows:
+            return
+        sel = [self._rows[i] for i in blocks]
+        p = self.pairs
+        b = torch.cat([torch.full((len(ix),), j) for j, ix in enumerate(sel)])
+        ix = torch.cat(sel)
+        sub = Pairs(b, p.t[ix], p.k_idx[ix], p.k[ix]).to(x.device)
+        r_t = torch.tensor(rows, device=x.device)
+        lat = pair_latents(model, x[r_t], h_tap[r_t], sub)
+        lo = 0
+        for i, part in zip(blocks, sel):
+            n = part.numel()
+            self._got[i] = EvalLatents(*(z[lo : lo + n] for z in lat))
+            lo += n
+
+    def finish(self, model: JepaLM, blocks: torch.Tensor, batch_size: int) -> dict[str, float]:
+        """Run the blocks not yet covered (`blocks`: all pair blocks' inputs, (n, T)), then the metrics."""
+        device = next(model.parameters()).device
+        missing = [i for i in range(len(self.starts)) if i not in self._got and self._rows[i].numel()]
+        for lo in range(0, len(missing), batch_size):
+            chunk = missing[lo : lo + batch_size]
+            x = blocks[chunk].to(device)
+            with torch.no_grad():
+                _, h_tap = model.transformer(x)
+            self.take(model, x, self.starts[chunk], h_tap)
+        done = [i for i in range(len(self.starts)) if self._rows[i].numel()]
+        lat = EvalLatents(*(torch.cat([getattr(self._got[i], f) for i in done]) for f in EvalLatents._fields))
+        order = torch.cat([self._rows[i] for i in done])
+        return representation_metrics(lat, self.pairs.k_idx[order].to(lat.z_a.device), _horizons_of(self.pairs))
+
+
+def _horizons_of(pairs: Pairs) -> list[int]:
+    """horizons[k_idx] = k as the pairs show it (an index no pair uses gets 0 and is never read)."""
+    out = [0] * (int(pairs.k_idx.max()) + 1 if pairs.k_idx.numel() else 0)
+    for i, k in zip(pairs.k_idx.tolist(), pairs.k.tolist()):
+        out[i] = k
+    return out
 
 
 def representation_metrics(lat: EvalLatents, k_idx: torch.Tensor, horizons: list[int]) -> dict[str, float]:
@@ -216,26 +295,10 @@ def jepa_eval_metrics(model: JepaLM, idx: torch.Tensor, pairs: Pairs, batch_size
     """
     if model.is_baseline:
         return {}
-    device = next(model.parameters()).device
-    n_blocks = idx.shape[0]
-    step = batch_size or n_blocks
     was_training = model.training
     model.eval()
-    parts: list[EvalLatents] = []
-    order: list[torch.Tensor] = []
     try:
-        pairs_cpu = Pairs(*(x.cpu() for x in pairs))
-        for lo in range(0, n_blocks, step):
-            hi = min(lo + step, n_blocks)
-            sel = ((pairs_cpu.b >= lo) & (pairs_cpu.b < hi)).nonzero().flatten()
-            if sel.numel() == 0:
-                continue
-            sub = Pairs(pairs_cpu.b[sel] - lo, pairs_cpu.t[sel], pairs_cpu.k_idx[sel], pairs_cpu.k[sel]).to(device)
-            parts.append(eval_latents(model, idx[lo:hi].to(device), sub))
-            order.append(sel)
+        probe = PairProbe(np.arange(idx.shape[0]), pairs, idx.shape[1])
+        return probe.finish(model, idx, batch_size or idx.shape[0])
     finally:
         model.train(was_training)
-    # back to the order of `pairs`
-    perm = torch.cat(order).argsort()
-    lat = EvalLatents(*(torch.cat([getattr(p, f) for p in parts])[perm.to(device)] for f in EvalLatents._fields))
-    return representation_metrics(lat, pairs_cpu.k_idx.to(device), list(model.jcfg.horizons))

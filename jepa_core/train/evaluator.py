@@ -9,7 +9,10 @@ Built once per run, called at each eval step on the main rank.
   summed nats by the UTF-8 bytes of the scored *targets*.
 - JEPA: a fixed set of at least `jepa.eval_pairs` pairs over as many
   validation blocks as needed (seeded by `train.seed`), with retrieval, its
-  copy control and the effective rank over the whole set.
+  copy control and the effective rank over the whole set. Its blocks are
+  blocks of the LM scoring grid, so the probes read the scoring pass's tap
+  activations (one forward per block); blocks a stride or a cap leaves
+  uncovered get a pass of their own.
 
 Forward batches hold `train.batch_size` windows (`train.eval_batches` is
 ignored; it stays in the schema so older config files load). Only private
@@ -32,6 +35,7 @@ class Evaluator:
     def __init__(self, cfg: Config, prepared: Any, device: torch.device, autocast, *, baseline: bool):
         from jepa_core.data.batching import val_blocks, val_windows
         from jepa_core.model import eval_pair_set
+        from jepa_core.model.eval import PairProbe
 
         tc, T = cfg.train, cfg.data.block_size
         self.device, self.autocast = device, autocast
@@ -48,29 +52,42 @@ class Evaluator:
         self.capped = self.n_scored < n - 1
         # bits per byte divide by the bytes of the *targets* (the tokens scored), not of the inputs
         self.token_bytes = np.asarray(prepared.tokenizer().token_byte_lengths(), dtype=np.int64)
-        self.pair_set = None if baseline else eval_pair_set(n, T, cfg.jepa, cfg.jepa.eval_pairs, seed=tc.seed)
-        self.blocks = None if self.pair_set is None else val_blocks(self.tokens, self.pair_set.starts, T)
+        self.probe = self.blocks = None
+        if not baseline:
+            pair_set = eval_pair_set(n, T, cfg.jepa, cfg.jepa.eval_pairs, seed=tc.seed)
+            self.probe = PairProbe(pair_set.starts, pair_set.pairs, T)
+            self.blocks = val_blocks(self.tokens, pair_set.starts, T)
 
     @torch.no_grad()
     def __call__(self, model) -> dict[str, Any]:
         """The eval record's metric fields for `model` (left in train mode afterwards)."""
-        from jepa_core.model import bits_per_byte, jepa_eval_metrics, score_lm
+        from jepa_core.model import bits_per_byte, score_lm
+
+        probe = self.probe
+
+        def logits(x: torch.Tensor, starts) -> torch.Tensor:
+            x = x.to(self.device)
+            h, h_tap = model.transformer(x)
+            if probe is not None:  # the JEPA probes read the same pass where it covers their blocks
+                probe.take(model, x, starts, h_tap)
+            return model.transformer.logits(h)
 
         model.eval()
         try:
             with self.autocast():
+                if probe is not None:
+                    probe.reset()
                 score = score_lm(
-                    lambda x: model.lm_logits(x.to(self.device)),
+                    logits,
                     self.tokens,
                     self.block_size,
                     self.batch_size,
                     self.stride,
                     self.max_tokens,
                     self.token_bytes,
+                    with_starts=True,
                 )
-                extra = {}
-                if self.pair_set is not None:
-                    extra = jepa_eval_metrics(model, self.blocks, self.pair_set.pairs, batch_size=self.batch_size)
+                extra = probe.finish(model, self.blocks, self.batch_size) if probe is not None else {}
         finally:
             model.train()
         val_loss = score.nats / max(score.n_tokens, 1)
