@@ -19,9 +19,10 @@ import json
 import os
 import re
 import socket
+import struct
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,10 @@ class CheckpointRef:
     step: int
     weights: Path
     state: Path
+    # set by `resume_checkpoint` when it did not take latest.json at its word: why, and
+    # the newer checkpoints that failed verification (to be set aside once the run is claimed)
+    note: str | None = field(default=None, compare=False)
+    rejected: tuple["CheckpointRef", ...] = field(default=(), compare=False)
 
 
 def _ref(ckpt_dir: Path, step: int) -> CheckpointRef:
@@ -202,6 +207,181 @@ def newest_run(out_dir: str | Path, profile: str | None = None) -> Path | None:
     return max(runs, key=lambda p: (p / CKPT_DIR / LATEST).stat().st_mtime, default=None)
 
 
+# --------------------------------------------------------------------------- verifying checkpoints before a resume
+
+# bytes per element of the safetensors dtypes (the names in the file header)
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file after checking that the file is whole.
+
+    Checks, without reading tensor data: the header parses, every tensor's byte
+    range matches its dtype and shape, the ranges tile the data area, and the
+    file ends where the last range does (a file cut short by a crash or a full
+    disk fails here). Raises ValueError saying what is wrong, OSError if unreadable.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, shorter than a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(_MAX_HEADER, size - 8):
+            raise ValueError(f"the header claims {n} bytes but the file has {size}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("the header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+            shape = [int(d) for d in info["shape"]]
+            dtype = str(info["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {name!r} has a malformed header entry") from None
+        numel = 1
+        for d in shape:
+            numel *= d
+        width = _DTYPE_BYTES.get(dtype)
+        if width is not None and end - begin != numel * width:
+            raise ValueError(f"tensor {name!r} spans {end - begin} bytes, its dtype and shape need {numel * width}")
+        spans.append((begin, end))
+    spans.sort()
+    pos = 0
+    for begin, end in spans:
+        if begin != pos or end < begin:
+            raise ValueError("the tensors' byte ranges overlap or leave gaps")
+        pos = end
+    if size != 8 + n + pos:
+        raise ValueError(f"the file has {size} bytes, its header describes {8 + n + pos}")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("the metadata is not a JSON object")
+    return header
+
+
+def verify_checkpoint(ref: CheckpointRef) -> str | None:
+    """None when both files of `ref` are whole and agree on its step; else what is wrong (one phrase).
+
+    Whole means `read_safetensors_header` accepts the file; agreeing means the
+    `step` in each file's metadata equals the step in its name (a file renamed or
+    copied over another fails). Tensor values are not checked: no checksum is kept.
+    """
+    named = weights_step(ref.weights)
+    if named is not None and named != ref.step:
+        return f"it is step {ref.step} but names {ref.weights.name}"
+    for kind, path in (("weights", ref.weights), ("state", ref.state)):
+        try:
+            header = read_safetensors_header(path)
+        except FileNotFoundError:
+            return f"its {kind} file {path.name} is missing"
+        except OSError as e:
+            return f"its {kind} file {path.name} cannot be read ({e.strerror or e})"
+        except ValueError as e:
+            return f"its {kind} file {path.name} is damaged ({e})"
+        meta_step = (header.get("__metadata__") or {}).get("step")
+        if meta_step is None:
+            return f"its {kind} file {path.name} has no `step` in its metadata: it was not written by `jepa train`"
+        if meta_step != str(ref.step):
+            return f"its {kind} file {path.name} holds step {meta_step}, not {ref.step}"
+    return None
+
+
+def resume_checkpoint(path: str | Path) -> CheckpointRef:
+    """The checkpoint to resume from: as `resolve_checkpoint`, but only one that verifies.
+
+    For a run directory (or its checkpoints/ folder): the one latest.json names
+    when it verifies, else the newest that does, with `note` saying why and
+    `rejected` listing the newer ones that failed. A file named explicitly must
+    verify itself; no other is substituted for it.
+    """
+    ref, how = resolve_checkpoint(path)
+    p = Path(path)
+    if p.is_file() or str(path).endswith(":best"):
+        problem = verify_checkpoint(ref)
+        if problem is None:
+            return ref
+        ckpt_dir = ref.weights.parent
+        good = next((c for c in reversed(list_checkpoints(ckpt_dir)) if verify_checkpoint(c) is None), None)
+        raise CheckpointError(
+            f"Cannot resume from {ref.weights}: {problem}.",
+            hint=(f"The newest checkpoint there that verifies is {good.weights.name}; `jepa train --resume {ref.run_dir}` "
+                  "resumes from it." if good else "No checkpoint in that folder verifies; start a new run.")
+            + " `jepa inspect FILE` shows what a file holds.",
+        )
+    ckpt_dir = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
+    pointer = ckpt_dir / LATEST
+    from_pointer = how is not None and how.startswith(f"{pointer} names")
+    problem = verify_checkpoint(ref)
+    if problem is None:
+        return ref
+    why = f"{pointer} names step {ref.step}, but {problem}" if from_pointer else f"{how}; but {problem}"
+    skipped = [ref]
+    for cand in reversed(list_checkpoints(ckpt_dir)):
+        if cand.weights == ref.weights:
+            continue
+        cand_problem = verify_checkpoint(cand)
+        if cand_problem is None:
+            # by the step in the file name: a pointer may name an older file than its step says
+            rejected = tuple(c for c in skipped if (weights_step(c.weights) or -1) > cand.step and c.weights.exists())
+            note = f"{why}; resuming from step {cand.step} ({cand.weights.name}), the newest checkpoint that verifies"
+            return CheckpointRef(cand.run_dir, cand.step, cand.weights, cand.state, note=note, rejected=rejected)
+        skipped.append(cand)
+        why += f"; {cand.weights.name}: {cand_problem}"
+    raise CheckpointError(
+        f"Cannot resume {ckpt_dir.parent}: no checkpoint verifies ({why}).",
+        hint="Start a new run without --resume; `jepa inspect FILE` shows what each file holds.",
+    )
+
+
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def set_aside(refs: tuple[CheckpointRef, ...] | list[CheckpointRef]) -> list[str]:
+    """Rename the files of checkpoints that failed verification to `NAME.corrupt`: kept for a look,
+    but no longer a checkpoint to rotation, resolution or a later resume. Returns the new names."""
+    moved = []
+    for ref in refs:
+        for path in (ref.weights, ref.state):
+            try:
+                os.replace(path, path.with_name(path.name + CORRUPT_SUFFIX))
+            except FileNotFoundError:
+                continue
+            moved.append(path.name + CORRUPT_SUFFIX)
+    return moved
+
+
+def sweep_temp_files(run_dir: Path) -> list[str]:
+    """Remove the `.NAME.*.tmp` files that atomic writes leave behind when a process is killed mid-write.
+
+    Only the trainer holding the run's lock may call this: another live writer's
+    temp files would look the same. Returns the removed names (relative to run_dir).
+    """
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CKPT_DIR):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(folder / name)
+                except OSError:
+                    continue  # a read-only folder: the write that needs the space will say so
+                removed.append(str((folder / name).relative_to(run_dir)))
+    return sorted(removed)
+
+
 # --------------------------------------------------------------------------- the trainer's presence
 
 
@@ -282,6 +462,15 @@ class RunLock:
             ) from None
         self._fd = fd
         return self
+
+    def probe(self) -> None:
+        """Raise RunBusy if a trainer holds the lock now (an early, cheap check; `acquire` is the real one)."""
+        if self.path.exists():
+            try:
+                self.acquire()
+            except OSError:
+                return  # cannot even open the lock file: `acquire` will say so when it matters
+            self.release()
 
     def release(self) -> None:
         if self._fd is not None:

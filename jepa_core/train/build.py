@@ -95,7 +95,12 @@ def _broadcast_run_dir(dinfo: DistInfo, path: Path | None) -> Path:
 
 
 def build_run(
-    cfg: Config, *, run_dir: Path | None, resume: rd.CheckpointRef | None, on_prepare: Callable[[str, int, int], None] | None = None
+    cfg: Config,
+    *,
+    run_dir: Path | None,
+    resume: rd.CheckpointRef | None,
+    on_prepare: Callable[[str, int, int], None] | None = None,
+    force_memory: bool = False,
 ) -> Run:
     from jepa_core.data import TrainBatcher, ensure_prepared, load_prepared
     from jepa_core.train.checkpoint import load_state_into, load_weights_into
@@ -107,6 +112,10 @@ def build_run(
         run_dir = resume.run_dir
     if dinfo.is_main and run_dir is None:
         run_dir = rd.new_run_dir(tc.out_dir, cfg.name)
+    if dinfo.is_main and run_dir is not None:
+        from jepa_core.train.session import claim_run_dir
+
+        claim_run_dir(run_dir, resume)  # refuse a busy or taken directory before the slow part
     run_dir = _broadcast_run_dir(dinfo, run_dir)
 
     if dinfo.is_main:
@@ -120,7 +129,9 @@ def build_run(
             hint="Lower data.block_size or raise data.train_fraction.",
         )
 
-    notes: list[str] = []
+    if not force_memory:
+        check_memory_fits(cfg, prepared.vocab_size, rt)
+    notes: list[str] = [resume.note] if resume is not None and resume.note else []
     plan = plan_step(cfg, rt.device, rt.precision)
     # a profile that asks for compile still trains on a machine without a C++ compiler
     why_not = compile_unavailable_reason(rt.device) if plan.compile else None
@@ -139,3 +150,23 @@ def build_run(
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
     return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes)
+
+
+def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
+    """Refuse, before anything is allocated, a run whose memory estimate (preflight's) exceeds the device.
+
+    A run that cannot fit would otherwise grow until the OS or CUDA kills it,
+    mid-step and without a checkpoint. The estimate is a formula, so --force
+    (force_memory) lets a user who knows better start anyway.
+    """
+    from jepa_core.preflight import device_memory, estimate_memory, memory_verdict
+
+    est = estimate_memory(cfg, vocab_size, precision=rt.precision)
+    capacity, what = device_memory(rt.device)
+    fits, detail = memory_verdict(est, cfg, capacity, what)
+    if not fits:
+        raise ConfigError(
+            f"This run would not fit in memory, so it was not started: the estimate {detail}.",
+            hint="Reduce model.d_model, model.n_layers, data.block_size or train.batch_size as suggested; "
+            "`jepa preflight` shows the same estimate. Pass --force to start anyway.",
+        )

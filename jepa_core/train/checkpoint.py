@@ -39,10 +39,26 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # its I/O errors carry the errno only in the text
+            raise _as_os_error(e, path) from e
+
+
+def _as_os_error(e: Exception, path: Path) -> OSError:
+    """A safetensors write error as the OSError it wraps ("... (os error 28)"), naming `path`."""
+    import os
+    import re
+
+    m = re.search(r"os error (\d+)", str(e))
+    if m is None:
+        return OSError(0, str(e), str(path))
+    errno = int(m.group(1))
+    return OSError(errno, os.strerror(errno), str(path))
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -177,12 +193,18 @@ def save_checkpoint(
     _save_tensors(s_path, {**opt_tensors, **rng_tensors}, state_meta)
 
     write_pointer(ckpt_dir, LATEST, meta.step)
-    _rotate(ckpt_dir, keep_last)
+    _rotate(ckpt_dir, keep_last, meta.step)
     return CheckpointRef(run_dir=Path(run_dir), step=meta.step, weights=w_path, state=s_path)
 
 
-def _rotate(ckpt_dir: Path, keep_last: int) -> None:
-    steps = [ref.step for ref in list_checkpoints(ckpt_dir)]
+def _rotate(ckpt_dir: Path, keep_last: int, current: int) -> None:
+    """Keep the keep_last newest checkpoints up to `current`, the one just written.
+
+    Checkpoints past `current` belong to a line this run abandoned (it resumed
+    from an earlier one); they are neither counted nor deleted here, so the
+    checkpoint just written can never be rotated away by them.
+    """
+    steps = [ref.step for ref in list_checkpoints(ckpt_dir) if ref.step <= current]
     for step in steps[:-keep_last] if keep_last > 0 else []:
         for name in (weights_name(step), state_name(step)):
             try:

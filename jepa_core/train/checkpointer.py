@@ -52,8 +52,14 @@ class Checkpointer:
         try:
             ref = save_checkpoint(self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last)
         except write_errors() as e:
-            errno = getattr(e, "errno", None)
-            what = f"{getattr(e, 'strerror', None) or e}" + (f", errno {errno}" if errno else "")
-            return f"writing the checkpoint for step {step} under {self.run_dir} failed ({what})"
+            return describe_write_error(e, f"the checkpoint for step {step}", Path(self.run_dir) / "checkpoints")
         self.last = ref.weights
         return None
+
+
+def describe_write_error(e: BaseException, what: str, where: Path) -> str:
+    """"writing WHAT failed: PATH: REASON (errno N)", with the file when the error names one."""
+    path = getattr(e, "filename", None) or where
+    errno = getattr(e, "errno", None)
+    reason = getattr(e, "strerror", None) or str(e)
+    return f"writing {what} failed: {path}: {reason}" + (f" (errno {errno})" if errno else "")

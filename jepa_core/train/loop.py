@@ -107,13 +107,15 @@ def train(
     callbacks: TrainCallbacks | None = None,
     stop_after: int | None = None,
     handle_signals: bool = True,
+    force_memory: bool = False,
 ) -> TrainResult:
     """Run (or resume) the run described by `cfg`; `resume` comes from `resolve_resume`.
 
     `stop_after` ends the run after that step as if interrupted (tests and ablations use it to split a run).
+    `force_memory` starts a run whose memory estimate says it does not fit (`jepa train --force`).
     """
     cb = callbacks or TrainCallbacks()
-    run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare)
+    run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory)
     try:
         with RunSession(run, cb) as session, SignalFlag(handle_signals) as signals:
             return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after))
@@ -146,6 +148,8 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     message = stop.message
     if status == "interrupted":
         message += f"; resume with: jepa train --resume {run.run_dir}"
+    elif status == "write_failed" and ckpt.last is not None and not stops.run_dir_gone():
+        message += f" Free space or fix permissions there, then resume with: jepa train --resume {run.run_dir}"
     if stop.now:
         session.emit("event", step, event="alert", kind=status, message=message)
     end = {"message": message, "wall_s": round(time.time() - session.t_start, 3), "train_time": round(clock.train_s, 3),

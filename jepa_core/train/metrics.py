@@ -7,6 +7,7 @@ no API key it runs in offline mode.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -36,10 +37,19 @@ class JsonlSink:
         # allow_nan keeps NaN/Infinity tokens: a diverged value must be visible, not dropped
         line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
         data = (b"\n" if self._needs_newline else b"") + line.encode("utf-8")
-        written = os.write(self._fd, data)
-        if written != len(data):
-            self._needs_newline = True
-            raise OSError(28, f"short write ({written} of {len(data)} bytes)", str(self.path))
+        done = 0
+        try:
+            # a short write is retried for the rest: the retry either finishes the line or
+            # raises the real reason (ENOSPC, EFBIG...) for the message
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, f"short write ({done} of {len(data)} bytes)", str(self.path))
+                done += n
+        except OSError:
+            if done:
+                self._needs_newline = True
+            raise
         self._needs_newline = False
 
     def close(self) -> None:

@@ -10,10 +10,14 @@ from jepa_core.errors import CheckpointError, ConfigError
 
 
 def find_checkpoint(target: str, out_dir: str, profile: str | None) -> rd.CheckpointRef:
-    """`auto`: the newest run (of `profile` if given) under out_dir with a checkpoint; else a path."""
+    """`auto`: the newest run (of `profile` if given) under out_dir with a checkpoint; else a path.
+
+    Only a checkpoint that verifies is returned (`rundir.resume_checkpoint`): for a
+    run directory whose latest.json names a damaged or inconsistent checkpoint,
+    the newest one that verifies, with `ref.note` saying so.
+    """
     if target != "auto":
-        ref, _ = rd.resolve_checkpoint(target)
-        return ref
+        return rd.resume_checkpoint(target)
     run = rd.newest_run(out_dir, profile)
     if run is None:
         which = f"of profile `{profile}` " if profile else ""
@@ -21,8 +25,7 @@ def find_checkpoint(target: str, out_dir: str, profile: str | None) -> rd.Checkp
             f"--resume auto found no run {which}with a checkpoint under {out_dir}/.",
             hint="Start a new run without --resume, or pass a run directory: --resume runs/<run>.",
         )
-    ref, _ = rd.resolve_checkpoint(run)
-    return ref
+    return rd.resume_checkpoint(run)
 
 
 def resolve_resume(
@@ -39,6 +42,10 @@ def resolve_resume(
 
     out_dir = cfg.train.out_dir if cfg is not None else "runs"
     ref = find_checkpoint(resume, out_dir, cfg.name if cfg is not None else profile)
+    # refuse a run that is training now before building anything (the trainer's lock is the real claim)
+    from jepa_core.train.session import claim_run_dir
+
+    claim_run_dir(ref.run_dir, ref)
     meta = read_metadata(ref.weights)
     if "config" not in meta:
         raise CheckpointError(

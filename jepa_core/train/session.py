@@ -8,13 +8,14 @@ files; on other ranks every method is a no-op except the callbacks' guards.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from jepa_core import rundir as rd
 from jepa_core.config import config_to_toml
 from jepa_core.errors import JepaError
+from jepa_core.fsutil import atomic_write_bytes, atomic_write_text
 from jepa_core.train.build import Run
 from jepa_core.train.metrics import MetricsLogger
 
@@ -29,6 +30,8 @@ class RunSession:
         self.logger: MetricsLogger | None = None
         self._lock = rd.RunLock(run.run_dir)
         self._ended = False
+        self._swept: list[str] = []
+        self._set_aside: list[str] = []
         self._last_beat = 0.0
         self.t_start = time.time()
 
@@ -37,35 +40,54 @@ class RunSession:
     def __enter__(self) -> "RunSession":
         run = self.run
         if self.is_main:
-            if run.resume is None and rd.holds_run(run.run_dir):
-                raise JepaError(
-                    f"{run.run_dir} already holds a run; a new run there would rotate away its checkpoints.",
-                    hint=f"Continue it with `jepa train --resume {run.run_dir}`, or drop --run-dir to start a new run in its own directory.",
-                )
-            run.run_dir.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
+            claim_run_dir(run.run_dir, run.resume, self._lock)
         try:
             self.logger = MetricsLogger(run.cfg.log, run.run_dir, enabled=self.is_main, run_config=run.cfg.to_dict())
             if self.is_main:
-                (run.run_dir / rd.CONFIG).write_text(self.config_toml, encoding="utf-8")
-                shutil.copyfile(run.prepared.tokenizer_path, run.run_dir / rd.TOKENIZER)
-                rd.write_pidfile(run.run_dir)
-                with contextlib.suppress(FileNotFoundError):
-                    (run.run_dir / rd.STOPFILE).unlink()
+                self._write_run_files()
         except OSError as e:
             self._release()
-            raise JepaError(f"Cannot write the run directory {run.run_dir} ({e.strerror or e}).", hint="Check free space and permissions, or choose another train.out_dir.") from None
+            last = f"the last good checkpoint is {run.resume.weights}" if run.resume else "no checkpoint was written"
+            raise JepaError(
+                f"Cannot write the run directory {run.run_dir}: {e.filename or run.run_dir}: {e.strerror or e}"
+                + (f" (errno {e.errno})" if e.errno else "") + f". Nothing was trained; {last}.",
+                hint="Check free space and permissions, or choose another train.out_dir.",
+            ) from None
         except BaseException:
             self._release()
             raise
-        info = run.start_info()
-        self.emit("event", run.start_step, event="run_start", **info, config=run.cfg.to_dict())
-        if run.resume is not None:
-            self.emit("event", run.start_step, event="resume", from_step=run.start_step, checkpoint=str(run.resume.weights))
-        if self.is_main:
-            self.cb.on_start(info)
-        self.heartbeat(run.start_step, "compiling" if run.trainee.plan.compile else "starting", force=True)
+        try:
+            info = run.start_info()
+            self.emit("event", run.start_step, event="run_start", **info, config=run.cfg.to_dict())
+            if self._swept:
+                self.emit("event", run.start_step, event="cleanup", removed=self._swept)
+            if run.resume is not None:
+                extra: dict[str, Any] = {}
+                if run.resume.note:
+                    extra["fallback"] = run.resume.note
+                if self._set_aside:
+                    extra["set_aside"] = self._set_aside
+                self.emit("event", run.start_step, event="resume", from_step=run.start_step, checkpoint=str(run.resume.weights), **extra)
+            if self.is_main:
+                self.cb.on_start(info)
+            self.heartbeat(run.start_step, "compiling" if run.trainee.plan.compile else "starting", force=True)
+        except BaseException as e:  # __exit__ is not called when __enter__ raises: end the run here
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
+
+    def _write_run_files(self) -> None:
+        """Sweep what killed writers left, set aside checkpoints that failed verification, then the run's files."""
+        run = self.run
+        self._swept = rd.sweep_temp_files(run.run_dir)
+        if run.resume is not None and run.resume.rejected:
+            self._set_aside = rd.set_aside(run.resume.rejected)
+        # atomic: on resume these replace the run's own copies, which a failed write must not destroy
+        atomic_write_text(run.run_dir / rd.CONFIG, self.config_toml)
+        atomic_write_bytes(run.run_dir / rd.TOKENIZER, Path(run.prepared.tokenizer_path).read_bytes())
+        rd.write_pidfile(run.run_dir)
+        with contextlib.suppress(FileNotFoundError):
+            (run.run_dir / rd.STOPFILE).unlink()
 
     # ---- during
 
@@ -114,3 +136,34 @@ class RunSession:
             step = getattr(self, "step", self.run.start_step)
             msg = exc.message if isinstance(exc, JepaError) else f"{exc_type.__name__ if exc_type else 'unknown'}: {exc}"
             self.end(step, "failed", message=msg, step_reached=step)
+
+
+def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLock | None = None) -> None:
+    """Refuse a run directory another trainer holds, or (without a resume) one that holds a run already.
+
+    With `lock`, take it and keep it (the trainer's claim, for its whole life);
+    without, only check (an early refusal before data and model are built).
+    A pid file left by a dead trainer never blocks: the OS lock is the authority.
+    """
+    run_dir = Path(run_dir)
+    existing = resume is None and rd.holds_run(run_dir)
+    probe = lock is None
+    lock = lock or rd.RunLock(run_dir)
+    try:
+        if probe:
+            lock.probe()  # a busy directory is reported as busy, whatever else is true of it
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+    except OSError as e:
+        raise JepaError(
+            f"Cannot create the run directory {run_dir}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "") + ".",
+            hint="Check free space and permissions, or choose another train.out_dir / --run-dir.",
+        ) from None
+    if existing:
+        if not probe:
+            lock.release()
+        raise JepaError(
+            f"{run_dir} already holds a run; a new run there would rotate away its checkpoints.",
+            hint=f"Continue it with `jepa train --resume {run_dir}`, or drop --run-dir to start a new run in its own directory.",
+        )
