@@ -65,8 +65,10 @@ def _click_error_classes() -> tuple[type, type]:
 
 
 def main() -> None:
+    from jepa_cli.streams import reopen_closed_std_fds
     from jepa_core.errors import JepaError
 
+    reopen_closed_std_fds()  # `jepa train >&-`: no AttributeError, no file landing on descriptor 1
 
     usage_error, click_exception = _click_error_classes()
     try:
@@ -96,8 +98,12 @@ def main() -> None:
 
         if debug_enabled():
             raise
-        print_user_error(e)
+        from jepa_cli.console import err_console
+        from jepa_cli.streams import guard, survive_broken_pipe
 
+        survive_broken_pipe(err_console)  # a gone stderr must not turn exit 2 into Rich's exit 1
+        with guard(err_console):
+            print_user_error(e)
         sys.exit(e.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)
 

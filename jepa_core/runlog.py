@@ -156,10 +156,13 @@ class Table:
             if tv is not float and tv is not int:  # bool is its own type: excluded
                 if not _is_number(v):
                     continue
+            try:
+                fv = float(v)
+            except OverflowError:  # an integer past float range (a 400-digit number): missing
+                continue
             col = cols.get(k)
             if col is None:
                 col = cols[k] = array("d", _NAN1) * n
-            fv = float(v)
             if not isfinite(fv):
                 bad.append(k)
             col.append(fv)
@@ -252,7 +255,13 @@ def _fmt_age(s: float) -> str:
 
 
 def _num(v: Any) -> float | None:
-    return float(v) if _is_number(v) else None
+    """A number field as a float (NaN and infinities kept); None for non-numbers and integers past float range."""
+    if not _is_number(v):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return None
 
 
 class RunLog:
@@ -323,7 +332,7 @@ class RunLog:
     def _ingest(self, rec: dict[str, Any]) -> None:
         typ = rec.get("type")
         step = rec.get("step")
-        step_i = int(step) if _is_number(step) and math.isfinite(step) else 0
+        step_i = step_number(step) or 0  # NaN, a string or a 400-digit number: not a step
         t = _num(rec.get("time"))
         if t is not None and math.isfinite(t):
             self.last_record_time = t
@@ -388,10 +397,11 @@ class RunLog:
 
     @property
     def max_steps(self) -> int | None:
-        v = self.start.get("max_steps")
-        if not _is_number(v):
-            v = (self.config.get("train") or {}).get("max_steps")
-        return int(v) if _is_number(v) else None
+        # NaN, a string or a 400-digit number is no step count: fall back, else unknown
+        v = step_number(self.start.get("max_steps"))
+        if v is None:
+            v = step_number((self.config.get("train") or {}).get("max_steps"))
+        return v
 
     @property
     def is_baseline(self) -> bool:

@@ -30,6 +30,10 @@ def train(
         Optional[bool],
         typer.Option("--tui/--no-tui", help="Open the live dashboard (default: on when stdout is a terminal).", rich_help_panel="Display"),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Start even when the memory estimate (as in `jepa preflight`) says the run does not fit.", rich_help_panel="Run"),
+    ] = False,
 ) -> None:
     """Train a model from a profile; writes config, metrics and checkpoints to a run directory.
 
@@ -43,7 +47,7 @@ def train(
     """
     from jepa_cli.render.train import run_train
 
-    run_train(profile=profile, overrides=set_, resume=resume, run_dir=run_dir, tui=tui)
+    run_train(profile=profile, overrides=set_, resume=resume, run_dir=run_dir, tui=tui, force=force)
 
 
 def register(app: typer.Typer) -> None:

@@ -98,8 +98,10 @@ class PlainProgress:
             self.progress = None
 
 
-def _build_child_argv(profile: str | None, overrides: list[str], resume: str | None, run_dir: Path) -> list[str]:
+def _build_child_argv(profile: str | None, overrides: list[str], resume: str | None, run_dir: Path, force: bool = False) -> list[str]:
     argv = [sys.executable, "-m", "jepa_cli", "train", "--no-tui", "--run-dir", str(run_dir)]
+    if force:
+        argv.append("--force")
     if profile:
         argv += ["--profile", profile]
     for o in overrides:
@@ -109,7 +111,9 @@ def _build_child_argv(profile: str | None, overrides: list[str], resume: str | N
     return argv
 
 
-def run_train(profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None) -> None:
+def run_train(
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False
+) -> None:
     import os
 
     from jepa_core.config import load_config
@@ -139,29 +143,35 @@ def run_train(profile: str | None, overrides: list[str], resume: str | None, run
         target.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 
-        code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target), target), target)
+        code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target), target, force), target)
         raise typer.Exit(code)
 
     from jepa_core.train.loop import train
 
     live = sys.stdout.isatty() and not distributed
     progress = PlainProgress(live=live)
+    # a closed or broken stdout/stderr (`| head -1`, `>&-`, a hung-up terminal) costs the display only
+    from jepa_cli.streams import GuardedCallbacks, guard
+
+    out_guard = guard(console, err_console)
     t0 = time.time()
     try:
-        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=progress)
+        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force)
     finally:
-        progress.close()
+        with out_guard:
+            progress.close()
     if int(os.environ.get("RANK", "0")) != 0:
         raise typer.Exit(result.exit_code)
-    ev = result.last_eval
-    colour = {"finished": "green", "interrupted": "yellow"}.get(result.status, "red")
-    console.print(
-        f"[bold {colour}]{result.status}[/] at step {result.step} in {time.time() - t0:.1f} s "
-        f"({result.tok_per_s:,.0f} tok/s)"
-        + (f"; val_loss {_fmt(ev.get('val_loss'))}, val_bpb {_fmt(ev.get('val_bpb'))}" if ev else "")
-    )
-    if result.message:
-        console.print(f"[dim]{result.message}[/]")
-    if result.last_checkpoint:
-        console.print(f"[dim]inspect: jepa inspect {result.run_dir}   resume: jepa train --resume {result.run_dir}[/]")
+    with out_guard:  # the summary is lost with the stream; the exit code still says how it ended
+        ev = result.last_eval
+        colour = {"finished": "green", "interrupted": "yellow"}.get(result.status, "red")
+        console.print(
+            f"[bold {colour}]{result.status}[/] at step {result.step} in {time.time() - t0:.1f} s "
+            f"({result.tok_per_s:,.0f} tok/s)"
+            + (f"; val_loss {_fmt(ev.get('val_loss'))}, val_bpb {_fmt(ev.get('val_bpb'))}" if ev else "")
+        )
+        if result.message:
+            console.print(f"[dim]{result.message}[/]")
+        if result.last_checkpoint:
+            console.print(f"[dim]inspect: jepa inspect {result.run_dir}   resume: jepa train --resume {result.run_dir}[/]")
     raise typer.Exit(result.exit_code)
