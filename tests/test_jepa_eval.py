@@ -286,6 +286,12 @@ def test_score_lm_on_a_real_model_matches_a_direct_sum():
     assert got.n_bytes == int(lengths[tokens[1:]].sum())
 
 
+def test_effective_rank_of_non_finite_latents_is_nan():
+    z = torch.eye(4)
+    z[1, 2] = float("inf")
+    assert math.isnan(effective_rank(z))  # not a LinAlgError out of the eval
+
+
 def test_effective_rank_hand_computed():
     assert effective_rank(torch.eye(4)) == pytest.approx(4.0)
     # singular values (3, 1): p = (3/4, 1/4)

@@ -140,8 +140,14 @@ def eval_pair_set(n_tokens: int, block_size: int, jcfg: JepaConfig, n_pairs: int
 
 
 def effective_rank(z: torch.Tensor) -> float:
-    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values."""
-    s = torch.linalg.svdvals(z.detach().double().cpu())
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values.
+
+    NaN for non-finite latents (the SVD would raise, and a diverging run must end as
+    "diverged" at its next loss check, not "failed" inside an eval)."""
+    z = z.detach().double().cpu()
+    if not bool(torch.isfinite(z).all()):
+        return float("nan")
+    s = torch.linalg.svdvals(z)
     total = s.sum()
     if total <= 0:
         return 0.0
