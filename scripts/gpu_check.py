@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -120,6 +121,11 @@ FIRST_STEP_RTOL = 1e-3
 # Mean |resumed - uninterrupted| loss over the run's mean step-to-step |loss change|.
 DRIFT_OVER_NOISE_MAX = 0.10
 COMPARED_KEYS = ("loss", "lm_loss", "jepa_loss", "grad_norm", "lr")
+PROFILES = ("gpt2-small", "shakespeare")
+STEP_NAMES = (
+    "install", "env", *(f"preflight:{p}" for p in PROFILES), "pytest", *(f"bench:{p}" for p in PROFILES),
+    "memory", "resume", "torchrun", "nccl", "resume-default",
+)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -827,14 +833,14 @@ class Checker:
             print("gpu-check: torch sees no CUDA device here. Run `scripts/gpu-check --cpu` for the CPU stand-in run, "
                   "or check the driver and torch's CUDA build on this machine.", file=sys.stderr)
             return 2
-        for p in ("gpt2-small", "shakespeare"):
+        for p in PROFILES:
             self.step(f"preflight:{p}", f"jepa preflight --profile {p} --json", lambda rec, p=p: self.do_preflight(rec, p))
         self.step("pytest", "pytest -m gpu (the tests that skip without CUDA)", self.do_pytest)
-        for p in ("gpt2-small", "shakespeare"):
+        for p in PROFILES:
             self.step(f"bench:{p}", f"jepa bench --profile {p} --json", lambda rec, p=p: self.do_bench(rec, p))
         # right after bench: gpt2-small's compiled graphs are in the inductor cache by then
         self.step("memory", "peak memory of each profile's training step vs preflight's estimate",
-                  lambda rec: self.do_memory(rec, ("gpt2-small", "shakespeare")))
+                  lambda rec: self.do_memory(rec, PROFILES))
         self.step("resume", f"train {self.plan.resume_steps} steps, resume from step {self.plan.resume_steps // 2}, compare (deterministic algorithms: bit-exact)",
                   lambda rec: self.do_resume(rec, True))
         # the cheapest steps last, where a run that went long has the least time left
@@ -1015,7 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.budget if args.budget is not None else os.environ.get("GPU_CHECK_BUDGET_S")
     if budget is not None:
         try:
-            plan.budget_s = float(budget)
+            plan = dataclasses.replace(plan, budget_s=float(budget))
         except ValueError:
             print(f"gpu-check: the budget must be a number of seconds, got {budget!r}.", file=sys.stderr)
             return 2
@@ -1023,6 +1029,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu-check: the budget must be positive, got {budget!r}.", file=sys.stderr)
             return 2
     only = {o.strip() for o in args.only.split(",") if o.strip()} if args.only else None
+    unknown = sorted(o for o in (only or ()) if o not in STEP_NAMES and not any(n.startswith(o + ":") for n in STEP_NAMES))
+    if unknown:
+        print(f"gpu-check: unknown step(s) in --only: {', '.join(unknown)}. Steps: {', '.join(STEP_NAMES)}.", file=sys.stderr)
+        return 2
     work_env = os.environ.get("GPU_CHECK_WORK")
     if work_env:
         work = Path(work_env)

@@ -151,10 +151,10 @@ def test_the_gpu_run_without_cuda_stops_after_env_with_a_hint(tmp_path):
     assert doc["steps"][1]["status"] == "fail" and "no CUDA" in doc["steps"][1]["detail"]
 
 
-def test_bad_budget_is_a_user_error(tmp_path):
-    r = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--budget", "soon", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "budget" in r.stderr and "Traceback" not in r.stderr
+@pytest.mark.parametrize("args, word", [(["--budget", "soon"], "budget"), (["--only", "benh"], "benh")])
+def test_bad_arguments_are_user_errors(tmp_path, args, word):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--cpu", *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr
 
 
 # --------------------------------------------------------------------------- the pipeline on CPU
