@@ -69,8 +69,11 @@ def tiny_run(tmp_path):
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
 def test_single_run_snapshot(tiny_run, size):
     text = _render([tiny_run], size)
-    for word in ("loss", "variance", "covariance", "EMA momentum", "FINISHED", "step 600/600"):
-        assert word in text
+    for word in ("loss", "JEPA terms", "latent std", "grad norm · LR", "FINISHED", "step 600/600", "●"):
+        assert word in text  # ●: the eval points of the val loss
+    if size[0] >= 120:  # the large layout adds the schedule and retrieval charts and the eval table
+        for word in ("EMA momentum · lm_weight", "retrieval top-1", "lift vs copy h2", "chance-norm h2"):
+            assert word in text
     _check(f"dashboard_{size[0]}x{size[1]}.txt", text)
 
 
@@ -80,5 +83,6 @@ def test_ablation_with_alert_snapshot(tmp_path):
     with open(a / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"type": "event", "step": 300, "time": T0 + 61, "event": "alert", "kind": "collapse", "message": "std_anchor 0.004 < floor 0.01 at step 300"}) + "\n")
     text = _render([a, b], (80, 24))
-    assert "collapse" in text and "jepa-seed0" in text and "baseline-seed0" in text
+    # runs are labelled by what differs between them (run_baseline), not by their folder names
+    assert "collapse" in text and "⚠ 1 alert" in text and "● jepa " in text and "● baseline " in text
     _check("dashboard_ablation_80x24.txt", text)

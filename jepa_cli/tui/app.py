@@ -1,9 +1,10 @@
 """The live dashboard: a Textual app over one or more run directories.
 
-It only reads files (metrics.jsonl, config.toml, train.pid) and, on `s`,
-writes the `stop` file; training never waits for it. Data is polled on a
-timer (`poll_interval`, 0.5 s by default), which is also the cap on how often
-the charts redraw.
+It only reads files (metrics.jsonl, config.toml, train.pid, heartbeat.json)
+and, on `s`, writes the `stop` file; training never waits for it. Data is
+polled on a timer (`poll_interval`, 0.5 s by default), which is also the cap on
+how often the charts redraw. The heartbeat moves the header's step counter
+between log lines and shows "compiling (first step)" while torch.compile works.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, RichLog, Static
 
 from jepa_core.runlog import RunLog, RunSet, pid_is_local_and_alive, read_pid_file
+from jepa_core.runs import run_labels
 
 from .charts import CHARTS, METRIC_COLORS, RUN_COLORS, X_AXES, ChartWidget, View
 from .control import request_stop
-from .panels import alerts_text, event_line, evals_compact, evals_table, header_text
+from .panels import alerts_text, event_line, evals_compact, evals_table, header_text, live_step, start_phase
+from .picker import RESET, MetricPicker, metric_keys
+from .system import SystemSampler, gpu_index
 
 # Below either size the dashboard uses its compact layout (80x24 fits).
 COMPACT_WIDTH = 120
@@ -38,16 +42,25 @@ HELP_TEXT = """\
   [b]s[/b]      stop training (asks) [b]x[/b]  x axis: step / tokens / time
   [b]m[/b]      EMA smoothing        [b]l[/b]  log scale on loss charts
   [b]tab[/b]    next chart / log     [b]c[/b]  cycle the focused chart's metric
+  [b]p[/b]      pick any metric for the focused chart (type to filter)
   [b]mouse[/b]  click to focus, hover a chart to read its values
-[b]charts[/b]
+[b]charts[/b]  (● marks an eval point; a key with → is on the right axis)
   loss          total, lm, jepa (train) and val (eval)
-  variance      std_anchor, std_pred (per-dim std of z), var_loss
-  covariance    cov_loss
-  EMA momentum  the teacher's; LR and lm_w rescaled onto its axis (↕)
-  several runs: one colour per run, one metric per chart (c)
-[b]status[/b]  running, stopping, stale (quiet, or trainer gone),
-        finished, interrupted, diverged, failed
-re-attach any time: [b]jepa watch RUN_DIR[/b]     [dim]escape ? q: close[/dim]"""
+  JEPA terms    info_nce, var (VICReg variance), cov (covariance)
+  latent std    std_anchor, std_pred (per-dim std of z; falls on collapse)
+  grad norm·LR  grad_norm, and the backbone LR on its own axis
+  large screens also: EMA momentum · lm_weight, retrieval top-1
+  several runs: one colour per run, one metric per chart (c);
+  runs are named by what differs (profile, --set values, seed)
+[b]eval[/b]    top-1: retrieval of z(t+k) among the pairs; lift vs copy:
+        top-1 minus the copy control's (z(t) as the query);
+        chance-norm: 0 at chance, 1 when every pair is found
+[b]status[/b]  compiling (first step), running, stopping, stale (quiet,
+        or trainer gone), finished, interrupted, diverged, failed
+[b]strip[/b]   alerts (count, worst first); the trainer's CPU %, RSS,
+        and on CUDA the GPU's use and memory
+re-attach any time: [b]jepa watch[/b] (newest run) or [b]jepa watch RUN_DIR[/b]
+[dim]escape ? q: close[/dim]"""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -114,13 +127,19 @@ class Dashboard(App[str]):
     """`run()` returns "detach" (q), "ended" (the child training process exited) or None."""
 
     TITLE = "jepa"
+    # the footer's room at 80 columns goes to the dashboard's own keys (p opens the metric picker)
+    ENABLE_COMMAND_PALETTE = False
     CSS = """
     Screen { layout: vertical; }
-    #header, #alerts, #evals { text-wrap: nowrap; text-overflow: ellipsis; }
+    #header, #alerts, #evals, #system { text-wrap: nowrap; text-overflow: ellipsis; }
     #header { height: auto; max-height: 9; padding: 0 1; background: $panel; }
-    #alerts { height: 1; }
+    #strip { height: 1; }
+    #alerts { height: 1; width: 1fr; }
+    #system { height: 1; width: auto; max-width: 50%; color: $text-muted; }
     #body { height: 1fr; layout: horizontal; }
-    #charts { grid-size: 2 2; grid-gutter: 0 1; width: 1fr; height: 1fr; }
+    #charts { grid-size: 2 3; grid-gutter: 0 1; width: 1fr; height: 1fr; }
+    Screen.-compact #charts { grid-size: 2 2; }
+    Screen.-compact ChartWidget.-large-only { display: none; }
     #side { width: 50; height: 1fr; }
     #evals { height: auto; max-height: 24; border: round $primary-background; border-title-color: $text-muted; }
     #log { height: 1fr; border: round $primary-background; border-title-color: $text-muted; }
@@ -138,6 +157,7 @@ class Dashboard(App[str]):
         Binding("x", "cycle_x", "x-axis"),
         Binding("m", "toggle_smooth", "smooth"),
         Binding("l", "toggle_log", "log"),
+        Binding("p", "pick_metric", "pick"),
     ]
 
     def __init__(
@@ -149,6 +169,7 @@ class Dashboard(App[str]):
         stale_after: float = 60.0,
         clock: Callable[[], float] = time.time,
         linger_on_success: bool = False,
+        system: SystemSampler | None = None,
     ):
         super().__init__()
         self.runset = RunSet.open(run_dirs, stale_after=stale_after, clock=clock)
@@ -159,7 +180,10 @@ class Dashboard(App[str]):
         self.child_returncode: int | None = None
         self.poll_interval = poll_interval
         self.view = View()
-        self.labels = self.runset.labels()
+        self.labels = run_labels(self.runs)
+        self.system = system or SystemSampler()
+        self._last_chart = 0  # the chart `p` fills when no chart has focus: the last one focused
+        self._last_note: str | None = None
         self._logged_events = [0] * len(self.runs)
         self._seen_resets = [0] * len(self.runs)
         self._logged_alerts: list[set] = [set() for _ in self.runs]
@@ -182,12 +206,15 @@ class Dashboard(App[str]):
         # (which search the active screen) would not find them.
         self.header = Static(id="header")
         self.alerts = Static(id="alerts")
-        self.charts = [ChartWidget(spec, self) for spec in CHARTS]
+        self.system_strip = Static(id="system")
+        self.charts = [ChartWidget(spec, self, classes="-large-only" if spec.large_only else None) for spec in CHARTS]
         self.side = Vertical(id="side")
         self.evals = Static(id="evals")
         self.log_pane = RichLog(id="log", wrap=True, markup=False, max_lines=2000, auto_scroll=True)
         yield self.header
-        yield self.alerts
+        with Horizontal(id="strip"):
+            yield self.alerts
+            yield self.system_strip
         with Container(id="body"):
             with Grid(id="charts"):
                 yield from self.charts
@@ -220,6 +247,37 @@ class Dashboard(App[str]):
         self.side.styles.height = (min(3, len(self.runs)) + 3) if compact else "1fr"
         self._update_panels()
 
+    @property
+    def chart_note(self) -> str | None:
+        """What an empty chart says while the only run has not logged yet: why it is empty."""
+        if len(self.runs) != 1 or self.runs[0].train.n:
+            return None
+        run = self.runs[0]
+        phase = start_phase(run)
+        if phase is not None:
+            return "compiling (first step)..." if phase[0] == "compiling" else "starting..."
+        if run.end is not None:
+            return None
+        if not run.events:
+            return self._launch_note(run)
+        every = (run.config.get("log") or {}).get("every")
+        if isinstance(every, int) and live_step(run) < every:
+            return f"step {live_step(run)}: first point at step {every}"
+        return None
+
+    def _launch_note(self, run: RunLog) -> str:
+        """Before run_start: the last line the trainer printed (preparing data...), when it runs under us."""
+        from .launch import LOG_FILE
+
+        try:
+            with open(run.run_dir / LOG_FILE, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 400))
+                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        return lines[-1][:60] if lines else "waiting for the trainer..."
+
     # ---- data
 
     def _tick(self) -> None:
@@ -227,11 +285,18 @@ class Dashboard(App[str]):
         changed = self.runset.poll(budget_s=0.15)
         if self.runset.behind:
             self.set_timer(0.02, self._tick)
+        if changed:
+            labels = run_labels(self.runs)  # run_start may have brought the configs
+            if labels != self.labels:
+                self.labels = labels
         for i, run in enumerate(self.runs):
             self._log_new(i, run)
-        if changed:
+        note = self.chart_note
+        if changed or note != self._last_note:
+            self._last_note = note
             self._refresh_charts()
         self._update_panels()
+        self._update_system()
         if self.child is not None and self.child_returncode is None:
             rc = self.child.poll()
             if rc is not None:
@@ -269,6 +334,32 @@ class Dashboard(App[str]):
                 t.append("⚠ ", style="bold red")
                 t.append(a.message)
                 log.write(t)
+
+    def _trainers(self) -> tuple[list[int], list[int], str | None]:
+        """(local live trainer pids, CUDA indices of live runs, host of a trainer elsewhere)."""
+        pids, gpus, remote = [], [], None
+        for run in self.runs:
+            if run.end is not None:
+                continue
+            info = read_pid_file(run.run_dir)
+            alive = pid_is_local_and_alive(info)
+            if alive:
+                pids.append(int(info["pid"]))  # type: ignore[index]
+                idx = gpu_index(run.device)
+                if idx is not None and idx not in gpus:
+                    gpus.append(idx)
+            elif alive is None and info:
+                remote = str(info.get("host") or "another host")
+        return pids, gpus, remote
+
+    def _update_system(self) -> None:
+        pids, gpus, remote = self._trainers()
+        self.system.sample(pids)
+        self.system.want_gpu(bool(gpus))
+        self.system_strip.update(self.system.text(pids, gpus, remote))
+
+    def on_unmount(self) -> None:
+        self.system.close()
 
     def _update_panels(self) -> None:
         w = self._width
@@ -308,6 +399,30 @@ class Dashboard(App[str]):
     def action_toggle_log(self) -> None:
         self.view.log = not self.view.log
         self._refresh_charts()
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, ChartWidget):
+            self._last_chart = self.charts.index(event.widget)
+
+    def action_pick_metric(self) -> None:
+        chart = self.focused if isinstance(self.focused, ChartWidget) else self.charts[self._last_chart]
+        if not chart.display:  # a large-only chart while the compact layout hides it
+            chart = self.charts[0]
+        choices = metric_keys(self.runs)
+        if not choices:
+            self.notify("No metrics yet: nothing to pick from.", severity="warning")
+            return
+
+        def done(choice) -> None:
+            if choice is None:
+                return
+            if choice == RESET:
+                chart.pick(None)
+            else:
+                chart.pick(choice.key, choice.table)
+            self.notify(f"{chart.base_spec.title} chart: {chart.spec.title}", timeout=1.5)
+
+        self.push_screen(MetricPicker(choices, chart.spec.title), done)
 
     def _stoppable(self) -> list[int]:
         out = []

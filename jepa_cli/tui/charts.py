@@ -3,15 +3,19 @@
 `render_chart` is a pure function (runs + view -> Rich Text) so that the
 benchmark and the tests time and check exactly what the widget draws.
 
-One run: a chart shows all its metrics, one colour per metric. Several runs:
-a chart shows one metric at a time (`c` on a focused chart cycles it), one
-colour per run, so an ablation reads at a glance.
+One run: a chart shows all its metrics, one colour per metric; metrics on a
+different scale (LR next to the gradient norm, lm_weight next to the EMA
+momentum) get their own axis on the right. Several runs: a chart shows one
+metric at a time (`c` on a focused chart cycles it), one colour per run, so an
+ablation reads at a glance. Eval metrics are drawn with a marker (●) on every
+point, so that a single eval is visible. Any numeric key of the stream can be
+put on a chart with the metric picker (`p`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Sequence
 from weakref import WeakKeyDictionary
 
@@ -22,7 +26,7 @@ from textual.binding import Binding
 from textual.events import Leave, MouseMove
 from textual.widget import Widget
 
-from .plot import Canvas, bucket, ema, finite_xy, fmt_duration, fmt_num, nice_range, smoothing_alpha
+from .plot import MARKER, Canvas, bucket, ema, finite_xy, fmt_duration, fmt_num, nice_range, smoothing_alpha
 
 if TYPE_CHECKING:
     from jepa_core.runlog import RunLog
@@ -30,16 +34,20 @@ if TYPE_CHECKING:
 X_AXES = ("step", "tokens", "time")
 _X_COLUMN = {"step": "step", "tokens": "tokens", "time": "elapsed"}
 
-METRIC_COLORS = ("#5fafff", "#ffaf5f", "#87d787", "#d787ff")
+METRIC_COLORS = ("#5fafff", "#ffaf5f", "#87d787", "#d787ff", "#ffd75f", "#5fd7d7")
 RUN_COLORS = ("#5fafff", "#ff875f", "#87d787", "#d787ff", "#ffd75f", "#5fd7d7", "#ff87af", "#afafaf")
 
 
 @dataclass(frozen=True)
 class Metric:
-    key: str
+    key: str  # a column name; a key ending in "*" stands for every column with that prefix (one per horizon)
     label: str
     table: str = "train"  # "train" or "eval"
     smooth: bool = True  # noisy per-step values; schedules and evals are drawn as they are
+
+    @property
+    def markers(self) -> bool:
+        return self.table == "eval"
 
 
 @dataclass(frozen=True)
@@ -48,10 +56,13 @@ class ChartSpec:
     title: str
     metrics: tuple[Metric, ...]
     loggable: bool = True  # follows the `l` (log scale) toggle
-    # Series after the first are rescaled onto the first one's axis (their own min..max):
-    # EMA momentum, LR and lm_weight live on unrelated scales but their shapes matter.
-    rescale_others: bool = False
+    right: tuple[Metric, ...] = ()  # drawn against their own axis, labelled on the right
     jepa_only: bool = False
+    large_only: bool = False  # shown only in the large layout; the picker reaches its metrics at 80x24
+
+    @property
+    def all_metrics(self) -> tuple[Metric, ...]:
+        return self.metrics + self.right
 
 
 CHARTS: tuple[ChartSpec, ...] = (
@@ -61,20 +72,41 @@ CHARTS: tuple[ChartSpec, ...] = (
         (Metric("loss", "total"), Metric("lm_loss", "lm"), Metric("jepa_loss", "jepa"), Metric("val_loss", "val", "eval", False)),
     ),
     ChartSpec(
-        "variance",
-        "variance",
-        (Metric("std_anchor", "std_anchor"), Metric("std_pred", "std_pred"), Metric("var_loss", "var_loss")),
+        "jepa",
+        "JEPA terms",
+        (Metric("info_nce", "info_nce"), Metric("var_loss", "var"), Metric("cov_loss", "cov")),
         jepa_only=True,
     ),
-    ChartSpec("covariance", "covariance", (Metric("cov_loss", "cov_loss"),), jepa_only=True),
+    ChartSpec("variance", "latent std", (Metric("std_anchor", "std_anchor"), Metric("std_pred", "std_pred")), jepa_only=True),
+    ChartSpec(
+        "optim",
+        "grad norm · LR",
+        (Metric("grad_norm", "grad_norm"),),
+        right=(Metric("lr", "LR", smooth=False),),
+    ),
     ChartSpec(
         "schedule",
-        "EMA momentum",
-        (Metric("ema_momentum", "EMA", smooth=False), Metric("lr", "LR", smooth=False), Metric("lm_weight", "lm_w", smooth=False)),
+        "EMA momentum · lm_weight",
+        (Metric("ema_momentum", "EMA", smooth=False),),
         loggable=False,
-        rescale_others=True,
+        right=(Metric("lm_weight", "lm_w", smooth=False),),
+        large_only=True,
+    ),
+    ChartSpec(
+        "retrieval",
+        "retrieval top-1",
+        (Metric("retrieval_top1_h*", "h", "eval", False),),
+        loggable=False,
+        jepa_only=True,
+        large_only=True,
     ),
 )
+
+
+def custom_spec(base: ChartSpec, key: str, table: str) -> ChartSpec:
+    """`base`'s slot showing one picked metric instead of its own."""
+    smooth = table == "train" and key not in ("lr", "lr_head", "muon_lr", "ema_momentum", "lm_weight")
+    return replace(base, title=key, metrics=(Metric(key, key, table, smooth),), right=(), jepa_only=False)
 
 
 @dataclass
@@ -98,13 +130,6 @@ class Prepared:
     x_hi: float
     y_lo: float
     y_hi: float
-
-
-@dataclass
-class Series:
-    label: str
-    color: str
-    data: Prepared
 
 
 # Per run, arrays derived from its columns, valid for one `RunLog.version`: a key press
@@ -153,28 +178,67 @@ def prepare(run: RunLog, m: Metric, x_axis: str, log: bool, smooth: bool) -> Pre
     return out
 
 
-def metric_choices(spec: ChartSpec, n_runs: int) -> list[str]:
+def expand(m: Metric, runs: Sequence[RunLog]) -> list[Metric]:
+    """A prefix metric (`retrieval_top1_h*`) as one Metric per matching column, in numeric order."""
+    if not m.key.endswith("*"):
+        return [m]
+    prefix = m.key[:-1]
+    found: set[str] = set()
+    for run in runs:
+        t = run.train if m.table == "train" else run.evals
+        found |= {k for k in t.columns if k.startswith(prefix) and k[len(prefix) :].isdigit()}
+    return [replace(m, key=k, label=m.label + k[len(prefix) :]) for k in sorted(found, key=lambda k: int(k[len(prefix) :]))]
+
+
+def chart_metrics(spec: ChartSpec, runs: Sequence[RunLog]) -> tuple[list[Metric], list[Metric]]:
+    """(left-axis metrics, right-axis metrics) of a chart, prefixes expanded."""
+    left = [x for m in spec.metrics for x in expand(m, runs)]
+    right = [x for m in spec.right for x in expand(m, runs)]
+    return left, right
+
+
+def metric_choices(spec: ChartSpec, runs_or_n) -> list[str]:
     """Labels of the selections `c` cycles through: 'all' (one run only) then each metric."""
-    labels = [m.label for m in spec.metrics]
+    runs = runs_or_n if not isinstance(runs_or_n, int) else []
+    n_runs = runs_or_n if isinstance(runs_or_n, int) else len(runs)
+    left, right = chart_metrics(spec, runs)
+    labels = [m.label for m in left + right] or [m.label for m in spec.all_metrics]
     return (["all"] + labels) if n_runs == 1 else labels
+
+
+@dataclass
+class Series:
+    label: str
+    color: str
+    data: Prepared
+    right: bool = False  # against the right-hand axis
+    markers: bool = False
 
 
 def collect_series(spec: ChartSpec, runs: Sequence[RunLog], labels: Sequence[str], view: View, selection: int) -> list[Series]:
     log = view.log and spec.loggable
     out: list[Series] = []
+    left, right = chart_metrics(spec, runs)
+    every = left + right
     if len(runs) == 1 and selection == 0:
-        for i, m in enumerate(spec.metrics):
-            d = prepare(runs[0], m, view.x_axis, log, view.smooth)
+        for i, m in enumerate(every):
+            d = prepare(runs[0], m, view.x_axis, log and m in left, view.smooth)
             if d is not None:
-                out.append(Series(m.label, METRIC_COLORS[i % len(METRIC_COLORS)], d))
+                out.append(Series(m.label, METRIC_COLORS[i % len(METRIC_COLORS)], d, right=m in right and bool(left), markers=m.markers))
+        # a right axis only when there is something on the left to keep apart from
+        if out and all(sr.right for sr in out):
+            for sr in out:
+                sr.right = False
+        return out
+    if not every:
         return out
     idx = selection - 1 if len(runs) == 1 else selection
-    m = spec.metrics[idx % len(spec.metrics)]
+    m = every[idx % len(every)]
     for j, (run, label) in enumerate(zip(runs, labels)):
-        d = prepare(run, m, view.x_axis, log, view.smooth)
+        d = prepare(run, m, view.x_axis, log and m in left, view.smooth)
         if d is not None:
             color = METRIC_COLORS[idx % len(METRIC_COLORS)] if len(runs) == 1 else RUN_COLORS[j % len(RUN_COLORS)]
-            out.append(Series(label, color, d))
+            out.append(Series(label if len(runs) > 1 else m.label, color, d, markers=m.markers))
     return out
 
 
@@ -194,6 +258,13 @@ class Geometry:
     x1: float = 1.0
 
 
+def _axis_labels(lo: float, hi: float, log: bool) -> list[str]:
+    def lab(v: float) -> str:
+        return fmt_num(10**v if log else v)
+
+    return [lab(hi), lab((hi + lo) / 2), lab(lo)]
+
+
 def render_chart(
     spec: ChartSpec,
     runs: Sequence[RunLog],
@@ -205,61 +276,54 @@ def render_chart(
     focused: bool = False,
     hover_x: float | None = None,
     geometry: Geometry | None = None,
+    empty_note: str | None = None,
 ) -> Text:
     """The chart as `height` lines of Rich text, `width` cells wide."""
     width, height = max(1, width), max(1, height)
     log = view.log and spec.loggable
     series = collect_series(spec, runs, labels, view, selection)
-    choices = metric_choices(spec, len(runs))
-    sel_label = choices[selection % len(choices)]
+    choices = metric_choices(spec, runs if len(runs) == 1 else len(runs))
+    sel_label = choices[selection % len(choices)] if choices else "all"
 
-    # axes
+    # axes: x shared; y per side (left, and right when some series sit on the right axis)
     if series:
         x0 = min(sr.data.x_lo for sr in series)
         x1 = max(sr.data.x_hi for sr in series)
     else:
         x0, x1 = 0.0, 1.0
-    rescale = spec.rescale_others and len(series) > 1 and sel_label == "all"
-    if series:
-        basis = series[:1] if rescale else series
-        y_lo, y_hi = nice_range(min(sr.data.y_lo for sr in basis), max(sr.data.y_hi for sr in basis))
+    lefts = [sr for sr in series if not sr.right]
+    rights = [sr for sr in series if sr.right]
+    if lefts:
+        y_lo, y_hi = nice_range(min(sr.data.y_lo for sr in lefts), max(sr.data.y_hi for sr in lefts))
     else:
         y_lo, y_hi = 0.0, 1.0
-
-    def ylab(v: float) -> str:
-        return fmt_num(10**v if log else v)
+    r_lo, r_hi = (nice_range(min(sr.data.y_lo for sr in rights), max(sr.data.y_hi for sr in rights)) if rights else (0.0, 1.0))
 
     plot_h = max(1, height - 2)
-    y_labels = [ylab(y_hi), ylab((y_hi + y_lo) / 2), ylab(y_lo)]
+    y_labels = _axis_labels(y_lo, y_hi, log)
     lab_w = min(9, max(len(s) for s in y_labels) + 1)
-    plot_w = max(1, width - lab_w)
+    r_labels = _axis_labels(r_lo, r_hi, False) if rights else []
+    r_w = min(8, max(len(s) for s in r_labels) + 1) if rights else 0
+    plot_w = max(1, width - lab_w - r_w)
     if geometry is not None:
         geometry.plot_left, geometry.plot_width, geometry.x0, geometry.x1 = lab_w, plot_w, x0, x1
 
     canvas = Canvas(plot_w, plot_h)
-    for i, sr in enumerate(series):
+    for sr in series:
         d = sr.data
-        yy, smm = d.y, d.smoothed
-        if rescale and i > 0:
-            band_lo = y_lo + 0.05 * (y_hi - y_lo)
-            band_hi = y_hi - 0.05 * (y_hi - y_lo)
-            if d.y_hi > d.y_lo:
-                yy = band_lo + (d.y - d.y_lo) * ((band_hi - band_lo) / (d.y_hi - d.y_lo))
-            else:
-                yy = np.full_like(d.y, band_hi)
-            smm = None
-        if smm is not None:
-            canvas.draw(bucket(d.x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color, dim=True))
-            canvas.draw(bucket(d.x, smm, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color, bold=True))
+        lo, hi = (r_lo, r_hi) if sr.right else (y_lo, y_hi)
+        if d.smoothed is not None:
+            canvas.draw(bucket(d.x, d.y, x0, x1, canvas.px_w), lo, hi, Style(color=sr.color, dim=True))
+            canvas.draw(bucket(d.x, d.smoothed, x0, x1, canvas.px_w), lo, hi, Style(color=sr.color, bold=True))
         else:
-            canvas.draw(bucket(d.x, yy, x0, x1, canvas.px_w), y_lo, y_hi, Style(color=sr.color))
+            canvas.draw(bucket(d.x, d.y, x0, x1, canvas.px_w), lo, hi, Style(color=sr.color))
+        if sr.markers:
+            canvas.mark(d.x, d.y, x0, x1, lo, hi, Style(color=sr.color, bold=True))
 
     lines: list[Text] = []
     # title line: title, modes, legend (or the hover readout)
     head = Text(no_wrap=True, overflow="ellipsis")
     title = spec.title + ("" if sel_label == "all" else f": {sel_label}")
-    if spec.id == "schedule" and sel_label == "all":
-        title = "EMA momentum · LR · lm_weight"
     head.append(f" {title} ", Style(bold=True, reverse=focused))
     modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
     if modes:
@@ -271,31 +335,37 @@ def render_chart(
         head.append(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))
         for sr in series:
             j = int(np.argmin(np.abs(sr.data.x - hover_x)))
-            v = (10 ** sr.data.y[j]) if log else sr.data.y[j]
+            v = (10 ** sr.data.y[j]) if (log and not sr.right) else sr.data.y[j]
             head.append(f" {sr.label} ", Style(color=sr.color))
             head.append(fmt_num(float(v)))
     else:
-        for i, sr in enumerate(series):
-            head.append(" ━", Style(color=sr.color, bold=True))
-            head.append(f"{sr.label} ", Style(color=sr.color))
-            head.append(fmt_num(sr.data.latest) + ("↕" if rescale and i > 0 else ""))
+        for sr in series:
+            head.append(f" {MARKER if sr.markers else '━'}", Style(color=sr.color, bold=True))
+            head.append(f"{sr.label}{'→' if sr.right else ''} ", Style(color=sr.color))
+            head.append(fmt_num(sr.data.latest))
     lines.append(head)
 
-    # plot rows with the y labels at top, middle and bottom
+    # plot rows with the y labels at top, middle and bottom (right-axis labels in their series' colour)
     rows = canvas.rows()
-    label_at = {0: y_labels[0], plot_h - 1: y_labels[2]}
+    picks = {0: 0, plot_h - 1: 2}
     if plot_h >= 5:
-        label_at[(plot_h - 1) // 2] = y_labels[1]
+        picks[(plot_h - 1) // 2] = 1
     if not series:
-        msg = "no data yet"
+        msg = empty_note or "no data yet"
         if spec.jepa_only and runs and all(r.is_baseline for r in runs):
             msg = "baseline run: no JEPA metrics"
         mid = (plot_h - 1) // 2
         rows[mid] = Text(msg.center(plot_w)[:plot_w], Style(dim=True))
+    r_style = Style(color=rights[0].color, dim=True) if len(rights) == 1 else Style(dim=True)
     for r in range(plot_h):
         t = Text(no_wrap=True, overflow="crop")
-        t.append(label_at.get(r, "").rjust(lab_w - 1)[: lab_w - 1] + "┤" if r in label_at else " " * (lab_w - 1) + "│", Style(dim=True))
+        if r in picks:
+            t.append(y_labels[picks[r]].rjust(lab_w - 1)[: lab_w - 1] + "┤", Style(dim=True))
+        else:
+            t.append(" " * (lab_w - 1) + "│", Style(dim=True))
         t.append_text(rows[r])
+        if rights:
+            t.append(("├" + r_labels[picks[r]])[:r_w] if r in picks else "│", r_style)
         lines.append(t)
 
     # x axis: first and last value, the axis name in between
@@ -316,7 +386,7 @@ def render_chart(
 
 
 class ChartWidget(Widget, can_focus=True):
-    """One chart; focus it (tab or click) and press `c` to cycle the metric it shows."""
+    """One chart; focus it (tab or click) and press `c` to cycle the metric it shows, `p` to pick any."""
 
     DEFAULT_CSS = """
     ChartWidget { height: 1fr; width: 1fr; min-height: 4; text-wrap: nowrap; text-overflow: clip; }
@@ -326,18 +396,32 @@ class ChartWidget(Widget, can_focus=True):
 
     def __init__(self, spec: ChartSpec, model, **kw):
         super().__init__(id=f"chart-{spec.id}", **kw)
-        self.spec = spec
-        self.model = model  # the dashboard: .runs, .labels, .view
+        self.base_spec = spec
+        self.custom: tuple[str, str] | None = None  # (key, table) picked with `p`
+        self.model = model  # the dashboard: .runs, .labels, .view, .chart_note
         self.selection = 0
         self.hover_x: float | None = None
         self.geometry = Geometry()
         self._cache_key: tuple | None = None
         self._cache: Text | None = None
 
+    @property
+    def spec(self) -> ChartSpec:
+        return self.base_spec if self.custom is None else custom_spec(self.base_spec, *self.custom)
+
+    def pick(self, key: str | None, table: str = "train") -> None:
+        """Show one metric of the stream here (None: the chart's own metrics again)."""
+        self.custom = None if key is None else (key, table)
+        self.selection = 0
+        self.refresh()
+
     def _key(self) -> tuple:
         v = self.model.view
         return (
             tuple(r.version for r in self.model.runs),
+            tuple(self.model.labels),
+            self.custom,
+            getattr(self.model, "chart_note", None),
             v.x_axis,
             v.smooth,
             v.log,
@@ -362,12 +446,17 @@ class ChartWidget(Widget, can_focus=True):
                 focused=self.has_focus,
                 hover_x=self.hover_x,
                 geometry=self.geometry,
+                empty_note=getattr(self.model, "chart_note", None),
             )
             self._cache_key = key
         return self._cache
 
     def action_cycle_metric(self) -> None:
-        n = len(metric_choices(self.spec, len(self.model.runs)))
+        if self.custom is not None:  # back from a picked metric to the chart's own
+            self.pick(None)
+            return
+        runs = self.model.runs
+        n = max(1, len(metric_choices(self.spec, runs if len(runs) == 1 else len(runs))))
         self.selection = (self.selection + 1) % n
         self.refresh()
 

@@ -64,10 +64,13 @@ def eval_record(step: int, rng: random.Random, max_steps: int, *, baseline: bool
         "val_bpb": val / math.log(2) / 3.2,
     }
     if not baseline:
+        n = 512 // len(horizons)  # pairs per horizon group: chance is 1/n
         for h in horizons:
             top1 = (0.6 / math.sqrt(h)) * (1 - math.exp(-4 * f)) + 0.002
+            copy = (0.25 / h) * (1 - math.exp(-2 * f)) + 0.002  # z(t) as the query: good at short horizons only
             rec[f"retrieval_top1_h{h}"] = top1
-            rec[f"retrieval_top1_norm_h{h}"] = top1 * 512 / 3
+            rec[f"retrieval_copy_top1_h{h}"] = copy
+            rec[f"retrieval_top1_norm_h{h}"] = (top1 - 1 / n) / (1 - 1 / n)
         rec["retrieval_margin"] = 0.3 * (1 - math.exp(-3 * f))
         rec["eff_rank"] = 4 + 28 * (1 - math.exp(-4 * f))
     rec.update(tokens=step * tokens_per_step, elapsed=step * step_s + 0.1)

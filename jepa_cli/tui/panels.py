@@ -20,32 +20,89 @@ STATUS_STYLES = {
     "stopping": "bold yellow",
     "stale": "bold yellow",
     "finished": "bold cyan",
+    "early_stopped": "bold cyan",
     "interrupted": "bold yellow",
+    "write_failed": "bold white on red",
     "diverged": "bold white on red",
     "failed": "bold white on red",
 }
 
 
+def start_phase(run: RunLog) -> tuple[str, float] | None:
+    """("compiling" or "starting", seconds in it) while a live trainer has not finished its first step.
+
+    From the trainer's heartbeat: it writes the phase when it starts and again after
+    each step, so "compiling" stays on while torch.compile works on the first one.
+    """
+    if run.end is not None:
+        return None
+    hb = run.heartbeat()
+    if not hb or hb.get("phase") not in ("compiling", "starting"):
+        return None
+    t = hb.get("time")
+    since = max(0.0, run.clock() - t) if isinstance(t, (int, float)) and not isinstance(t, bool) else 0.0
+    return str(hb["phase"]), since
+
+
 def _status(run: RunLog) -> Text:
     st = run.status()
+    phase = start_phase(run) if st.state in ("running", "waiting") else None
+    if phase is not None:
+        name, since = phase
+        label = "COMPILING (first step)..." if name == "compiling" else "STARTING..."
+        t = Text(label, Style.parse("bold magenta"))
+        t.append(f" {since:.0f}s", Style(bold=True))
+        return t
     t = Text(st.state.upper(), Style.parse(STATUS_STYLES.get(st.state, "bold")))
     if st.detail and st.state in ("stale", "stopping", "diverged", "failed", "interrupted"):
         t.append(f" {st.detail}", Style(dim=True))
     return t
 
 
+def live_step(run: RunLog) -> int:
+    """The step to show: the heartbeat's (every step, cheaply) while running, else the last logged one."""
+    step = run.step
+    if run.end is None:
+        hb = run.heartbeat()
+        s = hb.get("step") if hb else None
+        if isinstance(s, int) and not isinstance(s, bool) and s > step:
+            step = s
+    return step
+
+
+def _epoch(run: RunLog) -> str | None:
+    """`epoch 1.4/3` when the stream says (issue 19 adds `epoch` to train lines, `epochs` to run_start)."""
+    e = run.train.last("epoch")
+    if e is None:
+        return None
+    total = run.start.get("epochs")
+    of = f"/{total:g}" if isinstance(total, (int, float)) and not isinstance(total, bool) else ""
+    return f"epoch {e:.2f}{of}"
+
+
 def _progress(run: RunLog) -> str:
     ms = run.max_steps
-    if ms:
-        return f"step {run.step}/{ms} ({100 * run.step / ms:.0f}%)"
-    return f"step {run.step}"
+    step = live_step(run)
+    out = f"step {step}/{ms} ({100 * step / ms:.0f}%)" if ms else f"step {step}"
+    ep = _epoch(run)
+    return f"{out}  {ep}" if ep else out
+
+
+def _elapsed(run: RunLog) -> float | None:
+    """Seconds since the run started: from its log lines, or before the first one, from run_start."""
+    e = run.elapsed()
+    if e is None and run.end is None:
+        t = run.start.get("time")
+        if isinstance(t, (int, float)) and not isinstance(t, bool) and run.status().state == "running":
+            e = max(0.0, run.clock() - t)
+    return e
 
 
 def _speed(run: RunLog) -> list[str]:
     return [
         f"tokens {fmt_num(run.tokens)}",
         f"{fmt_num(run.tok_per_s)} tok/s",
-        f"elapsed {fmt_duration(run.elapsed())}",
+        f"elapsed {fmt_duration(_elapsed(run))}",
         f"ETA {fmt_duration(run.eta())}",
     ]
 
@@ -90,29 +147,36 @@ def header_text(runs: Sequence[RunLog], labels: Sequence[str], colors: Sequence[
     return out
 
 
+#: How serious each alert kind is (0 most): the strip shows the worst first.
+ALERT_RANK = {"diverged": 0, "write_failed": 0, "nonfinite": 1, "collapse": 2, "overfitting": 3}
+
+
 def alerts_text(runs: Sequence[RunLog], labels: Sequence[str]) -> Text:
-    """The alert strip: collapse, divergence and non-finite values, most serious first."""
-    items: list[tuple[int, Text]] = []
+    """The alert strip: how many alerts, then the most serious first (divergence, NaN/inf, collapse, ...)."""
+    items: list[tuple[int, int, Text]] = []
     bad_lines = 0
     for run, label in zip(runs, labels):
         bad_lines += run.bad_lines
         for a in run.alert_list():
-            rank = {"diverged": 0, "nonfinite": 1, "collapse": 2}.get(a.kind, 3)
+            rank = ALERT_RANK.get(a.kind, 4)
+            colour = "red" if rank < 2 else "yellow"
             t = Text()
-            t.append(" ⚠ ", Style(bold=True, color="red" if rank < 2 else "yellow"))
             if len(runs) > 1:
                 t.append(f"{label} ", Style(bold=True))
             if a.kind != "nonfinite":  # its message already says "non-finite"
-                t.append(f"{a.kind}: ", Style(bold=True, color="red" if rank < 2 else "yellow"))
+                t.append(f"{a.kind}: ", Style(bold=True, color=colour))
             t.append(a.message)
             if a.count > 1:
                 t.append(f" (×{a.count}, last at step {a.last_step})", Style(dim=True))
-            items.append((rank, t))
+            items.append((rank, -a.last_step, t))
     if not items:
         out = Text(" ✓ no alerts", Style(color="green", dim=True))
     else:
-        items.sort(key=lambda it: it[0])
-        out = Text(" │").join(t for _, t in items)
+        items.sort(key=lambda it: (it[0], it[1]))
+        worst = "red" if items[0][0] < 2 else "yellow"
+        out = Text(f" ⚠ {len(items)} alert{'s' if len(items) > 1 else ''}", Style(bold=True, color=worst))
+        out.append(": " if len(items) == 1 else " · worst first: ", Style(dim=True))
+        out.append_text(Text(" │ ").join(t for _, _, t in items))
     if bad_lines:
         out.append(f"  · {bad_lines} unreadable line(s) skipped", Style(dim=True))
     out.no_wrap = True
@@ -120,21 +184,44 @@ def alerts_text(runs: Sequence[RunLog], labels: Sequence[str]) -> Text:
     return out
 
 
+def _lift(ev: dict[str, float], h: int) -> float | None:
+    """Retrieval top-1 minus the copy control's (issue 13): what the predictor adds over copying z_t."""
+    top, copy = ev.get(f"retrieval_top1_h{h}"), ev.get(f"retrieval_copy_top1_h{h}")
+    if top is None or copy is None or top != top or copy != copy:
+        return None
+    return top - copy
+
+
+def _signed(v: float) -> str:
+    return ("+" if v >= 0 else "") + fmt_num(v)
+
+
+def _signed_short(v: float) -> str:
+    """The lift in the compact line: two significant digits, always signed (0.418+0.31)."""
+    return ("+" if v >= 0 else "") + fmt_num(v, 2)
+
+
 def _eval_pairs(run: RunLog) -> list[tuple[str, str]]:
+    """The compact eval line's (name, value) pairs; val loss only where there is room (no retrieval)."""
     ev = run.latest_eval()
     if not ev:
         return []
-    pairs = [("bpb", fmt_num(ev.get("val_bpb"), 4)), ("val", fmt_num(ev.get("val_loss"), 4))]
-    for i, h in enumerate(run.horizons()):
+    horizons = run.horizons()
+    pairs = [("bpb", fmt_num(ev.get("val_bpb"), 4))]
+    if not horizons:
+        pairs.append(("val", fmt_num(ev.get("val_loss"), 4)))
+    for i, h in enumerate(horizons):
         v = ev.get(f"retrieval_top1_h{h}")
-        pairs.append((("top1 " if i == 0 else "") + f"h{h}", fmt_num(v)))
+        lift = _lift(ev, h)
+        # two significant digits: top-1 and its lift for three horizons fit 80 columns
+        pairs.append((("top1 " if i == 0 else "") + f"h{h}", fmt_num(v, 2) + (_signed_short(lift) if lift is not None else "")))
     if "eff_rank" in ev:
         pairs.append(("rank", fmt_num(ev.get("eff_rank"))))
     return pairs
 
 
 def evals_compact(runs: Sequence[RunLog], labels: Sequence[str], colors: Sequence[str]) -> Text:
-    """One line per run: the latest eval's BPB, val loss, top-1 per horizon and effective rank."""
+    """One line per run: the latest eval's BPB, top-1 per horizon with its lift over the copy control, effective rank."""
     lines = []
     for run, label, color in zip(runs, labels, colors):
         t = Text(no_wrap=True, overflow="ellipsis")
@@ -145,9 +232,12 @@ def evals_compact(runs: Sequence[RunLog], labels: Sequence[str], colors: Sequenc
             t.append("eval: none yet", Style(dim=True))
         else:
             t.append(f"eval@{int(run.evals.last('step') or 0)} ", Style(bold=True))
-            for k, v in pairs:
+            for i, (k, v) in enumerate(pairs):
                 t.append(f"{k} ", Style(dim=True))
-                t.append(f"{v}  ")
+                # the horizons of one top-1 group are one space apart, groups two
+                nxt = pairs[i + 1][0] if i + 1 < len(pairs) else ""
+                t.append(v + (" " if k.split()[-1].startswith("h") and nxt.startswith("h") else "  "))
+            t.rstrip()
         lines.append(t)
     out = Text("\n").join(lines)
     out.no_wrap = True
@@ -166,13 +256,21 @@ def evals_table(runs: Sequence[RunLog], labels: Sequence[str], colors: Sequence[
     rows: list[tuple[str, str, int]] = [("step", "step", 0), ("val_bpb", "val BPB", 4), ("val_loss", "val loss", 4), ("val_ppl", "val ppl", 4)]
     for h in horizons:
         rows.append((f"retrieval_top1_h{h}", f"top-1 h{h}", 3))
-        rows.append((f"retrieval_top1_norm_h{h}", f"  ÷chance h{h}", 3))
+        rows.append((f"lift:{h}", f"  lift vs copy h{h}", 3))
+        # (top-1 - chance) / (1 - chance): 0 is chance, 1 is perfect; a fraction, not a ratio
+        rows.append((f"retrieval_top1_norm_h{h}", f"  chance-norm h{h}", 3))
     rows += [("retrieval_margin", "margin", 3), ("eff_rank", "eff. rank", 3)]
     for key, name, digits in rows:
-        vals = [ev.get(key) for ev in evs]
+        if key.startswith("lift:"):
+            vals = [_lift(ev, int(key[5:])) for ev in evs]
+        else:
+            vals = [ev.get(key) for ev in evs]
         if all(v is None for v in vals):
             continue
-        cells = [("–" if v is None else (str(int(v)) if key == "step" else fmt_num(v, digits))) for v in vals]
+        if key.startswith("lift:"):
+            cells = ["–" if v is None else _signed(v) for v in vals]
+        else:
+            cells = [("–" if v is None else (str(int(v)) if key == "step" else fmt_num(v, digits))) for v in vals]
         tbl.add_row(name, *cells)
     if not any(evs):
         tbl.add_row("no eval yet", *["" for _ in runs])

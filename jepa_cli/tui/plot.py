@@ -20,6 +20,8 @@ import numpy as np
 from rich.style import Style
 from rich.text import Text
 
+MARKER = "●"  # an eval point, drawn over the braille line
+
 # Bit of each dot in a braille cell, indexed [row 0..3][column 0..1] (Unicode order).
 _DOT_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.uint16)
 
@@ -127,6 +129,19 @@ class Canvas:
         self.bits = np.zeros((self.height, self.width), dtype=np.uint16)
         self.owner = np.full((self.height, self.width), -1, dtype=np.int32)
         self.styles: list[Style] = []
+        self.marks: dict[tuple[int, int], Style] = {}  # (cell row, cell col) -> style of a point marker
+
+    def mark(self, x: np.ndarray, y: np.ndarray, x0: float, x1: float, y_lo: float, y_hi: float, style: Style) -> None:
+        """A marker (●) on the cell of each point: sparse series (evals) stay visible, a single point too."""
+        if self.px_w == 0 or self.px_h == 0 or x.size == 0:
+            return
+        if x1 > x0:
+            col = np.clip(np.floor((x - x0) * (self.px_w / (x1 - x0))), 0, self.px_w - 1).astype(np.int64)
+        else:
+            col = np.full(x.shape, self.px_w // 2, dtype=np.int64)
+        row = self.y_to_row(y, y_lo, y_hi)
+        for r, c in zip((row // 4).tolist(), (col // 2).tolist()):
+            self.marks[(r, c)] = style
 
     def y_to_row(self, y: np.ndarray, y_lo: float, y_hi: float) -> np.ndarray:
         """Pixel row of each y (row 0 at the top), clipped to the canvas."""
@@ -190,12 +205,16 @@ class Canvas:
             bits_row = self.bits[cy]
             own_row = self.owner[cy]
             chars = [chr(0x2800 + int(v)) if v else " " for v in bits_row]
+            marked = {cx: st for (ry, cx), st in self.marks.items() if ry == cy}
             start = 0
             for cx in range(1, self.width + 1):
-                if cx == self.width or own_row[cx] != own_row[start]:
-                    o = int(own_row[start])
-                    seg = "".join(chars[start:cx])
-                    t.append(seg, self.styles[o] if o >= 0 else None)
+                if cx == self.width or own_row[cx] != own_row[start] or cx in marked or (cx - 1) in marked:
+                    if (cx - 1) in marked and cx - 1 == start:
+                        t.append(MARKER, marked[cx - 1])
+                    else:
+                        o = int(own_row[start])
+                        seg = "".join(chars[start:cx])
+                        t.append(seg, self.styles[o] if o >= 0 else None)
                     start = cx
             out.append(t)
         return out
