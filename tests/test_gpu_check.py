@@ -141,6 +141,7 @@ def test_wheel_check_reports_an_incomplete_folder(tmp_path):
         assert what in r.stdout, what
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU this would run the whole GPU check")
 def test_the_gpu_run_without_cuda_stops_after_env_with_a_hint(tmp_path):
     env = dict(os.environ, GPU_CHECK_OUT=str(tmp_path / "out"), GPU_CHECK_WORK=str(tmp_path / "work"))
