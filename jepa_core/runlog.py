@@ -264,6 +264,14 @@ def _num(v: Any) -> float | None:
         return None
 
 
+def _without_huge_ints(rec: dict[str, Any]) -> dict[str, Any]:
+    """`rec` with top-level integers past float range (a 400-digit number) as None, so that no
+    reader doing arithmetic or float formatting on an event's fields can overflow."""
+    if not any(type(v) is int and v.bit_length() >= 1024 for v in rec.values()):
+        return rec
+    return {k: (None if type(v) is int and v.bit_length() >= 1024 and finite_number(v) is None else v) for k, v in rec.items()}
+
+
 class RunLog:
     """Everything a reader knows about one run directory, updated by `poll()`."""
 
@@ -344,6 +352,7 @@ class RunLog:
                 v = rec[key]
                 self._alert("nonfinite", key, f"non-finite {key} ({v}) at step {step_i}", step_i)
         elif typ == "event":
+            rec = _without_huge_ints(rec)
             self.events.append(rec)
             ev = rec.get("event")
             if ev == "run_start":
@@ -466,7 +475,11 @@ class RunLog:
         """The trainer's heartbeat.json ({"step", "max_steps", "phase", "time"}), re-read at most every 0.2 s."""
         now = time.monotonic()
         if now - self._hb_read_at >= 0.2:
-            self._hb = rundir.read_heartbeat(self.run_dir)
+            hb = rundir.read_heartbeat(self.run_dir)
+            if hb is not None:  # its numbers as the metrics' are: malformed means missing
+                hb = {**hb, "step": step_number(hb.get("step")), "max_steps": step_number(hb.get("max_steps")),
+                      "time": finite_number(hb.get("time"))}
+            self._hb = hb
             self._hb_read_at = now
         return self._hb
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
+import socket
 import time
 from pathlib import Path
 
@@ -32,10 +34,10 @@ def _poisoned_run(run: Path, bad, steps=range(10, 110, 10), max_steps=200) -> No
     """A run whose every record has `bad` in turn in each of its fields (one field per record)."""
     rng = random.Random(0)
     start = {"type": "event", "step": 0, "time": T0, "event": "run_start", "run_name": run.name, "profile": "tiny",
-             "device": "cpu", "precision": "fp32", "max_steps": max_steps}
+             "device": "cpu", "precision": "fp32", "max_steps": max_steps, "epochs": 3}
     recs = [start]
     for s in steps:
-        recs.append(train_record(s, rng, max_steps))
+        recs.append({**train_record(s, rng, max_steps), "epoch": s / max_steps})
         recs.append(eval_record(s, rng, max_steps))
     events = [
         {"type": "event", "step": 50, "time": T0 + 10, "event": "checkpoint", "path": "checkpoints/step-00000050.safetensors"},
@@ -123,3 +125,27 @@ def test_dashboard_draws_a_run_with_malformed_numbers(tmp_path, bad):
     _poisoned_run(run, bad)
     text = _run_dashboard(run)
     assert "FINISHED" in text and "step 100" in text
+
+
+@pytest.mark.parametrize("bad", [HUGE, math.nan, "x"], ids=["huge", "nan", "str"])
+def test_dashboard_live_run_with_a_malformed_heartbeat(tmp_path, bad):
+    """A running run (no run_end) whose heartbeat.json and run_start carry malformed numbers."""
+    run = tmp_path / "live"
+    _poisoned_run(run, bad)
+    lines = (run / "metrics.jsonl").read_text().splitlines(True)
+    (run / "metrics.jsonl").write_text("".join(l for l in lines if '"run_end"' not in l))
+    (run / "heartbeat.json").write_text(json.dumps({"step": bad, "max_steps": bad, "phase": "starting", "time": bad}))
+    (run / "train.pid").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": 0}))
+    log = runlog.RunLog(run)
+    log.poll()
+    hb = log.heartbeat()
+    assert hb["step"] is None and hb["time"] is None and hb["phase"] == "starting"
+    from jepa_cli.tui.app import Dashboard, screen_text
+
+    async def go() -> str:
+        app = Dashboard([run], poll_interval=0.05)
+        async with app.run_test(size=(110, 34)) as pilot:
+            await pilot.pause(0.5)
+            return screen_text(app)
+
+    assert "step" in asyncio.run(go())
