@@ -229,6 +229,9 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
     seed = (cfg.get("train") or {}).get("seed") if isinstance(cfg.get("train"), Mapping) else None
     hb = run.heartbeat() or {}
     step = run.step
+    end_step = (run.end or {}).get("step")
+    if isinstance(end_step, int) and not isinstance(end_step, bool) and end_step > step:
+        step = end_step  # stopped between log lines: run_end says where
     if st.state in ("running", "stopping") and isinstance(hb.get("step"), int):
         step = max(step, hb["step"])
     overrides: list[str] | None = []

@@ -47,6 +47,7 @@ def test_jepa_watch_under_tmux(tmp_path, size):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_jepa_train_tiny_dashboard_shows_compiling_then_moving_steps(tmp_path, mirror):
     """`jepa train --profile tiny` (torch.compile on) at 80x24: the header says it compiles its first step,
     then the step counter moves between log lines (log.every 25: a step like 7/30 comes from the heartbeat)."""

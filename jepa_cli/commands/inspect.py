@@ -15,7 +15,18 @@ def inspect(
     stats: Annotated[bool, typer.Option("--stats", help="Load tensors and show their norms (slower).")] = False,
     expand: Annotated[bool, typer.Option("--all", help="List every tensor (repeated blocks and optimizer moments are folded by default).")] = False,
 ) -> None:
-    """Read a checkpoint without building the model: metadata, eval metrics, tensors, parameter counts."""
+    """Read a checkpoint without building the model: metadata, eval metrics, tensors, parameter counts.
+
+    Only the safetensors header is read (and the tensors with --stats); a file that is not a
+    jepa checkpoint is a one-line error.
+
+    Examples:
+
+    * `jepa inspect runs/tiny-20250101-120000` (its latest checkpoint)
+    * `jepa inspect runs/tiny-20250101-120000/checkpoints/step-00000960.safetensors --stats`
+    * `jepa inspect runs/tiny-20250101-120000 --config` (the resolved profile it was trained with)
+    * `jepa inspect runs/tiny-20250101-120000 --json | jq .metrics.val_bpb`
+    """
     from jepa_cli.render.inspect import run_inspect
 
     run_inspect(path, json_out=json_out, show_config=config, stats=stats, expand=expand)

@@ -21,7 +21,14 @@ def preflight(
                      "grad_barrier, optimizer_coverage, forward_backward, checkpoint_roundtrip, data, memory, bf16."),
     ] = [],
 ) -> None:
-    """Run fast correctness checks before a commit or an expensive run; exit 0 only if none failed (1 if one did)."""
+    """Run fast correctness checks before a commit or an expensive run; exit 0 only if none failed (1 if one did).
+
+    Examples:
+
+    * `jepa preflight` (every check on the tiny profile)
+    * `jepa preflight --profile gpt2-small --check memory --check bf16`
+    * `jepa preflight --json` (for CI)
+    """
     from jepa_cli.render.preflight import run_preflight
 
     run_preflight(profile=profile, overrides=set_, json_out=json_out, only=check)

@@ -13,7 +13,10 @@ app = typer.Typer(help="List and show named TOML profiles.", no_args_is_help=Tru
 
 @app.command("list")
 def list_cmd() -> None:
-    """List the profiles found on the search path, with each one's purpose."""
+    """List the profiles found on the search path, with each one's purpose.
+
+    Example: `jepa profiles list`
+    """
     from rich.table import Table
 
     from jepa_cli.console import console
@@ -37,7 +40,14 @@ def show_cmd(
     ] = [],
     plain: Annotated[bool, typer.Option("--plain", help="Print bare TOML (no colours, no markers).")] = False,
 ) -> None:
-    """Print the resolved profile as TOML; values that differ from the defaults are marked."""
+    """Print the resolved profile as TOML; values that differ from the defaults are marked.
+
+    Examples:
+
+    * `jepa profiles show tiny`
+    * `jepa profiles show tiny --set optim.lr=1e-3 --set 'jepa.horizons=[2,8]' --set 'jepa.horizon_probs=[0.5,0.5]'`
+    * `jepa profiles show tiny --plain > my.toml` (a starting point for your own profile)
+    """
     from jepa_cli.console import console
     from jepa_core.config import config_to_toml, load_config, non_default_keys
 

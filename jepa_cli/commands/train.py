@@ -21,7 +21,13 @@ def train(
     ] = [],
     resume: Annotated[
         Optional[str],
-        typer.Option("--resume", "-r", help="`auto` (latest run of this profile) or a run directory / checkpoint path.", rich_help_panel="Run"),
+        typer.Option(
+            "--resume",
+            "-r",
+            help="`auto`: the newest run with a checkpoint under train.out_dir (of --profile if given, else of any profile), "
+            "continued with its own config; or a run directory / checkpoint path.",
+            rich_help_panel="Run",
+        ),
     ] = None,
     run_dir: Annotated[
         Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/PROFILE-UTCTIME.", rich_help_panel="Run")
@@ -43,7 +49,9 @@ def train(
 
     * `jepa train --profile tiny --set train.max_steps=200 --no-tui`
 
-    * `jepa train --profile tiny --resume auto`
+    * `jepa train --resume auto` (continue the newest run, whatever its profile and --set values)
+
+    * `jepa train --resume runs/tiny-20250101-120000 --set train.max_steps=2000` (train it longer)
     """
     from jepa_cli.render.train import run_train
 

@@ -50,23 +50,29 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
 
     now = time.time()
     wide = console.width >= 120
-    tbl = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
-    tbl.add_column("run", no_wrap=True, overflow="fold")
-    tbl.add_column("profile", style="cyan", no_wrap=True)
-    tbl.add_column("status", no_wrap=True)
-    tbl.add_column("step", justify="right", no_wrap=True)
-    tbl.add_column("val BPB", justify="right", no_wrap=True)
-    tbl.add_column("tok/s", justify="right", no_wrap=True)
-    tbl.add_column("age", justify="right", no_wrap=True)
-    tbl.add_column("--set", style="dim", overflow="fold")
+    rows = []
     for i in infos:
         step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         bpb = _num(i.val_bpb, ".4f")
         if i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5:
             bpb += f" (best {i.best_val_bpb:.4f})" if wide else "*"
         ov = "?" if i.overrides is None else " ".join(i.overrides)
-        status = f"[{STATUS_STYLE.get(i.status, 'bold')}]{escape(i.status)}[/]"
-        tbl.add_row(escape(i.name), escape(i.profile), status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), escape(ov))
+        rows.append((i.name, i.profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
+    heads = ("run", "profile", "status", "step", "val BPB", "tok/s", "age", "--set")
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(heads)]
+    # every column but --set keeps its full width; --set gets what is left of the line (cut, one line per run)
+    left = console.width - sum(widths[:-1]) - len(heads[:-1])
+    tbl = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold")
+    for c, h in enumerate(heads[:-1]):
+        tbl.add_column(h, no_wrap=True, min_width=widths[c], justify="right" if h in ("step", "val BPB", "tok/s", "age") else "left",
+                       style={"profile": "cyan"}.get(h))
+    with_set = left >= 8
+    if with_set:
+        tbl.add_column("--set", style="dim", no_wrap=True, overflow="ellipsis", max_width=left)
+    for r in rows:
+        status = f"[{STATUS_STYLE.get(r[2], 'bold')}]{escape(r[2])}[/]"
+        cells = [escape(r[0]), escape(r[1]), status, *r[3:7]]
+        tbl.add_row(*cells, *([escape(r[7])] if with_set else []))
     console.print(tbl)
     if not wide and any(i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5 for i in infos):
         console.print("[dim]* an earlier eval was better (see --json: best_val_bpb)[/]")

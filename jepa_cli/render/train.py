@@ -3,23 +3,64 @@ training process watched by Textual) or plain Rich progress in this process."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from jepa_cli.console import console, err_console
-from jepa_core.errors import ConfigError
+from jepa_cli.console import console, err_console, quiet_library_warnings
+from jepa_core.errors import ConfigError, JepaError
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
     return format(v, spec) if isinstance(v, (int, float)) and v is not None else "-"
 
 
+def _duration(s: float | None) -> str:
+    if s is None or s != s or s == float("inf"):
+        return "-"
+    s = int(round(max(0.0, s)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class _Rate:
+    """Steps per second since the first step finished (compile time is not training speed)."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.s0 = 0
+        self.t = 0.0
+        self.s = 0
+
+    def step(self, step: int) -> None:
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0, self.s0 = now, step
+        self.t, self.s = now, step
+
+    def eta(self, max_steps: int) -> float | None:
+        if self.t0 is None or self.s <= self.s0 or self.t <= self.t0:
+            return None
+        return (max_steps - self.s) / ((self.s - self.s0) / (self.t - self.t0))
+
+
 class PlainProgress:
-    """Progress without the dashboard: a live Rich line on a terminal, log lines otherwise."""
+    """Progress without the dashboard: a live Rich line on a terminal, log lines otherwise.
+
+    With torch.compile the first step compiles the model (a minute under load): a
+    terminal shows "compiling (first step)" with a running clock, a pipe gets a line
+    when it starts, one every `compile_note_every` seconds while it lasts, and one
+    when it is done, so the output never looks stuck.
+    """
+
+    compile_note_every = 30.0
 
     def __init__(self, live: bool):
         self.live = live
@@ -27,6 +68,11 @@ class PlainProgress:
         self.task = None
         self.last: dict[str, Any] = {}
         self.start_step = 0
+        self.max_steps = 0
+        self.rate = _Rate()
+        self.compiling_since: float | None = None
+        self._compile_done = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # -- TrainCallbacks protocol
     def on_prepare(self, stage: str, done: int, total: int) -> None:
@@ -44,11 +90,14 @@ class PlainProgress:
         for note in info.get("notes", []):
             console.print(f"[yellow]note:[/] {note}")
         self.start_step = info["start_step"]
+        self.max_steps = info["max_steps"]
+        if info.get("compile") and info["start_step"] < info["max_steps"]:
+            self.compiling_since = time.monotonic()
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("[bold blue]train"),
+                TextColumn("[bold blue]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"),
@@ -59,24 +108,54 @@ class PlainProgress:
                 transient=False,
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=info["max_steps"], completed=info["start_step"], stats="")
+            desc = "compiling (first step)..." if self.compiling_since is not None else "train"
+            self.task = self.progress.add_task(desc, total=info["max_steps"], completed=info["start_step"], stats="")
+        elif self.compiling_since is not None:
+            console.print("compiling the model (torch.compile; the first step takes a while)...")
+            self._ticker = threading.Thread(target=self._compile_ticker, name="jepa-compile-note", daemon=True)
+            self._ticker.start()
+
+    def _compile_ticker(self) -> None:
+        while not self._compile_done.wait(self.compile_note_every):
+            if self.compiling_since is None:
+                return
+            console.print(f"still compiling... {time.monotonic() - self.compiling_since:.0f} s")
 
     def on_step(self, step: int, max_steps: int) -> None:
+        self.max_steps = max_steps
+        self.rate.step(step)
+        if self.compiling_since is not None:
+            took = time.monotonic() - self.compiling_since
+            self.compiling_since = None
+            self._compile_done.set()
+            if self.progress is not None:
+                self.progress.update(self.task, description="train")
+            self._print(f"[dim]compiled; first step done in {took:.1f} s[/]")
         if self.progress is not None:
             self.progress.update(self.task, completed=step)
+
+    def progress_line(self, r: dict[str, Any]) -> str:
+        """`step 120/960 (12%)  loss 5.1234 lm 4.9 jepa 1.2  12,345 tok/s  ETA 1:52` (piped output)."""
+        step = r.get("step", 0)
+        ms = self.max_steps
+        head = f"step {step}/{ms} ({100 * step / ms:.0f}%)" if ms else f"step {step}"
+        return f"{head}  {self._stats(r)}  ETA {_duration(self.rate.eta(ms) if ms else None)}"
+
+    @staticmethod
+    def _stats(r: dict[str, Any]) -> str:
+        stats = f"loss {_fmt(r.get('loss'))} lm {_fmt(r.get('lm_loss'))}"
+        if r.get("jepa_loss") is not None:
+            stats += f" jepa {_fmt(r.get('jepa_loss'))}"
+        return stats + f"  {_fmt(r.get('tok_per_s'), ',.0f')} tok/s"
 
     def on_record(self, r: dict[str, Any]) -> None:
         kind = r.get("type")
         if kind == "train":
             self.last = r
-            stats = f"loss {_fmt(r.get('loss'))} lm {_fmt(r.get('lm_loss'))}"
-            if r.get("jepa_loss") is not None:
-                stats += f" jepa {_fmt(r.get('jepa_loss'))}"
-            stats += f" {_fmt(r.get('tok_per_s'), ',.0f')} tok/s"
             if self.progress is not None:
-                self.progress.update(self.task, stats=stats)
+                self.progress.update(self.task, stats=self._stats(r))
             else:
-                console.print(f"step {r['step']:>6}  {stats}")
+                console.print(self.progress_line(r))
         elif kind == "eval":
             line = f"[green]eval[/] step {r['step']}: val_loss {_fmt(r.get('val_loss'))}  val_bpb {_fmt(r.get('val_bpb'))}  ppl {_fmt(r.get('val_ppl'), '.1f')}"
             if "eff_rank" in r:
@@ -93,6 +172,7 @@ class PlainProgress:
         (self.progress.console if self.progress is not None else console).print(line)
 
     def close(self) -> None:
+        self._compile_done.set()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -111,6 +191,76 @@ def _build_child_argv(profile: str | None, overrides: list[str], resume: str | N
     return argv
 
 
+# --------------------------------------------------------------------------- resume: no dead ends
+
+
+def _out_dir(profile_cfg: Any, overrides: list[str]) -> str:
+    """Where runs live: the profile's train.out_dir, or a --set of it, else runs/."""
+    from jepa_core.config import parse_override
+
+    out = profile_cfg.train.out_dir if profile_cfg is not None else "runs"
+    for o in overrides:
+        try:
+            parts, value = parse_override(o)
+        except JepaError:
+            continue
+        if parts == ["train", "out_dir"] and isinstance(value, str):
+            out = value
+    return out
+
+
+def _cmd(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def fresh_start_command(run_dir: Path) -> str | None:
+    """`jepa train --profile P --set ...`: a new run like `run_dir`'s, from its config.toml."""
+    import tomllib
+
+    from jepa_core import rundir as rd
+    from jepa_core.runs import overrides_vs_profile
+
+    try:
+        cfg = tomllib.loads((Path(run_dir) / rd.CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    profile = cfg.get("name")
+    if not isinstance(profile, str):
+        return None
+    sets = overrides_vs_profile(cfg, profile) or []
+    words = ["jepa", "train", "--profile", profile]
+    for s in sets:
+        words += ["--set", s]
+    return _cmd(*words)
+
+
+def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: list[str], out_dir: str) -> JepaError:
+    """The same error, with a command that works in its hint when it has none."""
+    from jepa_core import rundir as rd
+
+    message = e.message if e.message.startswith("Cannot resume") else f"Cannot resume: {e.message[0].lower()}{e.message[1:]}"
+    # a hint that already gives a command to run (not just names one, as "`jepa train`" does) is kept
+    if e.hint and re.search(r"jepa (train|watch|inspect) \S", e.hint):
+        return type(e)(message, hint=e.hint)
+    fixes: list[str] = []
+    target = Path(resume)
+    if resume != "auto" and target.is_dir() and rd.holds_run(target) and not rd.list_checkpoints(target / rd.CKPT_DIR):
+        cmd = fresh_start_command(target)
+        if cmd:
+            fixes.append(f"it stopped before its first checkpoint; start it again with: {cmd}")
+    newest = rd.newest_run(out_dir)
+    if newest is not None and (resume == "auto" or not target.exists() or newest.resolve() != target.resolve()):
+        fixes.append(f"continue the newest run that has a checkpoint: {_cmd('jepa', 'train', '--resume', str(newest))}")
+    if not fixes:
+        words = ["jepa", "train", "--profile", profile or "tiny"]
+        for o in overrides:
+            words += ["--set", o]
+        fixes.append(f"start a new run: {_cmd(*words)}")
+    hint = "; or ".join(fixes)
+    # no full stop after a command: it would be copied with the path
+    return type(e)(message, hint=hint[0].upper() + hint[1:])
+
+
 def run_train(
     profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False
 ) -> None:
@@ -118,19 +268,37 @@ def run_train(
 
     from jepa_core.config import load_config
 
+    quiet_library_warnings()
     if profile is None and resume is None:
         from jepa_core.profiles import list_profiles
 
         raise ConfigError(
-            "`jepa train` needs --profile NAME (or --resume RUN_DIR).",
+            "`jepa train` needs --profile NAME (or --resume RUN_DIR / --resume auto).",
             hint=f"Try `jepa train --profile tiny`. Profiles: {', '.join(list_profiles())}.",
         )
     cfg = load_config(profile, overrides) if profile else None
     ref = None
     if resume:
+        from jepa_core import rundir as rd
         from jepa_core.train.loop import resolve_resume
 
-        cfg, ref = resolve_resume(resume, cfg, profile, overrides)
+        out_dir = _out_dir(cfg, overrides)
+        target = resume
+        try:
+            if resume == "auto" and profile is None:
+                # the newest run of any profile, under the out_dir a --set may name
+                newest = rd.newest_run(out_dir)
+                if newest is None:
+                    from jepa_core.errors import CheckpointError
+
+                    raise CheckpointError(f"--resume auto found no run with a checkpoint under {out_dir}/.")
+                target = str(newest)
+            cfg, ref = resolve_resume(target, cfg, profile, overrides)
+        except JepaError as e:
+            raise _resume_refusal(e, resume, profile, overrides, out_dir) from None
+        note = getattr(ref, "note", None)
+        if resume == "auto" or note:
+            err_console.print(f"[dim]resuming {ref.run_dir} from step {ref.step}" + (f" ({note})" if note else "") + "[/]")
     assert cfg is not None
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -139,11 +307,11 @@ def run_train(
     if tui and not distributed:
         from jepa_core.rundir import new_run_dir
 
-        target = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
-        target.mkdir(parents=True, exist_ok=True)
+        target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
+        target_dir.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 
-        code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target), target, force), target)
+        code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target_dir), target_dir, force), target_dir)
         raise typer.Exit(code)
 
     from jepa_core.train.loop import train
@@ -164,7 +332,7 @@ def run_train(
         raise typer.Exit(result.exit_code)
     with out_guard:  # the summary is lost with the stream; the exit code still says how it ended
         ev = result.last_eval
-        colour = {"finished": "green", "interrupted": "yellow"}.get(result.status, "red")
+        colour = {"finished": "green", "early_stopped": "green", "interrupted": "yellow"}.get(result.status, "red")
         console.print(
             f"[bold {colour}]{result.status}[/] at step {result.step} in {time.time() - t0:.1f} s "
             f"({result.tok_per_s:,.0f} tok/s)"
@@ -173,5 +341,12 @@ def run_train(
         if result.message:
             console.print(f"[dim]{result.message}[/]")
         if result.last_checkpoint:
-            console.print(f"[dim]inspect: jepa inspect {result.run_dir}   resume: jepa train --resume {result.run_dir}[/]")
+            run_q = shlex.quote(str(result.run_dir))
+            nexts = [f"inspect: jepa inspect {run_q}", f"sample: jepa sample {run_q}"]
+            # the trainer's message already says how to resume an interrupted run: say it once
+            if result.status in ("finished", "early_stopped"):
+                nexts.append(f"train longer: jepa train --resume {run_q} --set train.max_steps={2 * result.step}")
+            elif "jepa train --resume" not in (result.message or ""):
+                nexts.append(f"resume: jepa train --resume {run_q}")
+            console.print("[dim]" + "   ".join(nexts) + "[/]")
     raise typer.Exit(result.exit_code)
