@@ -116,7 +116,7 @@ def prepare_in_child(files: list[Path], kind: str, home: Path, sample_mb: int, v
         "val_fraction": 0.005,
         "tokenizer_sample_bytes": sample_mb * 1_000_000,
     }
-    env = dict(os.environ, JEPA_HOME=str(home), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = dict(os.environ, JEPA_HOME=str(home), HF_HOME=str(home / "hf"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
@@ -162,6 +162,8 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory(dir=args.workdir)
     root = Path(tmp.name)
+    # datasets' own caches (the baseline's Arrow copy, lock files) go in the temporary folder too
+    os.environ["HF_HOME"] = str(root / "hf")
     t0 = time.perf_counter()
     files = generate(root / "corpus", sizes[-1], args.format)
     gen_s = time.perf_counter() - t0

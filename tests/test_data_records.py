@@ -310,3 +310,30 @@ def test_cli_bad_inputs_exit_2_naming_the_field_or_split(tmp_path, docs):
         assert "Traceback" not in r.stderr and r.stderr.startswith("error: ")
         assert needle in " ".join(r.stderr.split())
         _no_cache_left(tmp_path / "h")
+
+
+def test_a_second_preparation_waits_for_the_first(tmp_path, docs):
+    import fcntl
+    import threading
+    import time
+
+    from jepa_core.data import cache_dir_for
+
+    write_files(tmp_path / "d", docs, "json")
+    c = cfg(f"json:{tmp_path / 'd'}")
+    dest = cache_dir_for(c)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    held = open(dest.parent / f".{dest.name}.lock", "w")
+    fcntl.flock(held, fcntl.LOCK_EX)  # as a preparation of the same cache in another process would
+    said, out = [], {}
+    t = threading.Thread(target=lambda: out.setdefault("p", prepare_dataset(c, warn=said.append)))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert said and "Another process is preparing this dataset" in said[0]
+    time.sleep(0.2)
+    assert t.is_alive() and not dest.exists()  # it waits instead of writing beside the other one
+    held.close()  # the other process is done
+    t.join(120)
+    assert not out["p"].reused and out["p"].dir == dest

@@ -167,17 +167,22 @@ class ChunkReader:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive flock, so two preparations of one cache never write the same partial folder."""
+def _locked(path: Path, warn: Callable[[str], None]):
+    """An exclusive flock, so two preparations of one cache never write the same partial folder
+    (the second waits, then finds the cache the first one finished)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
         except ImportError:  # not POSIX: no lock (one preparation at a time is then the user's job)
-            pass
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                warn(f"Another process is preparing this dataset ({path.name.removesuffix('.lock').lstrip('.')}); waiting for it to finish.")
+                fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
@@ -506,7 +511,7 @@ def build_sharded(
     """Build the cache at `dest` under its lock; `reuse()` is tried first once the lock is held
     (another process may have finished it meanwhile). Returns reuse()'s result or the manifest."""
     lock = dest.parent / f".{dest.name}.lock"
-    with _locked(lock):
+    with _locked(lock, warn):
         if not force:
             got = reuse()
             if got is not None:
