@@ -255,3 +255,17 @@ def test_read_proc_of_self_and_of_nothing():
     cpu, rss = read_proc(os.getpid())
     assert cpu > 0 and rss > 10_000_000
     assert read_proc(2**22 + 12345) is None
+
+
+@async_test
+async def test_a_run_stopped_between_log_lines_shows_where_it_stopped(tmp_path):
+    run = tmp_path / "stopped"
+    run.mkdir()
+    rng = random.Random(0)
+    start = {"type": "event", "step": 0, "time": T0, "event": "run_start", "run_name": "stopped", "profile": "tiny", "max_steps": 200}
+    end = {"type": "event", "step": 27, "time": T0 + 9, "event": "run_end", "status": "interrupted", "message": "stop file"}
+    _write(run / rd.METRICS, [start, train_record(10, rng, 200), train_record(20, rng, 200), end], "w")
+    app = Dashboard([run], poll_interval=POLL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "INTERRUPTED" in screen_text(app))
+        assert "step 27/200" in screen_text(app)

@@ -60,13 +60,12 @@ def _status(run: RunLog) -> Text:
 
 
 def live_step(run: RunLog) -> int:
-    """The step to show: the heartbeat's (every step, cheaply) while running, else the last logged one."""
+    """The step to show: the heartbeat's (every step, cheaply) while running, else the last logged
+    one, or run_end's when the run stopped between log lines."""
     step = run.step
-    if run.end is None:
-        hb = run.heartbeat()
-        s = hb.get("step") if hb else None
-        if isinstance(s, int) and not isinstance(s, bool) and s > step:
-            step = s
+    s = run.end.get("step") if run.end is not None else (run.heartbeat() or {}).get("step")
+    if isinstance(s, int) and not isinstance(s, bool) and s > step:
+        step = s
     return step
 
 
