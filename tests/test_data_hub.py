@@ -134,3 +134,19 @@ def test_a_local_copy_of_the_repository(tmp_path, docs, monkeypatch):
     q = prepare_dataset(c)
     assert q.manifest["source"]["origin"] == "mirror"
     assert np.array_equal(np.asarray(q.train_tokens), np.asarray(p.train_tokens))
+
+
+def test_locate_says_where_document_data_would_come_from(tmp_path, monkeypatch, docs):
+    """What `jepa preflight` reports before anything is prepared (nothing is read)."""
+    from jepa_core.data.sources import locate
+
+    monkeypatch.setenv("JEPA_DATA_MIRROR", str(tmp_path / "mirror"))
+    assert locate(resolve_dataset("hf:someone/corpus"))["train"][0] == "missing"
+    (tmp_path / "mirror" / "hf" / "someone" / "corpus").mkdir(parents=True)
+    assert locate(resolve_dataset("hf:someone/corpus")) == {"train": ("mirror", str(tmp_path / "mirror" / "hf" / "someone" / "corpus"))}
+    for var in OFFLINE:
+        monkeypatch.delenv(var, raising=False)
+    assert locate(resolve_dataset("hf:other/corpus:cfg")) == {"train": ("hub", "other/corpus (cfg)")}
+    write_files(tmp_path / "d", docs, "json", n_files=2, stem="train")
+    assert locate(resolve_dataset(f"json:{tmp_path / 'd'}")) == {"train": ("local", f"2 files under {tmp_path / 'd'}")}
+    assert locate(resolve_dataset(f"json:{tmp_path / 'nope'}"))["train"][0] == "missing"

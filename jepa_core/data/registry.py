@@ -108,6 +108,12 @@ class RecordSpec:
     def is_glob(self) -> bool:
         return any(c in self.location for c in "*?[")
 
+    def files(self) -> dict[str, SourceFile]:
+        """Where its data is looked for, in the shape aliases have (for `locate` and messages):
+        a hub dataset's local copy in the mirror, or the local location."""
+        where = f"hf/{self.location}" if self.kind == "hf" else self.location
+        return {"train": SourceFile(mirror_path=where)}
+
 
 _REGISTRY: dict[str, DatasetSpec] = {}
 

@@ -277,11 +277,35 @@ def load_hub_splits(spec: DatasetSpec, progress: ProgressFn | None = None) -> di
     return out
 
 
+def _locate_records(spec, from_path: Path | None) -> dict[str, tuple[str, str]]:
+    reason = offline_reason()
+    if spec.kind != "hf":
+        from .records import list_local_files
+
+        try:
+            files = list_local_files(spec)
+        except DataError as e:
+            return {"train": ("missing", e.message)}
+        return {split: ("local", f"{len(fs)} file{'s' if len(fs) != 1 else ''} under {spec.location}") for split, fs in files.items()}
+    if from_path is not None and Path(from_path).is_dir():
+        return {"train": ("from", str(from_path))}
+    m = mirror_dir()
+    if m is not None and (m / "hf" / spec.location).is_dir():
+        return {"train": ("mirror", str(m / "hf" / spec.location))}
+    if reason is None:
+        return {"train": ("hub", spec.location + (f" ({spec.config})" if spec.config else ""))}
+    return {"train": ("missing", f"no local copy of {spec.location} (network disabled by {reason})")}
+
+
 def locate(spec: DatasetSpec, from_path: Path | None = None) -> dict[str, tuple[str, str]]:
     """Split -> (origin, where) that `fetch_alias` would use now, without reading anything.
 
-    origin is "from", "mirror", "raw-cache", "download", "hub" or "missing".
+    origin is "from", "mirror", "raw-cache", "download", "hub" or "missing" ("local" for the
+    files of json:/parquet:; a hub dataset reports its train split only, its splits being
+    known once it is opened).
     """
+    if getattr(spec, "kind", None) in ("hf", "json", "parquet"):
+        return _locate_records(spec, from_path)
     out: dict[str, tuple[str, str]] = {}
     reason = offline_reason()
     for split, sf in spec.files().items():
