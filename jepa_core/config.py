@@ -170,6 +170,14 @@ class TrainConfig(_Section):
     )
     checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at the end).")
     keep_last: int = Field(3, ge=1, description="Checkpoints kept on disk.")
+    keep_best: bool = Field(
+        True, description="Keep the checkpoint with the best val loss outside the rotation, named in checkpoints/best.json."
+    )
+    overfit_margin: float = Field(
+        0.02, ge=0, description="Overfitting alert: val loss this many nats above its best ..."
+    )
+    overfit_evals: int = Field(2, ge=1, description="... for this many evals in a row (the alert fires once).")
+    early_stop_evals: int = Field(0, ge=0, description="Stop after N evals without a new best val loss (0: never); status early_stopped.")
     sample_every: int = Field(0, ge=0, description="Write a text sample every N steps (0: at each eval).")
     sample_tokens: int = Field(64, ge=0, description="Tokens generated per sample (0 disables samples).")
     sample_prompt: str = Field("\n", description="Fixed prompt for samples.")
@@ -331,6 +339,10 @@ RESUME_SAFE_KEYS = frozenset(
         "train.eval_stride",
         "train.checkpoint_every",
         "train.keep_last",
+        "train.keep_best",
+        "train.overfit_margin",
+        "train.overfit_evals",
+        "train.early_stop_evals",
         "train.sample_every",
         "train.sample_tokens",
         "train.sample_prompt",

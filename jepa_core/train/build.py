@@ -8,6 +8,7 @@ memory-map the cache) and the per-rank sampling streams.
 from __future__ import annotations
 
 import dataclasses
+import json
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,12 @@ class Run:
     start_step: int
     tokens_seen: int
     notes: list[str]
+    watch_state: dict[str, Any] | None = None  # the EvalWatch saved with the resumed checkpoint
+
+    @property
+    def train_tokens(self) -> int:
+        """Tokens in the training split: one epoch."""
+        return len(self.prepared.train_tokens)
 
     @property
     def device(self) -> torch.device:
@@ -62,6 +69,10 @@ class Run:
             "params": model.param_counts(),
             "vocab_size": self.prepared.vocab_size,
             "tokens_per_step": self.tokens_per_step,
+            "train_tokens": self.train_tokens,
+            # passes over the training split the whole run makes (windows are drawn at random, so
+            # an "epoch" is a token count, not a guarantee that every window was seen)
+            "epochs_planned": round(self.cfg.train.max_steps * self.tokens_per_step / max(self.train_tokens, 1), 3),
             "flops_per_token": self.flops_per_token,
             "baseline": model.is_baseline,
         }
@@ -143,13 +154,14 @@ def build_run(
     torch.manual_seed(tc.seed * 1_000_003 + dinfo.rank + 1)
     batcher = TrainBatcher(prepared.train_tokens, cfg.data.block_size, tc.batch_size, seed=tc.seed, rank=dinfo.rank, world_size=dinfo.world_size)
 
-    step, tokens_seen = 0, 0
+    step, tokens_seen, watch_state = 0, 0, None
     if resume is not None:
-        load_weights_into(trainee.model, resume.weights)
+        wmeta = load_weights_into(trainee.model, resume.weights)
+        watch_state = json.loads(wmeta["eval_watch"]) if wmeta.get("eval_watch") else None
         st = load_state_into(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
-    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes)
+    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state)
 
 
 def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:

@@ -21,7 +21,7 @@ import torch
 from jepa_core import __version__
 from jepa_core.errors import CheckpointError
 from jepa_core.fsutil import atomic_path
-from jepa_core.rundir import CKPT_DIR, LATEST, CheckpointRef, list_checkpoints, state_name, utc_now_iso, weights_name, write_pointer
+from jepa_core.rundir import BEST, CKPT_DIR, LATEST, CheckpointRef, list_checkpoints, read_best, state_name, utc_now_iso, weights_name, write_pointer
 
 WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"
@@ -144,6 +144,7 @@ class CheckpointMeta:
     tokenizer_sha256: str
     metrics: dict[str, Any]
     weight_tying: bool
+    watch: dict[str, Any] | None = None  # EvalWatch state (best val loss and its counters)
 
 
 def save_checkpoint(
@@ -153,8 +154,10 @@ def save_checkpoint(
     meta: CheckpointMeta,
     data_state: dict,
     keep_last: int,
+    best: bool = False,
 ) -> CheckpointRef:
-    """Write weights, then state, then latest.json; then drop checkpoints beyond keep_last."""
+    """Write weights, then state, then latest.json (and best.json when `best`); then drop checkpoints
+    beyond keep_last, except the one best.json names."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     created = utc_now_iso()
@@ -172,6 +175,8 @@ def save_checkpoint(
         "created": created,
         "weight_tying": "true" if meta.weight_tying else "false",
     }
+    if meta.watch is not None:
+        weights_meta["eval_watch"] = json.dumps(meta.watch, allow_nan=True)
     w_path = ckpt_dir / weights_name(meta.step)
     s_path = ckpt_dir / state_name(meta.step)
     _save_tensors(w_path, model_tensors(model), weights_meta)
@@ -193,6 +198,8 @@ def save_checkpoint(
     _save_tensors(s_path, {**opt_tensors, **rng_tensors}, state_meta)
 
     write_pointer(ckpt_dir, LATEST, meta.step)
+    if best:
+        write_pointer(ckpt_dir, BEST, meta.step, val_loss=meta.metrics.get("val_loss"), val_bpb=meta.metrics.get("val_bpb"))
     _rotate(ckpt_dir, keep_last, meta.step)
     return CheckpointRef(run_dir=Path(run_dir), step=meta.step, weights=w_path, state=s_path)
 
@@ -204,7 +211,11 @@ def _rotate(ckpt_dir: Path, keep_last: int, current: int) -> None:
     from an earlier one); they are neither counted nor deleted here, so the
     checkpoint just written can never be rotated away by them.
     """
-    steps = [ref.step for ref in list_checkpoints(ckpt_dir) if ref.step <= current]
+    try:
+        best = read_best(ckpt_dir.parent)
+    except CheckpointError:
+        best = None  # an unreadable best.json protects nothing; latest.json still names a good checkpoint
+    steps = [ref.step for ref in list_checkpoints(ckpt_dir) if ref.step <= current and (best is None or ref.step != best.step)]
     for step in steps[:-keep_last] if keep_last > 0 else []:
         for name in (weights_name(step), state_name(step)):
             try:

@@ -36,8 +36,12 @@ class Checkpointer:
         tc = self.cfg.train
         return step % tc.checkpoint_every == 0 or step == tc.max_steps
 
-    def save(self, step: int, trainee: Any, data_state: dict, tokens_seen: int, last_eval: dict[str, Any]) -> str | None:
-        """Write a checkpoint on the main rank; returns an error message (None when it worked)."""
+    def save(
+        self, step: int, trainee: Any, data_state: dict, tokens_seen: int, last_eval: dict[str, Any],
+        watch: dict[str, Any] | None = None, best: bool = False,
+    ) -> str | None:
+        """Write a checkpoint on the main rank (named in best.json too when `best`); returns an
+        error message (None when it worked)."""
         if not self.is_main:
             return None
         meta = CheckpointMeta(
@@ -48,9 +52,12 @@ class Checkpointer:
             tokenizer_sha256=self.tokenizer_sha256,
             metrics=last_eval,
             weight_tying=self.cfg.model.weight_tying,
+            watch=watch,
         )
         try:
-            ref = save_checkpoint(self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last)
+            ref = save_checkpoint(
+                self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last, best=best
+            )
         except write_errors() as e:
             return describe_write_error(e, f"the checkpoint for step {step}", Path(self.run_dir) / "checkpoints")
         self.last = ref.weights

@@ -26,6 +26,7 @@ from jepa_core.train.build import Run, build_run
 from jepa_core.train.checkpointer import Checkpointer
 from jepa_core.train.distributed import any_rank, ranks_in_sync, shutdown
 from jepa_core.train.evaluator import Evaluator
+from jepa_core.train.evalwatch import EvalWatch, Verdict
 from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
@@ -129,6 +130,7 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     ckpt = Checkpointer(cfg, run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
                         last=run.resume.weights if run.resume else None)
     clock = _Clock(tr.plan.compile)
+    watch = EvalWatch.for_config(cfg.train, run.watch_state)
     on_batch = getattr(cb, "on_batch", None)  # optional: callers need not subclass TrainCallbacks
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +140,7 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
         return x, y
 
     try:
-        step, tokens, last_eval, stop = _steps(run, session, stops, evaluate, ckpt, clock, next_batch)
+        step, tokens, last_eval, stop = _steps(run, session, stops, evaluate, watch, ckpt, clock, next_batch)
     except KeyboardInterrupt:  # a second Ctrl-C: leave now, without the final checkpoint
         step = session.step
         tokens = run.tokens_seen + (step - run.start_step) * run.tokens_per_step
@@ -160,7 +162,7 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     return TrainResult(run.run_dir, status, step, message, last_eval, ckpt.last, end["wall_s"], clock.train_s, tokens, clock.tokens)
 
 
-def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, ckpt: Checkpointer, clock: _Clock, next_batch):
+def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, watch: EvalWatch, ckpt: Checkpointer, clock: _Clock, next_batch):
     """The step loop; returns (step, tokens seen, last eval, stop verdict)."""
     cfg, tc, tr = run.cfg, run.cfg.train, run.trainee
     step, tokens = run.start_step, run.tokens_seen
@@ -188,14 +190,19 @@ def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, ckpt:
         stop = stops.check(run.dist, run.device, step, loss, clock.train_s, session.write_error, ckpt.last)
         if stop.now:
             break
+        best = False
         if eval_due or stop.budget:
             session.heartbeat(step, "eval", force=True)
-            last_eval = _evaluate(session, evaluate, tr.model, step, tokens, clock)
+            last_eval, verdict = _evaluate(session, evaluate, watch, tr.model, step, tokens, clock)
+            # rank 0 evaluated; every rank must agree to save the best checkpoint or to stop
+            best, early = any_rank(run.dist, [verdict.improved and tc.keep_best, verdict.early_stop is not None], run.device)
+            if early and not stop.any:
+                stop = Stop("early_stopped", f"stopped at step {step}: {verdict.early_stop or 'no better val loss'}")
         if tc.sample_tokens > 0 and (step % tc.sample_every == 0 if tc.sample_every else eval_due or stop.budget):
             _sample(session, run, step)
-        if ckpt.due(step) or stop.any:
+        if ckpt.due(step) or stop.any or best:
             session.heartbeat(step, "checkpoint", force=True)
-            error = ckpt.save(step, tr, run.batcher.state_dict(), tokens, last_eval)
+            error = ckpt.save(step, tr, run.batcher.state_dict(), tokens, last_eval, watch.state(), best=best)
             if any_rank(run.dist, [error is not None], run.device)[0]:
                 where = f"the last good checkpoint is {ckpt.last}" if ckpt.last else "no checkpoint was written before it"
                 stop = Stop("write_failed", f"{error or 'the checkpoint write failed on rank 0'}; {where}.")
@@ -218,6 +225,7 @@ def _log_train(session: RunSession, run: Run, step: int, loss: float, res: StepR
     rec.update(_learning_rates(run.trainee.optimizer))
     rec["grad_norm"] = res.grad_norm.item() if res.grad_norm is not None else None
     rec["tokens"] = tokens
+    rec["epoch"] = round(tokens / max(run.train_tokens, 1), 4)  # passes over the training split so far
     rec["tok_per_s"] = clock.window_rate()
     if run.peak_flops:
         rec["mfu"] = rec["tok_per_s"] * run.flops_per_token / run.peak_flops
@@ -247,15 +255,20 @@ def _alert_once(session: RunSession, step: int, kind: str, message: str) -> None
         session.emit("event", step, event="alert", kind=kind, message=message)
 
 
-def _evaluate(session: RunSession, evaluate: Evaluator | None, model, step: int, tokens: int, clock: _Clock) -> dict[str, Any]:
+def _evaluate(session: RunSession, evaluate: Evaluator | None, watch: EvalWatch, model, step: int, tokens: int, clock: _Clock) -> tuple[dict[str, Any], Verdict]:
     if evaluate is None:  # not the main rank
-        return {}
+        return {}, Verdict()
     metrics = evaluate(model)
     rec = session.emit("eval", step, **metrics, tokens=tokens, elapsed=round(time.time() - session.t_start, 3), train_time=round(clock.train_s, 3))
     rank, floor = metrics.get("eff_rank"), session.run.cfg.jepa.alert_rank_floor
     if rank is not None and rank < floor:
         _alert_once(session, step, "collapse", f"effective rank {rank:.2f} < floor {floor}")
-    return rec
+    verdict = watch.update(step, metrics["val_loss"], metrics.get("val_bpb"))
+    if verdict.alert:
+        kept = ", kept as checkpoints/best.json" if session.run.cfg.train.keep_best else ""
+        session.emit("event", step, event="alert", kind="overfitting", message=verdict.alert + kept,
+                     best_step=watch.best_step, best_val_bpb=watch.best_bpb)
+    return rec, verdict
 
 
 def _sample(session: RunSession, run: Run, step: int) -> None:
