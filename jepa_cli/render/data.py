@@ -171,7 +171,7 @@ def run_prepare(
         except KeyboardInterrupt:
             if "encode" in bar.tasks:
                 bar.progress.console.print(
-                    "[yellow]interrupted:[/] the finished shards are kept; run the same command again to continue."
+                    "[yellow]interrupted:[/] the work up to the last whole chunk is kept; run the same command again to continue."
                 )
             raise
     _summary(prepared, data_cfg, from_path)
@@ -225,7 +225,7 @@ def _tokenizer_note(tok: dict) -> str:
         return f"  [dim](reused {escape(_short(source))})[/]"
     sample, limit = tok.get("sample_bytes"), tok.get("sample_limit")
     if isinstance(sample, int) and sample:
-        capped = " (data.tokenizer_sample_bytes)" if isinstance(limit, int) and sample >= limit else ""
+        capped = ", the data.tokenizer_sample_bytes limit" if isinstance(limit, int) and sample >= limit else ""
         return f"  [dim](trained on {_size(sample)} of text{capped})[/]"
     return ""
 
@@ -281,7 +281,7 @@ def _summary_sharded(prepared, data_cfg) -> None:
     else:
         took = f"{prepared.seconds:.1f} s"
         if isinstance(enc, (int, float)) and enc > 0:
-            took += f"  (encoding {_size(total_bytes)} in {enc:.1f} s: {total_bytes / enc / 1e6:.1f} MB/s)"
+            took += f"  (encoding {_size(total_bytes)} in {enc:.1f} s: {_rate(total_bytes / enc, 'B/s')})"
     info.add_row("time", took)
     console.print(info)
 
