@@ -225,3 +225,18 @@ def test_two_gloo_ranks_never_share_a_window_in_a_step(sharded, tmp_path):
         assert (np.diff(s) >= 32).all()  # no overlap at all within the step
     # what each process drew is what the sampler gives that rank in one process
     assert np.array_equal(got, _all_rank_starts(sharded, 2, steps, block_size=32, batch_size=8, seed=1234))
+
+
+def test_shard_writer_cuts_exact_shards_and_keeps_uint32_ids(tmp_path):
+    from jepa_core.data.shards import ShardWriter
+
+    ids = np.arange(60_000, 60_000 + 2_345, dtype=np.int64) * 3  # up to ~187k: needs uint32
+    lengths = np.ones(200_000, dtype=np.int64)
+    w = ShardWriter(tmp_path, "train", 1_000, np.dtype("<u4"), lengths, limit=2_300)
+    assert w.add(ids[:700]) == 700 and w.add(ids[700:]) == 1_600  # the limit cuts the second call
+    assert w.full
+    shards = w.finish()
+    assert [(e["file"], e["tokens"]) for e in shards] == [("train-00000.bin", 1000), ("train-00001.bin", 1000), ("train-00002.bin", 300)]
+    back = ShardedTokens.from_files(tmp_path, shards, np.dtype("<u4"))
+    assert np.array_equal(np.asarray(back, dtype=np.int64), ids[:2_300])
+    assert sum(e["bytes"] for e in shards) == 2_300
