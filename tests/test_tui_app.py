@@ -303,9 +303,10 @@ async def test_redraws_are_throttled_to_the_poll_interval(tmp_path, monkeypatch)
             await pilot.pause(0.01)
         elapsed = time.monotonic() - t0
         await wait_for(pilot, lambda: app.runs[0].train.n == step)
-    # more writes than polls (or the bound below would not tell a throttled app from one redrawing per line);
-    # a loaded machine writes fewer lines a second, so the bound is relative to the polls, not fixed
-    assert step > 2 * (elapsed / 0.25 + 2), (step, elapsed)
+    # more writes than polls, or the bound below would not tell a throttled app from one redrawing
+    # per line; on a machine so loaded that the loop managed only a few writes, there is nothing to tell
+    if step <= 2 * (elapsed / 0.25 + 2):
+        pytest.skip(f"only {step} writes in {elapsed:.1f} s (a loaded machine): too few to test the throttle")
     # at most one redraw of each of the 4 charts shown at this size per poll (+1 poll of slack at each end)
     assert len(calls) <= 4 * (elapsed / 0.25 + 2), (len(calls), elapsed)
 
