@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +84,9 @@ def test_files_match_manifest(in_shared):
     assert hashlib.sha256(p.tokenizer_path.read_bytes()).hexdigest() == p.tokenizer_sha256
 
 
-def test_reuse_is_fast_and_identical(in_shared):
-    t0 = time.perf_counter()
-    again = prepare_dataset(DataConfig())
-    elapsed = time.perf_counter() - t0
-    assert again.reused and elapsed < 1.0
+def test_reuse_is_identical(in_shared):
+    again = prepare_dataset(DataConfig())  # its speed is measured by benchmarks, not asserted here
+    assert again.reused
     assert again.dir == in_shared.dir
     assert np.array_equal(np.asarray(again.val_tokens), np.asarray(in_shared.val_tokens))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -43,11 +42,13 @@ def shared(shared_home, mirror):
     return shared_home
 
 
-def test_prepare_reuses_the_cache_quickly(shared, mirror, monkeypatch):
-    t0 = time.perf_counter()
+def test_prepare_reuses_the_cache(shared, mirror, monkeypatch):
+    """A second prepare reads the manifest and rewrites nothing (its speed is benchmarks' business:
+    a wall-clock bound here would only measure the machine's load)."""
+    files = {p: p.stat().st_mtime_ns for p in (shared / "data").rglob("*") if p.is_file()}
     r = jepa("data", "prepare", "tiny_shakespeare", home=shared, mirror=mirror)
-    wall = time.perf_counter() - t0
     assert r.returncode == 0, r.stderr
+    assert {p: p.stat().st_mtime_ns for p in files} == files  # not one cache file rewritten
     assert "reused the prepared cache" in r.stdout
     import json
 
@@ -58,7 +59,6 @@ def test_prepare_reuses_the_cache_quickly(shared, mirror, monkeypatch):
     splits = json.loads((cache / "manifest.json").read_text())["splits"]
     assert f"{splits['train']['tokens']:,}" in r.stdout and f"{splits['val']['tokens']:,}" in r.stdout
     assert str(cache) in r.stdout
-    assert wall < 3.0  # < 1 s on an idle machine; generous for a loaded CI box
 
 
 def test_prepare_does_not_import_torch(shared, mirror):
@@ -95,12 +95,9 @@ def test_prepare_text_file_from_the_mirror(tmp_path, mirror):
     assert cache.name.startswith("text-valid.txt-bpe512-") and (cache / "manifest.json").is_file()
 
 
-def test_wikitext2_offline_exits_2_fast_with_the_three_ways(tmp_path, mirror):
-    t0 = time.perf_counter()
+def test_wikitext2_offline_exits_2_with_the_three_ways(tmp_path, mirror):
     r = jepa("data", "prepare", "wikitext2", home=tmp_path, mirror=mirror)
-    wall = time.perf_counter() - t0
     msg = _clean_failure(r, tmp_path)
-    assert wall < 5.0
     assert "wikitext-2/train.txt" in msg and "not available" in msg
     assert "--from PATH" in msg and "JEPA_DATA_MIRROR" in msg and "HF_HUB_OFFLINE" in msg
 

@@ -104,12 +104,12 @@ def test_parquet_and_jsonl_prepare_to_the_reference_stream(tmp_path, docs):
     assert np.array_equal(np.asarray(got["parquet"].train_tokens), np.asarray(got["json"].train_tokens))
 
 
-def test_reuse_is_fast_and_edits_rebuild(tmp_path, docs):
+def test_reuse_and_edits_rebuild(tmp_path, docs):
     files = write_files(tmp_path / "d", docs, "json")
     c = cfg(f"json:{tmp_path / 'd'}")
     first = prepare_dataset(c)
     again = prepare_dataset(c)
-    assert again.reused and again.dir == first.dir and again.seconds < 1.0
+    assert again.reused and again.dir == first.dir
     assert np.array_equal(np.asarray(again.train_tokens), np.asarray(first.train_tokens))
     # loading never imports datasets (a fresh process stays fast)
     code = (

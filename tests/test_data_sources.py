@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
-import time
 import types
 import urllib.error
 import urllib.request
@@ -223,10 +222,9 @@ def test_hub_failure_is_a_data_error(online, monkeypatch):
 def test_wikitext2_offline_error_is_immediate_and_complete(mirror, monkeypatch, no_network):
     calls: list = []
     _fake_datasets(monkeypatch, None, calls)
-    t0 = time.perf_counter()
     with pytest.raises(DataError) as e:
         prepare_dataset(DataConfig(dataset="wikitext2"))
-    assert time.perf_counter() - t0 < 5 and calls == []
+    assert calls == []  # datasets was never asked to load anything: no network attempt, no retries
     msg, hint = e.value.message, e.value.hint
     assert "train split (wikitext-2/train.txt)" in msg
     assert f"JEPA_DATA_MIRROR={mirror} has no wikitext-2/train.txt" in msg
