@@ -152,7 +152,11 @@ def build_run(
     trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
     # identical init on every rank above; from here each rank samples pairs and dropout on its own stream
     torch.manual_seed(tc.seed * 1_000_003 + dinfo.rank + 1)
-    batcher = TrainBatcher(prepared.train_tokens, cfg.data.block_size, tc.batch_size, seed=tc.seed, rank=dinfo.rank, world_size=dinfo.world_size)
+    # one step's windows (every rank, every micro-batch) are drawn together, at distinct positions
+    batcher = TrainBatcher(
+        prepared.train_tokens, cfg.data.block_size, tc.batch_size, seed=tc.seed,
+        rank=dinfo.rank, world_size=dinfo.world_size, accum_steps=tc.grad_accum_steps,
+    )
 
     step, tokens_seen, watch_state = 0, 0, None
     if resume is not None:
