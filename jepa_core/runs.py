@@ -220,8 +220,9 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
     ev = run.latest_eval()
     bpb_col = run.evals.column("val_bpb")
     lowest = min((v for v in bpb_col if math.isfinite(v)), default=None) if bpb_col is not None else None
+    # the trainer's own best (by val loss), where it says it: run_end, or the overfitting alert
     logged_best = None
-    for source in (run.end or {}, ev, run.start):
+    for source in (run.end or {}, *reversed(run.events)):
         logged_best = _finite(source.get("best_val_bpb"))
         if logged_best is not None:
             break

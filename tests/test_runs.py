@@ -137,3 +137,13 @@ def test_labels_say_what_differs():
     assert distinct_labels(["r", "r"], ["tiny", "tiny"], [base, base]) == ["r", "r#2"]
     # unknown configs: the names
     assert distinct_labels(["a", "b"], ["?", "?"], [{}, {}]) == ["a", "b"]
+
+
+def test_best_val_bpb_is_the_trainers_when_it_says(tmp_path):
+    run = write_fake_run(tmp_path / "r", steps=100, finished=False)
+    _append(run, {"type": "event", "step": 100, "time": T0 + 30, "event": "alert", "kind": "overfitting",
+                  "message": "val loss rose", "best_step": 50, "best_val_bpb": 0.5})
+    assert run_info(run).best_val_bpb == 0.5
+    plain = write_fake_run(tmp_path / "p", steps=100)
+    info = run_info(plain)
+    assert info.best_val_bpb == min(json.loads(ln).get("val_bpb", 9) for ln in (plain / rd.METRICS).read_text().splitlines())

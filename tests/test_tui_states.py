@@ -269,3 +269,18 @@ async def test_a_run_stopped_between_log_lines_shows_where_it_stopped(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "INTERRUPTED" in screen_text(app))
         assert "step 27/200" in screen_text(app)
+
+
+@async_test
+async def test_header_shows_the_epoch_when_the_trainer_logs_one(tmp_path):
+    run = tmp_path / "epochs"
+    run.mkdir()
+    rng = random.Random(0)
+    start = {"type": "event", "step": 0, "time": T0, "event": "run_start", "run_name": "epochs", "profile": "tiny",
+             "max_steps": 200, "epochs_planned": 3.2}
+    lines = [start] + [{**train_record(s, rng, 200), "epoch": s * 0.016} for s in (10, 20, 90)]
+    _write(run / rd.METRICS, lines, "w")
+    app = Dashboard([run], poll_interval=POLL)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "step 90/200" in screen_text(app))
+        assert "epoch 1.44/3.2" in screen_text(app)

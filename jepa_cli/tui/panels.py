@@ -70,11 +70,11 @@ def live_step(run: RunLog) -> int:
 
 
 def _epoch(run: RunLog) -> str | None:
-    """`epoch 1.4/3` when the stream says (issue 19 adds `epoch` to train lines, `epochs` to run_start)."""
+    """`epoch 1.40/3` when the stream says: train lines carry `epoch`, run_start `epochs_planned`."""
     e = run.train.last("epoch")
     if e is None:
         return None
-    total = run.start.get("epochs")
+    total = run.start.get("epochs_planned")
     of = f"/{total:g}" if isinstance(total, (int, float)) and not isinstance(total, bool) else ""
     return f"epoch {e:.2f}{of}"
 
