@@ -97,10 +97,8 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
         )
     tokenizer = BPETokenizer.from_file(tok_path)
     dev = _device(device)
-    # `from_config` is the model's constructor from a profile (older trees took the Config directly)
-    build = getattr(JepaLM, "from_config", JepaLM)
     with torch.device("meta"):
-        model = build(cfg, tokenizer.vocab_size)
+        model = JepaLM.from_config(cfg, tokenizer.vocab_size)
     # built on the meta device (no random init of weights about to be replaced), then given real storage
     model = model.to_empty(device=dev)
     model.reset_rope_tables()
