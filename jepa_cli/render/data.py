@@ -29,6 +29,14 @@ _STAGES = {
 _size = fmt_bytes
 
 
+def _vocab(prepared, manifest: dict) -> str:
+    """The vocabulary size, and the size asked for when the text had fewer merges to give."""
+    vocab = f"{prepared.vocab_size:,}"
+    if manifest.get("requested_vocab_size") not in (None, prepared.vocab_size):
+        vocab += f" (asked for {manifest['requested_vocab_size']:,}; the text has no more merges)"
+    return vocab
+
+
 def _short(path: str | Path) -> str:
     """A path relative to the cwd or with ~ for the home directory, when that is shorter."""
     p = Path(path)
@@ -200,9 +208,7 @@ def _summary(prepared, data_cfg, from_path: Path | None) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
-    vocab = f"{prepared.vocab_size:,}"
-    if m.get("requested_vocab_size") not in (None, prepared.vocab_size):
-        vocab += f" (asked for {m['requested_vocab_size']:,}; the text has no more merges)"
+    vocab = _vocab(prepared, m)
     info.add_row("vocab", f"{vocab}  ({m['dtype']} ids{', lowercased' if m['tokenizer'].get('lowercase') else ''})")
     source = m.get("source", {})
     origins = sorted({f.get("origin", "?") for f in source.get("files", [])})
@@ -256,9 +262,7 @@ def _summary_sharded(prepared, data_cfg) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
-    vocab = f"{prepared.vocab_size:,}"
-    if m.get("requested_vocab_size") not in (None, prepared.vocab_size):
-        vocab += f" (asked for {m['requested_vocab_size']:,}; the text has no more merges)"
+    vocab = _vocab(prepared, m)
     sep = m.get("separator")
     info.add_row("vocab", f"{vocab}  ({m['dtype']} ids{', lowercased' if m['tokenizer'].get('lowercase') else ''}"
                  + (f"; documents end with {escape(sep['token'])}" if sep else "; no end-of-document token") + ")")

@@ -123,12 +123,9 @@ def open_split(folder: Path, manifest: dict, split: str) -> np.ndarray:
         path = folder / entry["file"]
     except (KeyError, TypeError, ValueError) as e:
         raise CacheMiss(f"The manifest in {folder} is incomplete ({e!r}).") from None
+    from .shards import ShardCorrupt, open_shard
+
     try:
-        size = path.stat().st_size
-    except OSError:
-        raise CacheMiss(f"{path} is missing.") from None
-    if size != count * dtype.itemsize:
-        raise CacheMiss(f"{path} has {size} bytes, the manifest expects {count * dtype.itemsize}: the cache is incomplete.")
-    if count == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+        return open_shard(path, dtype, count)
+    except ShardCorrupt as e:
+        raise CacheMiss(f"{e.message.rstrip('.')}: the cache is incomplete.") from None
