@@ -485,8 +485,11 @@ def write_heartbeat(run_dir: Path, **fields: Any) -> None:
     try:
         tmp.write_text(json.dumps({**fields, "time": time.time()}))
         os.replace(tmp, path)
-    except OSError:
-        pass  # a missing heartbeat only makes the dashboard less lively; the run goes on
+    except OSError:  # a missing heartbeat only makes the dashboard less lively; the run goes on
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def read_heartbeat(run_dir: Path) -> dict[str, Any] | None:

@@ -63,6 +63,40 @@ def _lines(run: Path) -> list[str]:
 # --------------------------------------------------------------------------- one trainer per run directory
 
 
+def test_claim_run_dir_units(tmp_path):
+    """The claim without training: busy names the holder, a taken directory names the command, stale pid files pass."""
+    from jepa_core.train.session import claim_run_dir
+
+    run = tmp_path / "u"
+    run.mkdir()
+    (run / rd.METRICS).write_text("")
+    ref = rd.CheckpointRef(run, 4, run / "checkpoints" / rd.weights_name(4), run / "checkpoints" / rd.state_name(4))
+    holder = rd.RunLock(run).acquire()
+    rd.write_pidfile(run)
+    try:
+        for resume in (ref, None):
+            for lock in (None, rd.RunLock(run)):  # the early probe and the trainer's own claim
+                with pytest.raises(rd.RunBusy) as e:
+                    claim_run_dir(run, resume, lock)
+                assert f"process {os.getpid()} on {socket.gethostname()}" in e.value.message
+    finally:
+        holder.release()
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(run, None)
+    assert "already holds a run" in e.value.message and f"jepa train --resume {run}" in e.value.hint
+    for info in ({"pid": _dead_pid(), "host": socket.gethostname()}, {"pid": 1, "host": socket.gethostname()}, {"pid": 7, "host": "elsewhere"}):
+        (run / rd.PIDFILE).write_text(json.dumps({**info, "started": 0}))
+        lock = rd.RunLock(run)
+        claim_run_dir(run, ref, lock)  # a stale pid file never blocks
+        lock.release()
+    fresh = tmp_path / "fresh"
+    lock = rd.RunLock(fresh)
+    claim_run_dir(fresh, None, lock)  # a new directory is made and claimed
+    assert (fresh / rd.LOCKFILE).exists()
+    lock.release()
+
+
+@pytest.mark.slow
 def test_one_trainer_per_run_dir_and_stale_pid_files(tmp_path, text):
     run = tmp_path / "r"
     first = train(_cfg(text, tmp_path), run_dir=run, stop_after=4, handle_signals=False)
@@ -134,6 +168,7 @@ def test_run_dir_moved_mid_run_records_why_in_the_moved_dir(tmp_path, text):
 # --------------------------------------------------------------------------- write failures
 
 
+@pytest.mark.slow
 def test_read_only_checkpoints_dir_is_a_clean_write_failure(tmp_path, text, monkeypatch):
     """A read-only folder, simulated (root ignores chmod; the real mount is in the CLI tests):
     every temp file the checkpoint writer opens fails with EROFS after the first checkpoint."""
@@ -222,7 +257,8 @@ def test_half_written_metrics_line_is_never_glued_to_the_next_record(tmp_path, t
 
 def _three_checkpoints(tmp_path, text, name="c"):
     run = tmp_path / name
-    res = train(_cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=6"), run_dir=run, handle_signals=False)
+    # no best.json: a best checkpoint is kept out of rotation, which these tests count on exactly
+    res = train(_cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=6", "train.keep_best=false"), run_dir=run, handle_signals=False)
     assert res.status == "finished"
     assert [c.step for c in rd.list_checkpoints(run / "checkpoints")] == [2, 4, 6]
     return run
@@ -240,13 +276,14 @@ def test_resume_falls_back_past_a_damaged_newest_checkpoint(tmp_path, text):
     for p in leftovers:
         p.write_bytes(b"partial")
 
-    cfg, ref = resolve_resume(str(run), _cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=8", "train.keep_last=1"), "tiny")
+    cfg, ref = resolve_resume(str(run), _cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=8", "train.keep_last=1", "train.keep_best=false"), "tiny")
     assert ref.step == 4 and ref.weights == ckpts / rd.weights_name(4)
     assert "latest.json names step 6" in ref.note and "damaged" in ref.note and "resuming from step 4" in ref.note
     assert [c.step for c in ref.rejected] == [6]
 
-    res = train(cfg, resume=ref, handle_signals=False)
-    assert res.status == "finished" and res.step == 8
+    seen = []  # latest.json during the run, before its first checkpoint: corrected to the one in use
+    res = train(cfg, resume=ref, callbacks=_OnStep(5, lambda: seen.append(rd.read_latest(run).step)), handle_signals=False)
+    assert res.status == "finished" and res.step == 8 and seen == [4]
     recs = read_metrics(run)
     start = [r for r in recs if r.get("event") == "run_start"][-1]
     assert any("resuming from step 4" in n for n in start.get("notes", []))  # the CLI prints run_start's notes
@@ -307,11 +344,12 @@ def test_weights_file_without_jepa_metadata_is_a_clear_error(tmp_path):
     assert "not written by `jepa train`" in e.value.message
 
 
+@pytest.mark.slow
 def test_rotation_never_deletes_the_checkpoint_just_written(tmp_path, text):
     """Resuming from an older checkpoint with keep_last=1: the newer files of the abandoned line
     must not push out the one this run just wrote (latest.json would name a deleted file)."""
     run = _three_checkpoints(tmp_path, text, "rot")
-    cfg, ref = resolve_resume(str(run / "checkpoints" / rd.weights_name(2)), _cfg(text, tmp_path, "train.checkpoint_every=3", "train.max_steps=3", "train.keep_last=1"), "tiny")
+    cfg, ref = resolve_resume(str(run / "checkpoints" / rd.weights_name(2)), _cfg(text, tmp_path, "train.checkpoint_every=3", "train.max_steps=3", "train.keep_last=1", "train.keep_best=false"), "tiny")
     res = train(cfg, resume=ref, handle_signals=False)
     assert res.status == "finished"
     latest = rd.read_latest(run)
