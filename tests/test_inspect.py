@@ -383,7 +383,7 @@ def test_cli_run_dir_shows_step_params_and_bpb(tmp_path):
     assert "step" in out and "40 · 20,480 tokens seen" in out
     assert "val_bpb 1.8125" in out and "eff_rank 3.5" in out
     assert f"{TIED_BACKBONE:,}" in out and f"{JEPA_HEADS:,}" in out and f"{TEACHER:,}" in out
-    assert "shares transformer.tok_emb.weight" in out
+    assert "the embedding transformer.tok_emb.weight is its weight" in out
     assert "transformer.blocks.1" in out and "attn.qkv.weight" in out and "[24, 8]" in out
     assert "--config shows the full profile" in out and "[jepa]" not in out
     assert "Traceback" not in res.stderr
@@ -617,3 +617,15 @@ def test_checkpoint_written_by_the_trainer(tmp_path, overrides):
     assert s.kind == "state" and s.optimizer["groups"][0]["n_params"] == len(trainable)
     assert s.optimizer["step"] == 1 and s.optimizer["params_with_moments"] == len(trainable)
     assert s.optimizer["moments"]["exp_avg_sq"]["elements"] == r.params["trainable"]
+
+
+def test_cli_shows_the_copy_control_beside_retrieval(tmp_path, capsys, monkeypatch):
+    """Each horizon's top-1 is followed by its copy control and the lift (top-1 minus copy)."""
+    ev = {"val_bpb": 2.3, "retrieval_top1_h2": 0.756, "retrieval_copy_top1_h2": 0.34, "retrieval_top1_h8": 0.5}
+    p = write_weights(tmp_path / "step-00000040.safetensors", metrics=json.dumps(ev))
+    code, out, err = cli_fast([p], capsys, monkeypatch)
+    flat = " ".join(out.split())
+    assert code == 0, err
+    assert "retrieval_top1_h2 0.756 (copy 0.34, lift +0.416)" in flat
+    assert "retrieval_top1_h8 0.5" in flat and "retrieval_top1_h8 0.5 (copy" not in flat  # an old run: no copy key
+    assert "retrieval_copy_top1_h2 0.34" not in flat  # not repeated on its own

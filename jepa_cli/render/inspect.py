@@ -159,8 +159,15 @@ def _metrics_text(metrics: dict[str, Any] | None) -> str:
     # one line for the LM metrics, one for retrieval, one for the rest
     lines: dict[int, list[str]] = {}
     for key, value in items:
+        if key.startswith("retrieval_copy_top1_h"):
+            continue  # shown beside its horizon's top-1
         line = 0 if key.startswith("val_") else 1 if key.startswith("retrieval_") else 2
-        lines.setdefault(line, []).append(f"{escape(key)} [bold]{escape(_num(value))}[/]")
+        text = f"{escape(key)} [bold]{escape(_num(value))}[/]"
+        copy = metrics.get("retrieval_copy_top1_h" + key[len("retrieval_top1_h"):]) if key.startswith("retrieval_top1_h") else None
+        if isinstance(copy, (int, float)) and isinstance(value, (int, float)):
+            # the copy control: the same retrieval with the anchor's own latent as the query
+            text += f" (copy {_num(copy)}, lift [bold]{value - copy:+.3f}[/])"
+        lines.setdefault(line, []).append(text)
     return "\n".join(" · ".join(parts) for _, parts in sorted(lines.items()))
 
 
@@ -181,7 +188,7 @@ def _params_table(report):
             continue
         label, what = _CATEGORY_LABELS[cat]
         if cat == "lm_head" and report.tied_embedding:
-            what += f"; tied: shares {report.tied_embedding} (counted in backbone)"
+            what += f"; tied: the embedding {report.tied_embedding} is its weight (counted here)"
         elif cat == "lm_head" and report.weight_tying is False:
             what += "; untied"
         t.add_row(label, f"{p[cat]:,}", f"{100 * p[cat] / total:.1f}%", what)
