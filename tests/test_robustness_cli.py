@@ -287,6 +287,23 @@ def test_full_disk_via_a_tiny_tmpfs(tmp_path, text, home):
     assert end["event"] == "run_end" and end["status"] == "write_failed"
 
 
+def test_resume_says_which_checkpoint_it_used_and_why(tmp_path, text, home):
+    run = tmp_path / "fallback"
+    sets = _sets(text, "train.max_steps=6", "train.checkpoint_every=2")[1::2]
+    assert train(small_config(text, tmp_path / "runs", *sets), run_dir=run, handle_signals=False).status == "finished"
+    newest = run / "checkpoints" / rd.weights_name(6)
+    with open(newest, "r+b") as f:
+        f.truncate(newest.stat().st_size - 100)
+    proc = subprocess.run(_argv(*_sets(text, "train.max_steps=8", "train.checkpoint_every=2"), "--resume", str(run)),
+                          capture_output=True, text=True, env=_env(home), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    both = proc.stdout + proc.stderr
+    assert both.count("the newest checkpoint that verifies") == 1 and "step-00000006.safetensors is damaged" in both
+    resumed = [r for r in _records(run) if r.get("event") == "resume"][-1]
+    assert resumed["from_step"] == 4 and "damaged" in resumed["fallback"]
+    _assert_ended(run, "finished", step=8)
+
+
 # --------------------------------------------------------------------------- memory
 
 

@@ -142,7 +142,7 @@ def build_run(
 
     if not force_memory:
         check_memory_fits(cfg, prepared.vocab_size, rt)
-    notes: list[str] = [resume.note] if resume is not None and resume.note else []
+    notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
     plan = plan_step(cfg, rt.device, rt.precision)
     # a profile that asks for compile still trains on a machine without a C++ compiler
     why_not = compile_unavailable_reason(rt.device) if plan.compile else None
