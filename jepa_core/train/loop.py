@@ -151,7 +151,7 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     if status == "interrupted":
         message += f"; resume with: jepa train --resume {run.run_dir}"
     elif status == "write_failed" and ckpt.last is not None and not stops.run_dir_gone():
-        message += f" Free space or fix permissions there, then resume with: jepa train --resume {run.run_dir}"
+        message += f" Fix the cause (free space, permissions, a file-size limit), then resume with: jepa train --resume {run.run_dir}"
     if stop.now:
         session.emit("event", step, event="alert", kind=status, message=message)
     end = {"message": message, "wall_s": round(time.time() - session.t_start, 3), "train_time": round(clock.train_s, 3),
