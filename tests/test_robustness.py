@@ -393,3 +393,20 @@ def test_run_that_cannot_fit_is_refused_before_allocating(tmp_path, text, monkey
     assert not (tmp_path / "runs").exists()  # refused before the run directory was made
     res = train(cfg, run_dir=tmp_path / "forced", handle_signals=False, force_memory=True)
     assert res.status == "finished"
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Checkpoints and pointers are readable like any file this process creates (mkstemp alone gives 0600)."""
+    import os
+    import stat
+
+    from jepa_core.fsutil import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "latest.json", "{}")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "latest.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
