@@ -23,22 +23,9 @@ from jepa_core.errors import CheckpointError, ConfigError, JepaError
 from jepa_core.train import checkpoint as ck
 from jepa_core.train.loop import TrainCallbacks, resolve_resume, train
 
-from train_helpers import read_metrics, small_config, small_text
+from train_helpers import _use_home, home, read_metrics, small_config, small_text, text  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("robust_home")
-
-
-@pytest.fixture(autouse=True)
-def _use_home(home, monkeypatch):
-    monkeypatch.setenv("JEPA_HOME", str(home))
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    return small_text(tmp_path_factory.mktemp("text"))
 
 
 def _cfg(text, tmp, *extra):

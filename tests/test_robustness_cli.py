@@ -23,26 +23,13 @@ import pytest
 from jepa_core import rundir as rd
 from jepa_core.train.loop import train
 
-from train_helpers import small_config, small_text
+from train_helpers import _use_home, home, small_config, small_text, text  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("robust_cli_home")
-
-
-@pytest.fixture(autouse=True)
-def _use_home(home, monkeypatch):
-    monkeypatch.setenv("JEPA_HOME", str(home))
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    return small_text(tmp_path_factory.mktemp("text"))
 
 
 def _sets(text: Path, *extra: str) -> list[str]:

@@ -21,23 +21,9 @@ from jepa_core.train.loop import resolve_resume, train
 from jepa_core.rundir import read_latest
 from jepa_core.train.schedule import lr_factor
 
-from train_helpers import read_metrics, small_config, small_text
+from train_helpers import _use_home, home, read_metrics, small_config, small_text, text  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """One JEPA_HOME per module so the small dataset is prepared once."""
-    return tmp_path_factory.mktemp("train_home")
-
-
-@pytest.fixture(autouse=True)
-def _use_home(home, monkeypatch):
-    monkeypatch.setenv("JEPA_HOME", str(home))
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    return small_text(tmp_path_factory.mktemp("text"))
 
 
 def test_lr_schedule_closed_form():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jepa_core.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +70,23 @@ def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False,
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(l) for l in lines if l.strip()]
+
+
+# Fixtures for training tests: one JEPA_HOME per test module (the small dataset is prepared once
+# per module) and the small text. A module opts in with
+# `from train_helpers import _use_home, home, text  # noqa: F401`.
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(autouse=True)
+def _use_home(home, monkeypatch):
+    monkeypatch.setenv("JEPA_HOME", str(home))
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    return small_text(tmp_path_factory.mktemp("text"))
