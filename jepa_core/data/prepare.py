@@ -241,6 +241,17 @@ def _check_block(dataset: str, n_train: int, n_val: int, block_size: int, train_
     )
 
 
+def _check_tokenizer(path: Path, sha256: str | None) -> str:
+    """The cache's tokenizer file exists and is the one the cache was built with; returns its sha256."""
+    try:
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        raise CacheMiss(f"The tokenizer {path} is missing.") from None
+    if got != sha256:
+        raise CacheMiss(f"The tokenizer {path} does not match the one the cache was built with.")
+    return got
+
+
 def _load_sharded(data_cfg: DataConfig, spec: RecordSpec, folder: Path, manifest: dict, t0: float) -> PreparedData:
     from .records import files_fingerprint, list_local_files
 
@@ -249,12 +260,7 @@ def _load_sharded(data_cfg: DataConfig, spec: RecordSpec, folder: Path, manifest
             raise CacheMiss(f"The files of `{spec.name}` changed since they were prepared.")
     tok = manifest.get("tokenizer", {})
     tok_path = folder / tok.get("file", "?")
-    try:
-        tok_sha = hashlib.sha256(tok_path.read_bytes()).hexdigest()
-    except OSError:
-        raise CacheMiss(f"The tokenizer {tok_path} is missing.") from None
-    if tok_sha != tok.get("sha256"):
-        raise CacheMiss(f"The tokenizer {tok_path} does not match the one the cache was built with.")
+    tok_sha = _check_tokenizer(tok_path, tok.get("sha256"))
     try:
         dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
         train = ShardedTokens.from_files(folder, manifest["splits"]["train"]["shards"], dtype)
@@ -307,12 +313,7 @@ def _load(data_cfg: DataConfig, spec: Spec) -> PreparedData:
         raise CacheMiss(f"{spec.path} changed since it was prepared.")
     tok = manifest.get("tokenizer", {})
     tok_path = jepa_home() / tok.get("file", "?")
-    try:
-        tok_sha = hashlib.sha256(tok_path.read_bytes()).hexdigest()
-    except OSError:
-        raise CacheMiss(f"The tokenizer {tok_path} is missing.") from None
-    if tok_sha != tok.get("sha256"):
-        raise CacheMiss(f"The tokenizer {tok_path} does not match the one the cache was built with.")
+    tok_sha = _check_tokenizer(tok_path, tok.get("sha256"))
     train = open_split(folder, manifest, "train")
     val = open_split(folder, manifest, "val")
     n_train = _train_prefix(len(train), data_cfg.train_fraction, data_cfg.max_train_tokens)
