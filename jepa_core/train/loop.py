@@ -30,7 +30,7 @@ from jepa_core.train.evalwatch import EvalWatch, Verdict
 from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
-from jepa_core.train.stops import EXIT_CODES, SignalFlag, Stop, StopConditions
+from jepa_core.train.stops import EXIT_CODES, SignalFlag, Stop, StopConditions, last_good
 
 __all__ = ["train", "TrainCallbacks", "TrainResult", "resolve_resume", "EXIT_CODES"]
 
@@ -204,8 +204,7 @@ def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, watch
             session.heartbeat(step, "checkpoint", force=True)
             error = ckpt.save(step, tr, run.batcher.state_dict(), tokens, last_eval, watch.state(), best=best)
             if any_rank(run.dist, [error is not None], run.device)[0]:
-                where = f"the last good checkpoint is {ckpt.last}" if ckpt.last else "no checkpoint was written before it"
-                stop = Stop("write_failed", f"{error or 'the checkpoint write failed on rank 0'}; {where}.")
+                stop = Stop("write_failed", f"{error or 'the checkpoint write failed on rank 0'}; {last_good(ckpt.last)}.")
                 break
             if ckpt.last is not None and run.dist.is_main:
                 session.emit("event", step, event="checkpoint", path=str(ckpt.last.relative_to(run.run_dir)))
@@ -249,9 +248,8 @@ def _learning_rates(optimizer) -> dict[str, float]:
 
 
 def _alert_once(session: RunSession, step: int, kind: str, message: str) -> None:
-    alerted = session.__dict__.setdefault("alerted", set())
-    if kind not in alerted:
-        alerted.add(kind)
+    if kind not in session.alerted:
+        session.alerted.add(kind)
         session.emit("event", step, event="alert", kind=kind, message=message)
 
 

@@ -33,6 +33,8 @@ class RunSession:
         self._swept: list[str] = []
         self._set_aside: list[str] = []
         self._last_beat = 0.0
+        self.step = run.start_step  # the step the loop is at (run_end names it on any exit)
+        self.alerted: set[str] = set()  # alert kinds already raised (each once per run)
         self.t_start = time.time()
 
     # ---- start
@@ -137,7 +139,7 @@ class RunSession:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self._ended:  # an exception on the way out: record it, keep its traceback
-            step = getattr(self, "step", self.run.start_step)
+            step = self.step
             msg = exc.message if isinstance(exc, JepaError) else f"{exc_type.__name__ if exc_type else 'unknown'}: {exc}"
             self.end(step, "failed", message=msg, step_reached=step)
 

@@ -91,7 +91,7 @@ class StopConditions:
         asked = self.signals.requested or self.stop_file.exists() or (self.stop_after is not None and step >= self.stop_after)
         budget = self.tc.time_budget_s > 0 and train_time >= self.tc.time_budget_s
         failed, diverged, asked, budget = any_rank(dinfo, [bool(write_error) or gone, diverged, asked, budget], device)
-        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written before it"
+        where = last_good(last_ckpt)
         if failed:
             why = write_error or f"the run directory {self.run_dir} was deleted or replaced during training"
             return Stop("write_failed", f"{why}; {where}.")
@@ -104,6 +104,11 @@ class StopConditions:
         if budget and step < self.tc.max_steps:
             return Stop(None, f"time budget of {self.tc.time_budget_s:g} s reached at step {step}", budget=True)
         return Stop()
+
+
+def last_good(last_ckpt: Path | None) -> str:
+    """Where a stopped run can be resumed from, for its messages."""
+    return f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written before it"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
