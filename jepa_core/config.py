@@ -144,6 +144,14 @@ class OptimConfig(_Section):
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum (Nesterov).")
     muon_weight_decay: float = Field(0.0, ge=0, le=10, description="Decoupled weight decay of the Muon group (scaled by its learning rate).")
     muon_ns_steps: int = Field(5, ge=1, le=20, description="Newton-Schulz iterations per Muon update (fewer: cheaper, rougher orthogonalisation).")
+    muon_ns_dtype: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description=(
+            "Dtype of Muon's Newton-Schulz iterations. bf16 is torch's choice and fast on CUDA and on CPUs with "
+            "native bf16 matmul (AVX512-BF16, AMX, Arm BF16); elsewhere bf16 matmul is emulated and 10-35x slower "
+            "than fp32. auto: bf16 where it is fast, fp32 elsewhere."
+        ),
+    )
 
 
 class TrainConfig(_Section):

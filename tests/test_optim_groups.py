@@ -124,7 +124,9 @@ def _muon_pair():
             "model": {"d_model": 16, "n_layers": 2, "n_heads": 2, "tap_layer": 0},
             "jepa": {"latent_dim": 8, "horizons": [2], "horizon_probs": [1.0]},
             "data": {"block_size": 16},
-            "optim": {"optimizer": "muon", "muon_lr": 0.05, "muon_weight_decay": 0.1, "lr": 1e-2, "lr_head": 2e-2},
+            # bf16 Newton-Schulz: torch's own dtype, so the combined optimizer can be
+            # compared bit for bit with torch.optim.Muon (tests/test_muon_ns.py covers fp32)
+            "optim": {"optimizer": "muon", "muon_lr": 0.05, "muon_weight_decay": 0.1, "lr": 1e-2, "lr_head": 2e-2, "muon_ns_dtype": "bf16"},
         }
     )
     torch.manual_seed(0)

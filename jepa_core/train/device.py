@@ -71,6 +71,55 @@ def bf16_supported(device: torch.device) -> bool:
     return device.type == "cpu"  # CPU autocast supports bf16 (slow without AMX; never chosen by auto)
 
 
+# CPU feature flags (Linux /proc/cpuinfo names) that give bf16 matmul native instructions:
+# x86 AVX512-BF16 (Cooper Lake, Zen 4 and later) and AMX (Sapphire Rapids), Arm's BF16 extension
+# (Graviton 3, Neoverse V1/N2, Apple M2 and later). Without one of them torch's CPU bf16 matmul
+# converts element by element and runs 10-35x slower than fp32 (benchmarks/README.md).
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux names them, or an empty set where /proc/cpuinfo is not there."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("flags", "Features"):  # x86, Arm
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def fast_bf16_matmul(device: torch.device, flags: frozenset[str] | None = None) -> tuple[bool, str]:
+    """Whether bf16 matmuls on `device` run at least as fast as fp32 ones, and why.
+
+    Decided from capability flags, not a timed probe: the answer must not depend on how loaded
+    the machine happens to be when a run starts (a run and its resume must choose alike), and it
+    costs nothing. A CPU we cannot read flags for is treated as slow: fp32 is correct everywhere
+    and costs at most about 2x on the Newton-Schulz matmuls where bf16 would have been fast.
+    """
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, "CUDA bf16 tensor cores" if ok else f"{torch.cuda.get_device_name(device)} has no bf16 support"
+    if device.type != "cpu":
+        return False, f"bf16 matmul speed on {device.type} is unknown"
+    have = (cpu_flags() if flags is None else flags) & NATIVE_BF16_CPU_FLAGS
+    if have:
+        return True, f"the CPU has native bf16 matmul ({', '.join(sorted(have))})"
+    return False, "the CPU has no native bf16 matmul (no avx512_bf16, amx_bf16 or Arm bf16 flag)"
+
+
+def resolve_ns_dtype(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> tuple[torch.dtype, str]:
+    """`optim.muon_ns_dtype` ("auto" | "bf16" | "fp32") as a dtype for `device`, with the reason."""
+    if setting == "bf16":
+        return torch.bfloat16, "optim.muon_ns_dtype = \"bf16\""
+    if setting == "fp32":
+        return torch.float32, "optim.muon_ns_dtype = \"fp32\""
+    fast, why = fast_bf16_matmul(device, flags)
+    return (torch.bfloat16 if fast else torch.float32), f"auto: {why}"
+
+
 def resolve_runtime(device_spec: str, precision: str, local_rank: int = 0) -> Runtime:
     device = resolve_device(device_spec, local_rank)
     if precision == "auto":

@@ -1,12 +1,14 @@
 """The optimizer the loop steps: AdamW, or Muon for the hidden matrices plus AdamW for the rest.
 
-Both come from torch (torch.optim.Muon exists from torch 2.9). The loop, the LR
+Both come from torch (torch.optim.Muon exists from torch 2.9); Muon's step is torch's
+with one change, the dtype of its Newton-Schulz iterations (`NsMuon`). The loop, the LR
 schedule and the checkpoint code see one object with `param_groups`, `state`, `step`
 and `zero_grad`, in the order `build_param_groups` returned the groups.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,17 +19,88 @@ if TYPE_CHECKING:
     from ..config import OptimConfig
 
 
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """torch.optim.Muon's quintic Newton-Schulz orthogonalisation of the 2-D `g`, run in `dtype`.
+
+    torch hard-codes bfloat16 here, which is right on GPUs and on CPUs with native bf16 matmul
+    and 10-35x slower than fp32 on CPUs without it. The arithmetic is torch's, op for op, so in
+    bfloat16 the result is torch's to the bit.
+    """
+    a, b, c = coefficients
+    x = g.to(dtype)
+    wide = g.size(0) > g.size(1)
+    if wide:
+        x = x.T
+    # out of place: in fp32 `.to` is no copy, and the input is the momentum buffer
+    x = x.div(x.norm().clamp(min=eps))  # spectral norm <= Frobenius norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
+        x = torch.addmm(x, poly, x, beta=a)
+    return x.T if wide else x
+
+
+def muon_lr_scale(adjust_lr_fn: str | None, shape: torch.Size) -> float:
+    """torch.optim.Muon's shape-dependent learning-rate factor (its `_adjust_lr`, which is private)."""
+    rows, cols = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return math.sqrt(max(1.0, rows / cols))
+    if adjust_lr_fn == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(rows, cols))
+    return 1.0
+
+
+# On torch < 2.9 there is no Muon to extend; build_optimizer refuses optim.optimizer = "muon" there.
+_MuonBase: Any = getattr(torch.optim, "Muon", torch.optim.Optimizer)
+
+
+class NsMuon(_MuonBase):
+    """torch.optim.Muon with the Newton-Schulz dtype chosen by the caller.
+
+    Everything else is torch's: its constructor, groups and validation, its `_init_group`
+    (so the state is torch's `momentum_buffer` and checkpoints do not change), Nesterov
+    momentum, decoupled weight decay and the shape-dependent LR factor.
+    """
+
+    def __init__(self, params: Any, *, ns_dtype: torch.dtype = torch.bfloat16, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            bufs: list[torch.Tensor] = []
+            self._init_group(group, params, grads, bufs)
+            lr = float(group["lr"])
+            momentum = group["momentum"]
+            for p, grad, buf in zip(params, grads, bufs, strict=True):
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
+                update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * muon_lr_scale(group["adjust_lr_fn"], p.shape))
+        return loss
+
+
 class MuonWithAdamW:
     """Muon for the "muon" group, AdamW for every other group, stepped together."""
 
     algorithm = "muon+adamw"
 
-    def __init__(self, groups: list[dict[str, Any]], ocfg: "OptimConfig", adamw_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, groups: list[dict[str, Any]], ocfg: "OptimConfig", adamw_kwargs: dict[str, Any], ns_dtype: torch.dtype = torch.bfloat16
+    ) -> None:
         muon_groups = [g for g in groups if g.get("name") == "muon"]
         adam_groups = [g for g in groups if g.get("name") != "muon"]
         self.adamw = torch.optim.AdamW(adam_groups, **adamw_kwargs)
-        self.muon = torch.optim.Muon(
-            muon_groups, lr=ocfg.muon_lr, momentum=ocfg.muon_momentum, nesterov=True, ns_steps=ocfg.muon_ns_steps
+        self.muon = NsMuon(
+            muon_groups, lr=ocfg.muon_lr, momentum=ocfg.muon_momentum, nesterov=True, ns_steps=ocfg.muon_ns_steps, ns_dtype=ns_dtype
         )
         # One state table for both: parameter sets are disjoint, and the checkpoint code
         # then reads and restores every parameter's state through `self.state` alone.
@@ -72,4 +145,7 @@ def build_optimizer(
             f'`optim.optimizer = "muon"` needs torch >= 2.9 (torch.optim.Muon); this is torch {torch.__version__}.',
             hint='Upgrade torch or use optim.optimizer = "adamw".',
         )
-    return MuonWithAdamW(groups, ocfg, adamw_kwargs)
+    from .device import resolve_ns_dtype
+
+    ns_dtype, _ = resolve_ns_dtype(ocfg.muon_ns_dtype, device)
+    return MuonWithAdamW(groups, ocfg, adamw_kwargs, ns_dtype)
