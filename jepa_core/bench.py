@@ -7,6 +7,9 @@ the projector teacher and JEPA with the encoder teacher. After a warm-up, the
 arms are timed in interleaved repeats (baseline, projector, encoder,
 baseline, ...), so a change of background load during the run hits every arm
 alike and the JEPA/baseline ratios stay meaningful on a shared machine.
+Then each arm runs `steps` more steps with a `PhaseClock`, which says where a
+step's time goes (forward, backward, optimizer, teacher) and, through
+`phase_notes`, what an unusual split means.
 
 The matmul peak is measured in the same run at the model's compute dtype
 (square matmuls of a few sizes, best of repeats); MFU is reported against it
@@ -36,6 +39,7 @@ from jepa_core.errors import ConfigError
 
 # The step and its device-dependent plan are training's own (jepa_core/train/step.py): bench
 # times `train_step`, the very function the loop calls, not a copy of it.
+from jepa_core.train.phases import PhaseClock, phase_notes, phase_shares
 from jepa_core.train.step import DEFAULT_FUSED_CPU, StepPlan, build_trainee, move_batch, plan_step, train_step  # noqa: F401
 
 ARMS = ("baseline", "projector", "encoder")
@@ -78,6 +82,8 @@ class ArmResult:
     peak_mem_kind: str = ""
     first_step_ms: float | None = None
     compile_s: float | None = None
+    phase_ms: dict[str, float] = field(default_factory=dict)  # per step, from extra clocked steps
+    phase_notes: list[str] = field(default_factory=list)
 
     @property
     def median_ms(self) -> float:
@@ -160,6 +166,9 @@ class BenchReport:
                     "params_teacher": a.params_teacher,
                     "first_step_ms": a.first_step_ms,
                     "compile_s": a.compile_s,
+                    "phase_ms": a.phase_ms,
+                    "phase_share": phase_shares(a.phase_ms),
+                    "phase_notes": a.phase_notes,
                 }
             )
         return {
@@ -282,13 +291,23 @@ class _Arm:
         self.params_trainable, self.params_teacher = counts["total_trainable"], counts["teacher"]
         self.step_no = 0
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def step(self, x: torch.Tensor, y: torch.Tensor, clock: PhaseClock | None = None) -> None:
         """One training step on (x, y) (every micro-batch of it), with the loop's per-step host sync on CPU."""
         self.step_no += 1
         max_steps = self.cfg.train.max_steps
-        res = train_step(self.trainee, lambda: (x, y), min(self.step_no, max_steps), max_steps)
+        res = train_step(self.trainee, lambda: (x, y), min(self.step_no, max_steps), max_steps, clock=clock)
         if self.trainee.plan.sync_every_step:
             res.loss.item()
+
+
+def _ns_dtype_plan(cfg: Config, device: torch.device) -> str | None:
+    """The Newton-Schulz dtype the Muon arms ran, with why (None without Muon)."""
+    from jepa_core.train.device import resolve_ns_dtype
+
+    if cfg.optim.optimizer != "muon":
+        return None
+    dtype, why = resolve_ns_dtype(cfg.optim.muon_ns_dtype, device)
+    return f"{str(dtype).replace('torch.', '')} ({why})"
 
 
 def run_bench(
@@ -386,6 +405,16 @@ def run_bench(
                 res = results[arm.name]
                 res.peak_mem_bytes = max(res.peak_mem_bytes or 0, int(torch.cuda.max_memory_allocated(device)))
 
+    # where the time goes: extra steps with a clock that syncs at every phase boundary (apart
+    # from the timed repeats above, whose throughput the syncs would lower on a GPU)
+    for arm in built:
+        say(f"timing {arm.name}'s phases")
+        clock = PhaseClock(device)
+        for i in range(steps):
+            arm.step(*batches[i % len(batches)], clock=clock)
+        results[arm.name].phase_ms = clock.per_step()
+        results[arm.name].phase_notes = phase_notes(results[arm.name].phase_ms, arm.cfg, device)
+
     for arm in built:
         res = results[arm.name]
         if plan.compile and res.first_step_ms is not None:
@@ -431,6 +460,8 @@ def run_bench(
             "pin_memory": plan.pin_memory,
             "grad_accum_steps": cfg.train.grad_accum_steps,
             "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
+            "optimizer": cfg.optim.optimizer,
+            "muon_ns_dtype": _ns_dtype_plan(cfg, device),
         },
         matmul=matmul,
         datasheet_peak=datasheet,

@@ -720,6 +720,41 @@ def check_bf16(ctx: PreflightContext) -> str:
     return f"autocast bf16 on {device}: loss {loss:.5f} vs fp32 {ref:.5f}, grads and updated params finite"
 
 
+# The step_phases check times the profile's real shape; past this many FLOPs per step on a CPU
+# (about a second a step at ~100 GFLOP/s) it skips and leaves the timing to `jepa bench`.
+PHASES_MAX_CPU_FLOPS = 1e11
+PHASES_WARMUP, PHASES_STEPS = 2, 3
+
+
+def check_step_phases(ctx: PreflightContext) -> str:
+    """A few eager steps of the profile's own shape, timed by phase; an unusual split is a warning."""
+    from .model import estimate_flops_per_token
+    from .train.phases import PhaseClock, phase_notes, phase_shares
+    from .train.step import build_trainee, plan_step, train_step
+
+    try:
+        rt = ctx.runtime()
+    except JepaError as e:
+        raise Skip(f"the device does not resolve ({e.message})") from None
+    cfg, V = ctx.cfg, ctx.cfg.data.vocab_size
+    B, T = cfg.train.batch_size, cfg.data.block_size
+    flops = estimate_flops_per_token(cfg, V) * B * T * cfg.train.grad_accum_steps
+    if rt.device.type == "cpu" and flops > PHASES_MAX_CPU_FLOPS:
+        raise Skip(f"a step of this profile is {flops / 1e9:,.0f} GFLOP, too long to time here: `jepa bench --profile {ctx.profile}` shows the split")
+    tr = build_trainee(cfg, V, rt.device, plan_step(cfg, rt.device, rt.precision, compile=False), seed=0)
+    x, y = _tokens(cfg, B, seed=17, device=rt.device)
+    clock = PhaseClock(rt.device)
+    for i in range(PHASES_WARMUP + PHASES_STEPS):
+        train_step(tr, lambda: (x, y), i + 1, cfg.train.max_steps, clock=clock if i >= PHASES_WARMUP else None)
+    ms = clock.per_step()
+    notes = phase_notes(ms, cfg, rt.device)
+    if notes:
+        raise Warn("; ".join(notes))
+    share = phase_shares(ms)
+    split = ", ".join(f"{k} {v:.0f} ms ({share[k]:.0%})" for k, v in ms.items())
+    return f"{split} per step (eager, {PHASES_STEPS} steps at the profile's shape)"
+
+
 CHECKS: list[Check] = [
     Check("profiles", "every profile on the search path resolves", check_profiles),
     Check("runtime", "the profile's device and precision resolve", check_runtime),
@@ -734,6 +769,7 @@ CHECKS: list[Check] = [
     Check("epochs", f"the run plans at most {EPOCHS_WARN:g} passes over its training split (else a warning)", check_epochs),
     Check("memory", "estimated training memory fits the device", check_memory),
     Check("bf16", "a bf16 autocast step is finite and close to fp32", check_bf16),
+    Check("step_phases", "no phase of a step (forward, backward, optimizer, teacher) takes an unusual share", check_step_phases),
 ]
 
 

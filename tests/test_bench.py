@@ -270,7 +270,8 @@ def test_bench_and_training_call_the_same_train_step(monkeypatch, tmp_path):
     monkeypatch.setattr(loop, "train_step", counting)
     cfg = load_config("tiny", SMALL)
     run_bench(cfg, steps=2, repeats=2, warmup=1, arms=("baseline", "projector"), matmul_sizes=(16,), matmul_repeats=1)
-    assert calls["bench"] == 2 * (1 + 2 * 2)  # arms x (warm-up + repeats x steps): every timed step is train_step
+    # arms x (warm-up + repeats x steps + clocked phase steps): every timed step is train_step
+    assert calls["bench"] == 2 * (1 + 2 * 2 + 2)
     who["now"] = "train"
     text = small_text(tmp_path)
     res = loop.train(small_config(text, tmp_path / "runs", "train.max_steps=3"), run_dir=tmp_path / "r", handle_signals=False)
@@ -305,9 +306,12 @@ def test_cli_json_and_table():
         d = json.loads(r.stdout)
         assert [a["name"] for a in d["arms"]] == ["baseline", "projector", "encoder"]
         assert set(d["ratios_vs_baseline"]) == {"projector", "encoder"}
+        for a in d["arms"]:
+            assert list(a["phase_ms"]) == ["forward", "backward", "optimizer", "teacher"]
+            assert sum(a["phase_share"].values()) == pytest.approx(1.0)
         r = runner.invoke(app, args, env={"COLUMNS": "100"})
         assert r.exit_code == 0, r.output
-        for word in ("baseline", "JEPA proj", "JEPA enc", "matmul peak", "MFU"):
+        for word in ("baseline", "JEPA proj", "JEPA enc", "matmul peak", "MFU", "where a step goes", "optimizer ms"):
             assert word in r.stdout
 
 

@@ -299,3 +299,32 @@ def test_cuda_checks_on_gpt2_small():
     by = {r.name: r for r in results}
     assert all(r.status == "pass" for r in results), [(r.name, r.detail) for r in results]
     assert "cuda" in by["forward_backward"].detail and "memory" in by["memory"].detail
+
+
+# --------------------------------------------------------------------------- step phases
+
+
+def test_step_phases_warns_in_benchs_words(monkeypatch):
+    """An optimizer-bound split (as bf16 Newton-Schulz gives on a CPU without native bf16) is a
+    warning whose text is phase_notes' own, the line `jepa bench` prints."""
+    import jepa_core.train.device as device
+    from jepa_core.train import phases
+
+    split = {"forward": 20.0, "backward": 30.0, "optimizer": 74.0, "teacher": 1.0}
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(phases.PhaseClock, "per_step", lambda self: dict(split))
+    sets = ["optim.muon_ns_dtype=bf16", "train.batch_size=4", "optim.muon_ns_steps=1"]
+    r = _one("step_phases", overrides=sets)
+    assert r.status == "warn"
+    assert r.detail == "; ".join(phases.phase_notes(split, load_config("tiny", sets), torch.device("cpu")))
+    assert "--set optim.muon_ns_dtype=auto" in r.detail
+
+
+def test_step_phases_reports_the_split_and_skips_big_cpu_profiles(monkeypatch):
+    r = _one("step_phases")
+    assert r.status == "pass", r.detail
+    for phase in ("forward", "backward", "optimizer", "teacher"):
+        assert phase in r.detail
+    monkeypatch.setattr(pf, "PHASES_MAX_CPU_FLOPS", 1.0)
+    r = _one("step_phases")
+    assert r.status == "skip" and "jepa bench --profile tiny" in r.detail

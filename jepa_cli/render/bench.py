@@ -67,6 +67,8 @@ def render_report(d: dict[str, Any]) -> None:
     if d.get("datasheet_peak_flops_per_s"):
         line += f"  datasheet bf16 peak {_si(d['datasheet_peak_flops_per_s'], 'FLOP/s')}"
     console.print(line)
+    if d["plan"].get("muon_ns_dtype"):
+        console.print(f"[dim]Muon Newton-Schulz in {d['plan']['muon_ns_dtype']}[/]")
 
     has_ds = any(a["mfu_datasheet"] is not None for a in d["arms"])
     has_compile = any(a["compile_s"] is not None for a in d["arms"])
@@ -110,6 +112,7 @@ def render_report(d: dict[str, Any]) -> None:
         "[dim]ms/step: median of the repeats; spread: (max - min) / median; MFU: achieved model FLOP/s over the "
         "measured matmul peak; MiB: peak memory; /base: median step time over the baseline's[/]"
     )
+    _render_phases(d)
     kinds = {a["peak_mem_kind"] for a in d["arms"]}
     notes = []
     if "cpu_rss_hwm" in kinds or "cpu_ru_maxrss" in kinds:
@@ -120,3 +123,29 @@ def render_report(d: dict[str, Any]) -> None:
     notes.extend(d.get("notes") or [])
     for n in notes:
         console.print(f"[dim]{n}[/]")
+
+
+def _render_phases(d: dict[str, Any]) -> None:
+    """Where a step's time goes, per arm: ms and share of each phase; then a note per unusual share."""
+    from rich import box
+    from rich.table import Table
+
+    arms = [a for a in d["arms"] if a.get("phase_ms")]
+    if not arms:
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, header_style="bold", pad_edge=False, title_justify="left")
+    table.add_column("where a step goes", no_wrap=True)
+    phases = list(arms[0]["phase_ms"])  # forward, backward, optimizer, teacher: the engine's order
+    for phase in phases:
+        table.add_column(f"{phase} ms", justify="right")
+    short = {"baseline": "baseline", "projector": "JEPA proj", "encoder": "JEPA enc"}
+    for a in arms:
+        share = a.get("phase_share") or {}
+        table.add_row(
+            short.get(a["name"], a["name"]),
+            *(f"{a['phase_ms'].get(k, 0.0):.1f} [dim]{100 * share.get(k, 0.0):.0f}%[/]" for k in phases),
+        )
+    console.print(table)
+    for a in arms:
+        for note in a.get("phase_notes") or []:
+            console.print(f"[yellow]note[/] ({short.get(a['name'], a['name'])}): {note}")

@@ -136,8 +136,16 @@ def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float 
     return lm_weight_at(tr.cfg.jepa, step, max_steps), ema_momentum_at(tr.cfg.jepa, step, max_steps)
 
 
-def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False) -> StepResult:
-    """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`."""
+def train_step(
+    tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False, clock: Any = None
+) -> StepResult:
+    """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`.
+
+    `clock` (a phases.PhaseClock) times forward, backward, optimizer and teacher: bench and preflight only.
+    """
+    from jepa_core.train.phases import NO_CLOCK
+
+    clock = clock or NO_CLOCK
     lm_w, momentum = set_schedules(tr, step, max_steps)
     # a tensor, not a Python float: a compiled forward would otherwise be
     # specialised on (and recompiled for) every new value of a ramping LM weight
@@ -147,12 +155,15 @@ def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_step
     out = None
     for micro in range(accum):
         x, y = move_batch(*next_batch(), tr.device, tr.plan)
+        clock.start()
         no_sync = tr.ddp and micro < accum - 1
         with tr.fwd.no_sync() if no_sync else contextlib.nullcontext():
             with tr.plan.autocast():
                 out = tr.fwd(x, y, lm_w_t)
+            clock.lap("forward")
             (out.loss / accum).backward()
         loss_acc += out.loss.detach() / accum
+        clock.lap("backward")
     params = tr.params
     clip = tr.cfg.optim.grad_clip
     grad_norm = None
@@ -160,6 +171,9 @@ def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_step
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
     tr.optimizer.step()
     tr.optimizer.zero_grad(set_to_none=True)
+    clock.lap("optimizer")  # gradient clipping included
     if momentum is not None:
         tr.model.update_teacher(momentum)
+    clock.lap("teacher")
+    clock.end_step()
     return StepResult(loss_acc, out, grad_norm, lm_w, momentum)
