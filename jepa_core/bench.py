@@ -300,16 +300,6 @@ class _Arm:
             res.loss.item()
 
 
-def _ns_dtype_plan(cfg: Config, device: torch.device) -> str | None:
-    """The Newton-Schulz dtype the Muon arms ran, with why (None without Muon)."""
-    from jepa_core.train.device import resolve_ns_dtype
-
-    if cfg.optim.optimizer != "muon":
-        return None
-    dtype, why = resolve_ns_dtype(cfg.optim.muon_ns_dtype, device)
-    return f"{str(dtype).replace('torch.', '')} ({why})"
-
-
 def run_bench(
     cfg: Config,
     *,
@@ -329,7 +319,7 @@ def run_bench(
     timed steps, the arms interleaved round by round. `fused_cpu` overrides
     the CPU fused-AdamW choice (None: the default the loop uses).
     """
-    from jepa_core.train.device import compile_unavailable_reason, gpu_peak_flops, resolve_runtime
+    from jepa_core.train.device import compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 
     if steps < 1 or repeats < 1 or warmup < 0:
         raise ConfigError(f"bench needs steps >= 1, repeats >= 1 and warmup >= 0 (got {steps}, {repeats}, {warmup}).")
@@ -341,7 +331,7 @@ def run_bench(
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)
     device = rt.device
     plan = plan_step(cfg, device, rt.precision, fused_cpu=DEFAULT_FUSED_CPU if fused_cpu is None else fused_cpu)
-    notes: list[str] = []
+    notes: list[str] = [n for n in (slow_bf16_note(rt),) if n]
     if plan.compile:
         why_not = compile_unavailable_reason(device)
         if why_not:
@@ -461,7 +451,7 @@ def run_bench(
             "grad_accum_steps": cfg.train.grad_accum_steps,
             "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
             "optimizer": cfg.optim.optimizer,
-            "muon_ns_dtype": _ns_dtype_plan(cfg, device),
+            "muon_ns_dtype": ns_dtype_label(cfg.optim.optimizer, cfg.optim.muon_ns_dtype, device),
         },
         matmul=matmul,
         datasheet_peak=datasheet,

@@ -160,3 +160,17 @@ def test_ns_dtype_is_validated():
 
     with pytest.raises((ConfigError, ValueError), match="muon_ns_dtype"):
         _muon_cfg("fp16")
+
+
+@pytest.mark.parametrize("flags", [FLAGS_AVX2, FLAGS_ZEN4])
+def test_run_start_label_and_the_slow_bf16_autocast_note(monkeypatch, flags):
+    import jepa_core.train.device as device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)
+    native = flags is FLAGS_ZEN4
+    label = device.ns_dtype_label("muon", "auto", CPU)
+    assert label.startswith("bfloat16 (auto: " if native else "float32 (auto: ")
+    assert device.ns_dtype_label("adamw", "auto", CPU) is None
+    note = device.slow_bf16_note(device.Runtime(CPU, "bf16"))
+    assert (note is None) if native else ("--set train.precision=fp32" in note)
+    assert device.slow_bf16_note(device.Runtime(CPU, "fp32")) is None

@@ -272,6 +272,9 @@ def test_resume_is_bitwise_exact_with_muon(tmp_path, text):
     train(cfg, run_dir=tmp_path / "two", stop_after=4, handle_signals=False)
     state = ck.load_tensors(read_latest(tmp_path / "two").state)
     assert any(k.endswith(".momentum_buffer") for k in state) and any(k.endswith(".exp_avg") for k in state)
+    # run_start says which Newton-Schulz dtype `auto` chose on this machine, and why
+    start = next(r for r in read_metrics(tmp_path / "one") if r.get("event") == "run_start")
+    assert start["muon_ns_dtype"].split(" (auto: ")[0] in ("float32", "bfloat16")
     from jepa_core.inspect import inspect_checkpoint
 
     opt = inspect_checkpoint(read_latest(tmp_path / "two").state).optimizer

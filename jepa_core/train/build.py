@@ -19,7 +19,7 @@ import torch
 from jepa_core import rundir as rd
 from jepa_core.config import Config
 from jepa_core.errors import ConfigError
-from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, resolve_runtime
+from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 from jepa_core.train.distributed import DistInfo, barrier, init_distributed
 from jepa_core.train.step import Trainee, build_trainee, plan_step
 
@@ -76,6 +76,8 @@ class Run:
             "flops_per_token": self.flops_per_token,
             "baseline": model.is_baseline,
         }
+        if ns := ns_dtype_label(self.cfg.optim.optimizer, self.cfg.optim.muon_ns_dtype, self.device):
+            info["muon_ns_dtype"] = ns
         if self.notes:
             info["notes"] = list(self.notes)
         return info
@@ -143,6 +145,8 @@ def build_run(
     if not force_memory:
         check_memory_fits(cfg, prepared.vocab_size, rt)
     notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
+    if note := slow_bf16_note(rt):
+        notes.append(note)
     plan = plan_step(cfg, rt.device, rt.precision)
     # a profile that asks for compile still trains on a machine without a C++ compiler
     why_not = compile_unavailable_reason(rt.device) if plan.compile else None

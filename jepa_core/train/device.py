@@ -120,6 +120,24 @@ def resolve_ns_dtype(setting: str, device: torch.device, flags: frozenset[str] |
     return (torch.bfloat16 if fast else torch.float32), f"auto: {why}"
 
 
+def ns_dtype_label(optimizer: str, setting: str, device: torch.device) -> str | None:
+    """What run_start and bench record: the Newton-Schulz dtype Muon runs and why (None without Muon)."""
+    if optimizer != "muon":
+        return None
+    dtype, why = resolve_ns_dtype(setting, device)
+    return f"{str(dtype).replace('torch.', '')} ({why})"
+
+
+def slow_bf16_note(rt: "Runtime") -> str | None:
+    """A note when the run asked for bf16 autocast where bf16 matmul is emulated (auto never picks it there)."""
+    if rt.precision != "bf16" or rt.device.type != "cpu":
+        return None
+    fast, why = fast_bf16_matmul(rt.device)
+    if fast:
+        return None
+    return f"bf16 autocast on this CPU is several times slower than fp32: {why}; --set train.precision=fp32"
+
+
 def resolve_runtime(device_spec: str, precision: str, local_rank: int = 0) -> Runtime:
     device = resolve_device(device_spec, local_rank)
     if precision == "auto":
