@@ -29,8 +29,9 @@ Arms are compared at equal steps (`train.max_steps`), or with a time budget
 (`--budget-s`, i.e. `train.time_budget_s`) at equal seconds of step time; the
 report says which.
 
-Runs execute one after another in this process through `train(...)`. Ctrl-C
-(or a `stop` file) ends the current run with a checkpoint and stops the
+Runs execute one after another in this process through `train(...)`, or with
+`jobs` > 1 that many at once, each in its own process (`ablate_jobs`). Ctrl-C
+(or a `stop` file) ends the current runs with a checkpoint and stops the
 ablation; `--resume` continues it: finished (and diverged) runs are skipped,
 an interrupted run resumes exactly from its last checkpoint (with what is left
 of its time budget), and a run that died before its first checkpoint is
@@ -988,6 +989,9 @@ class AblationCallbacks:
     def on_skip(self, spec: RunSpec, status: str) -> None:
         pass
 
+    def on_jobs(self, jobs: int, threads: int, gpus: tuple[str, ...]) -> None:  # runs at once, only when more than one
+        pass
+
     def on_run_start(self, spec: RunSpec, position: int, total: int, action: str) -> None:
         pass
 
@@ -1057,10 +1061,12 @@ def _prepare_run(plan: AblationPlan, spec: RunSpec):
     return cfg, None, "start"
 
 
-def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None) -> AblationOutcome:
-    """Run (or continue) every run of the plan in order, then write report.json and report.md."""
-    from .train.loop import train
+def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None, jobs: int = 1) -> AblationOutcome:
+    """Run (or continue) every run of the plan, `jobs` at a time (1: in order, in this process),
+    then write report.json and report.md."""
+    from .ablate_jobs import check_jobs
 
+    check_jobs(jobs)
     cb = callbacks or AblationCallbacks()
     plan.save()
     todo = []
@@ -1079,6 +1085,20 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
 
         # prepared once up front, so no run's wall time includes tokenizing the data
         ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
+    ran = None
+    if jobs > 1 and len(todo) > 1:
+        from .ablate_jobs import run_parallel
+
+        ran = run_parallel(plan, todo, cb, jobs)
+    stopped, failed = ran if ran is not None else _run_in_process(plan, todo, cb)
+    report = write_report(plan.dir)
+    return AblationOutcome(plan=plan, report=report, stopped=stopped, failed=failed)
+
+
+def _run_in_process(plan: AblationPlan, todo: list[RunSpec], cb: AblationCallbacks) -> tuple[bool, list[str]]:
+    """The runs one after another through `train(...)` in this process: (stopped, failed run names)."""
+    from .train.loop import train
+
     stopped, failed = False, []
     with _stop_flag() as flag:
         for pos, spec in enumerate(todo):
@@ -1113,5 +1133,4 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None)
             if status == "interrupted":
                 stopped = True
                 break
-    report = write_report(plan.dir)
-    return AblationOutcome(plan=plan, report=report, stopped=stopped, failed=failed)
+    return stopped, failed

@@ -21,6 +21,7 @@ from jepa_core.stats import welch_t_test
 
 import train_helpers
 from train_helpers import small_text
+from cli_helpers import cli  # noqa: F401  (fixture)
 
 runner = CliRunner()
 
@@ -543,3 +544,106 @@ def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path, one_thread):
     starts = [r for r in runlog.read_records(out / "jepa_weight-0.5-s0") if r.get("event") == "run_start"]
     assert starts[0]["config"]["train"]["time_budget_s"] == 3.0 and 0 < starts[1]["config"]["train"]["time_budget_s"] < 3.0
     assert "equal training time: 3 s of step time per run" in (out / ab.REPORT_MD).read_text()
+
+
+# --------------------------------------------------------------------------- --jobs
+
+
+def test_threads_split_and_slots():
+    from jepa_core.ablate_jobs import Slots, check_jobs, plan_slots, threads_per_job
+
+    assert [threads_per_job(2, n) for n in (1, 2, 3, 4)] == [2, 1, 1, 1]  # never zero threads
+    assert [threads_per_job(16, n) for n in (1, 2, 3, 5)] == [16, 8, 5, 3]  # an equal share, rounded down
+    assert plan_slots(2, "cpu", cores=8) == Slots(jobs=2, threads=4, gpus=())
+    assert plan_slots(3, "cpu", cores=2).threads == 1 and plan_slots(3, "cpu", cores=2).gpu(2) is None
+    # CUDA: one run per visible GPU, --jobs capped at their number, each child seeing its own
+    two = plan_slots(4, "cuda", cores=16, gpus=["3", "5"])
+    assert two == Slots(jobs=2, threads=8, gpus=("3", "5")) and two.gpu(1) == "5"
+    assert plan_slots(1, "cuda:0", cores=16, gpus=["0", "1"]) == Slots(jobs=1, threads=16, gpus=("0",))
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="--jobs"):
+            check_jobs(bad)
+
+
+def test_jobs_is_checked_before_anything_runs(tmp_path, cli):
+    plan = ab.plan_ablation("tiny", 1, out=tmp_path / "abl")
+    with pytest.raises(ConfigError, match="--jobs must be"):
+        ab.run_ablation(plan, jobs=0)
+    assert not (tmp_path / "abl").exists()
+    res = cli("ablate", "--profile", "tiny", "--jobs", "0", "--out", str(tmp_path / "cli"))
+    assert res.returncode == 2 and "--jobs" in res.stderr and not (tmp_path / "cli").exists()
+
+
+def _results(out: Path, names) -> dict:
+    return {n: (ab.read_batch_log(out / n), _final_bpb(out / n)) for n in names}
+
+
+def test_jobs_2_matches_jobs_1(shared_data, tmp_path, one_thread):
+    """Two runs at once, each in its own process, draw the same batches and reach the same
+    val BPB as the same runs one after another in this process."""
+    names = ["baseline-s0", "jepa-s0"]
+    for jobs in (1, 2):
+        outcome = ab.run_ablation(ab.plan_ablation("tiny", 1, overrides=small_overrides(shared_data), out=tmp_path / str(jobs)), jobs=jobs)
+        assert not outcome.stopped and not outcome.failed and outcome.report["data_order"]["ok"] is True
+    one, two = _results(tmp_path / "1", names), _results(tmp_path / "2", names)
+    for n in names:
+        assert two[n][0] == one[n][0] and len(two[n][0]) == 4
+        assert two[n][1] == pytest.approx(one[n][1], rel=1e-5)
+    assert one["baseline-s0"][1] != one["jepa-s0"][1]  # the arms differ: equal results are not a fluke of a shared run
+
+
+@pytest.mark.slow
+def test_jobs_2_ctrl_c_stops_every_run_and_resume_finishes_them(shared_data, tmp_path, one_thread):
+    """A Ctrl-C to the ablation reaches every child: each stops with a readable checkpoint at
+    its last step, and --resume finishes them exactly (same batches, same val BPB as unbroken runs)."""
+    from jepa_core.rundir import read_latest
+
+    over = small_overrides(shared_data, "train.max_steps=40", "train.eval_every=20", "train.checkpoint_every=20")
+    names = ["baseline-s0", "jepa-s0"]
+    ab.run_ablation(ab.plan_ablation("tiny", 1, overrides=over, out=tmp_path / "one"), jobs=1)
+    expected = _results(tmp_path / "one", names)
+
+    out = tmp_path / "two"
+    handler = signal.getsignal(signal.SIGINT)
+    outcome = ab.run_ablation(ab.plan_ablation("tiny", 1, overrides=over, out=out), callbacks=_CtrlC("baseline-s0", at_step=1), jobs=2)
+    assert outcome.stopped and signal.getsignal(signal.SIGINT) is handler
+    runs = {r["name"]: r for r in json.loads((out / ab.MANIFEST).read_text())["runs"]}
+    for n in names:
+        assert runs[n]["status"] == "interrupted" and 0 < runs[n]["step"] < 40, runs[n]
+        assert read_latest(out / n).step == runs[n]["step"]
+    cb = _CtrlC()
+    outcome = ab.run_ablation(ab.load_plan(out), callbacks=cb, jobs=2)
+    assert not outcome.stopped and not outcome.failed and outcome.report["complete"]
+    assert cb.actions == {n: f"resume from step {runs[n]['step']}" for n in names}
+    got = _results(out, names)
+    for n in names:
+        assert got[n][0] == expected[n][0] and len(got[n][0]) == 40  # the same batches, each drawn once
+        assert got[n][1] == pytest.approx(expected[n][1], rel=1e-5)
+
+
+def test_cli_output_is_quiet_with_one_line_per_run(shared_data, tmp_path, one_thread, cli, monkeypatch, recwarn):
+    """torch's FutureWarnings (inductor's, in every compiled run) are hidden as `jepa train` hides
+    them; what shows is one line per run: arm, seed, step/max."""
+    import re
+    import warnings
+
+    from jepa_core.train import loop
+
+    real = loop.train
+
+    def noisy_train(*args, **kwargs):
+        warnings.warn("torch._inductor: this API is deprecated", FutureWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", noisy_train)
+    args = ["ablate", "-p", "tiny", "--seeds", "1", "--out", str(tmp_path / "abl")]
+    for o in small_overrides(shared_data):
+        args += ["--set", o]
+    res = cli(*args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [w.message for w in recwarn if issubclass(w.category, FutureWarning)] == []
+    assert "Warning" not in res.stdout + res.stderr
+    runs = [l for l in res.stdout.splitlines() if l.startswith("[")]
+    assert len(runs) == 2, res.stdout
+    for line, arm in zip(runs, ("baseline", "jepa")):
+        assert re.fullmatch(rf"\[\d/2\] {arm}  seed 0  step 4/4  \d+\.\d s  finished", line), line

@@ -1,4 +1,4 @@
-"""`jepa ablate --profile NAME [--seeds N] [--grid k=v1,v2] [--arm NAME:k=v,...] [--budget-s S]`."""
+"""`jepa ablate --profile NAME [--seeds N] [--grid k=v1,v2] [--arm NAME:k=v,...] [--budget-s S] [--jobs N]`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def ablate(
             "or at train.max_steps, whichever comes first. Default: equal steps.",
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Runs at once, each in its own process. On CPU each run gets an equal share of the cores "
+            "(torch threads = cores // N), so N > 1 pays off when one run cannot keep every core busy (small models); "
+            "on CUDA one run per visible GPU (N is capped at their number). Results are the same as with 1 "
+            "(the default: one run after another in this process).",
+        ),
+    ] = 1,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
     resume: Annotated[
         Optional[Path],
@@ -65,7 +77,8 @@ def ablate(
     per horizon (and its lift over the copy control), effective rank, tok/s. Killed or diverged
     runs are listed, never averaged. Each run is a normal run directory under one folder
     (`runs/ablate-PROFILE-UTC/ARM-sI/`) with manifest.json, report.json and report.md;
-    `jepa watch FOLDER` overlays the runs. Ctrl-C stops after a checkpoint.
+    `jepa watch FOLDER` overlays the runs. Ctrl-C stops every running run after a checkpoint;
+    one progress line per run shows arm, seed, step/max and ETA.
 
     Examples:
 
@@ -77,11 +90,13 @@ def ablate(
 
     * `jepa ablate -p tiny --grid jepa.jepa_weight=0.1,0.5 --budget-s 120` (equal training time)
 
+    * `jepa ablate -p tiny --seeds 3 --jobs 2` (two runs at once, each on half the cores)
+
     * `jepa ablate --resume runs/ablate-tiny-20250101-120000` (continue), add `--arm ...` or `--seeds 5` to extend it
     """
     from jepa_cli.render.ablate import run_ablate
 
-    run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS)
+    run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS, jobs=jobs)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,12 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from jepa_cli.console import console, err_console
+from jepa_cli.console import console, err_console, quiet_library_warnings
 
 ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
 
-def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume) -> str:
+def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs: int = 1) -> str:
     """The command line, rebuilt from the options (recorded in the manifest and the report)."""
     import shlex
 
@@ -34,14 +34,17 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume) -> s
         parts += ["--budget-s", f"{budget_s:g}"]
     if out is not None:
         parts += ["--out", str(out)]
+    if jobs != 1:
+        parts += ["--jobs", str(jobs)]
     return shlex.join(parts)
 
 
-def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3) -> None:
+def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1) -> None:
     from jepa_core.ablate import extend_plan, load_plan, plan_ablation, run_ablation
     from jepa_core.errors import ConfigError
 
-    command = _command(profile, seeds, arms, grids, overrides, budget_s, out, resume)
+    quiet_library_warnings()  # as `jepa train`: torch's chatter (inductor FutureWarnings) per run would bury the progress
+    command = _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs)
     if resume is not None:
         plan = load_plan(Path(resume))
         fixed = [
@@ -65,7 +68,7 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
     _print_plan(plan, resumed=resume is not None)
     progress = AblateProgress(live=console.is_terminal)
     try:
-        outcome = run_ablation(plan, callbacks=progress)
+        outcome = run_ablation(plan, callbacks=progress, jobs=jobs)
     finally:
         progress.stop()
     rep = outcome.report
@@ -107,16 +110,15 @@ def _print_plan(plan, resumed: bool) -> None:
 
 
 class AblateProgress:
-    """AblationCallbacks: a Rich progress display (runs overall + steps of the current run),
-    or one log line per run when stdout is not a terminal."""
+    """AblationCallbacks: one line per run (arm, seed, step/max, ETA), updated in place on a
+    terminal; otherwise (a pipe, a log file) one line per run when it ends."""
 
     def __init__(self, live: bool):
         self.live = live
         self.progress = None
-        self.runs_task = None
-        self.step_task = None
         self.total = 0
         self.done = 0
+        self.runs: dict[str, dict[str, Any]] = {}  # run name -> task id, step, max steps, start time
 
     # AblationCallbacks protocol (duck-typed: no jepa_core import at module level)
     def on_begin(self, plan, todo) -> None:
@@ -126,15 +128,18 @@ class AblateProgress:
             console.print("[dim]every run is already done; rebuilding the report[/]")
             return
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[steps]}"),
+                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                 console=console,
             )
             self.progress.start()
-            self.runs_task = self.progress.add_task("[bold]runs", total=self.total, completed=self.done, info="")
-            self.step_task = self.progress.add_task("", total=plan.settings.get("train.max_steps") or 1, info="")
+
+    def on_jobs(self, jobs, threads, gpus) -> None:
+        where = f"one per GPU ({', '.join(gpus)})" if gpus else f"{threads} torch thread(s) each"
+        self._log(f"[dim]{jobs} runs at once, {where}[/]")
 
     def on_prepare(self, stage, done, total) -> None:
         if done == 0:
@@ -144,38 +149,49 @@ class AblateProgress:
         self._log(f"[dim]skip {spec.name}: already {status}[/]")
 
     def on_run_start(self, spec, position, total, action) -> None:
+        import time
+
+        run = self.runs[spec.name] = {"step": 0, "max": 0, "t0": time.monotonic(), "action": action, "task": None}
         if self.progress is not None:
-            self.progress.update(self.step_task, description=f"  {spec.name}", completed=0, info=action)
-        else:
-            console.print(f"[{self.done + 1}/{self.total}] {spec.name}: {action}")
+            run["task"] = self.progress.add_task(_run_label(spec), total=None, info="" if action == "start" else action, steps=_steps(run))
 
     def train_callbacks(self, spec):
         from jepa_core.train.loop import TrainCallbacks
 
-        outer = self
+        outer, run = self, self.runs[spec.name]
 
         class _Run(TrainCallbacks):
             def on_start(self, info: dict[str, Any]) -> None:
-                if outer.progress is not None:
-                    outer.progress.update(outer.step_task, total=info["max_steps"], completed=info["start_step"])
+                run["step"], run["max"] = info["start_step"], info["max_steps"]
+                outer._update(run, total=info["max_steps"], completed=info["start_step"])
 
             def on_step(self, step: int, max_steps: int) -> None:
-                if outer.progress is not None:
-                    outer.progress.update(outer.step_task, completed=step)
+                run["step"], run["max"] = step, max_steps
+                outer._update(run, total=max_steps, completed=step)
 
             def on_record(self, r: dict[str, Any]) -> None:
                 bpb = r.get("val_bpb")
-                if r.get("type") == "eval" and outer.progress is not None and isinstance(bpb, (int, float)):
-                    outer.progress.update(outer.step_task, info=f"val BPB {bpb:.4f}")
+                if r.get("type") == "eval" and isinstance(bpb, (int, float)):
+                    outer._update(run, info=f"val BPB {bpb:.4f}")
 
         return _Run()
 
+    def _update(self, run: dict[str, Any], **fields: Any) -> None:
+        if self.progress is not None and run["task"] is not None:
+            self.progress.update(run["task"], steps=_steps(run), **fields)
+
     def on_run_end(self, spec, status, message) -> None:
+        import time
+
         self.done += 1
-        colour = {"finished": "green", "interrupted": "yellow"}.get(status, "red")
-        if self.progress is not None:
-            self.progress.update(self.runs_task, completed=self.done)
-        self._log(f"{spec.name}: [{colour}]{status}[/]" + (f" [dim]{escape(message)}[/]" if message and status != "finished" else ""))
+        run = self.runs.pop(spec.name, {"step": 0, "max": 0, "t0": time.monotonic(), "action": "", "task": None})
+        if self.progress is not None and run["task"] is not None:
+            self.progress.remove_task(run["task"])
+        colour = {"finished": "green", "interrupted": "yellow", "early_stopped": "green"}.get(status, "red")
+        action = f" ({escape(run['action'])})" if run["action"] and run["action"] != "start" else ""
+        line = (f"[{self.done}/{self.total}] {_run_label(spec)}  {_steps(run)}  {time.monotonic() - run['t0']:.1f} s  [{colour}]{status}[/]{action}"
+                + (f" [dim]{escape(message)}[/]" if message and status != "finished" else ""))
+        self._log(line)
 
     def _log(self, line: str) -> None:
         (self.progress.console if self.progress is not None else console).print(line)
@@ -184,6 +200,14 @@ class AblateProgress:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _steps(run: dict[str, Any]) -> str:
+    return f"step {run['step']}/{run['max'] or '?'}"
+
+
+def _run_label(spec) -> str:
+    return f"{escape(spec.arm)}  seed {spec.seed_index}"
 
 
 # --------------------------------------------------------------------------- report
