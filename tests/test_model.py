@@ -242,6 +242,23 @@ def test_shared_parameters_start_identical_whatever_optional_modules_exist():
     assert not torch.equal(base["transformer.blocks.0.attn.qkv.weight"][:32], base["transformer.blocks.1.attn.qkv.weight"][:32])
 
 
+def test_shared_lm_digest_covers_exactly_the_shared_weights():
+    base = JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V, seed=7)
+    jepa = JepaLM.from_config(small_cfg(jepa={"teacher": "encoder"}), V, seed=7)
+    assert base.shared_lm_digest() == jepa.shared_lm_digest()
+    assert JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V, seed=8).shared_lm_digest() != base.shared_lm_digest()
+    digest = jepa.shared_lm_digest()
+    with torch.no_grad():
+        # JEPA-only parts (bridge, gate, heads, teacher) are not shared: they do not enter the digest
+        jepa.transformer.bridge_gate.fill_(3.0)
+        jepa.transformer.lm_bridge[1].weight.zero_()
+        jepa.jepa.horizon_emb.weight.zero_()
+        next(jepa.teacher.parameters()).zero_()
+        assert jepa.shared_lm_digest() == digest
+        jepa.transformer.logit_scale.mul_(2.0)  # a 0-d shared parameter does
+        assert jepa.shared_lm_digest() != digest
+
+
 def test_generate_shapes_greedy_and_seeded_sampling():
     torch.manual_seed(9)
     model = JepaLM.from_config(small_cfg(), V)

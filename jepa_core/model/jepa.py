@@ -15,6 +15,7 @@ State-dict prefixes are part of the checkpoint format: `transformer.*`,
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
@@ -26,6 +27,7 @@ from torch import nn
 from ..config import Config, JepaConfig, ModelConfig
 from .flops import estimate_flops_per_token
 from .param_groups import build_param_groups, check_param_groups
+from .roles import in_shared_lm
 from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder, default_seed, normal_by_name_
 
 __all__ = [
@@ -571,6 +573,22 @@ class JepaLM(nn.Module):
         for mod in self.modules():
             if isinstance(mod, RotaryEmbedding):
                 mod.reset_tables()
+
+    def shared_lm_digest(self) -> str:
+        """sha256 over (name, bytes) of the parameters every arm shares (`roles.in_shared_lm`),
+        in sorted name order: equal for two arms exactly when their shared weights are.
+
+        Taken at initialisation it shows that arms of one seed start from the same weights.
+        """
+        tied = self.transformer.weight_tying
+        h = hashlib.sha256()
+        params = dict(self.named_parameters())
+        for name in sorted(params):
+            p = params[name]
+            if in_shared_lm(name, p.ndim, tied):
+                h.update(name.encode() + b"\0")
+                h.update(p.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def param_counts(self) -> dict[str, int]:
         """backbone (embedding, blocks, norms, tap norm, bridge), lm_head (untied head,
