@@ -20,8 +20,11 @@ Fair comparison is checked, not assumed: before anything runs, the settings
 that decide the data order, the compute and the evaluation (dataset, vocab,
 block and batch size, steps, time budget, eval cadence and coverage, resolved
 device and precision, compile, seed) must be equal across arms; and every
-training batch is hashed as it is drawn, so the report can show that the arms
-of a seed consumed the same batches in the same order. Seed index i sets
+training batch is hashed as it is drawn, and each run's shared initial weights
+(run_start's `init_digest`), so the report can show that the arms of a seed
+started from the same weights and consumed the same batches in the same order:
+that pairing is what lets it compare arm and baseline seed by seed (the paired
+t-test), and where it does not hold the report falls back to Welch's test. Seed index i sets
 `train.seed`, which drives initialisation, data order and pair sampling
 together: the spread over seeds is the run-to-run noise a reader should expect.
 
@@ -32,7 +35,7 @@ report says which.
 Runs execute one after another in this process through `train(...)`, or with
 `jobs` > 1 that many at once, each in its own process (`ablate_jobs`). Ctrl-C
 (or a `stop` file) ends the current runs with a checkpoint and stops the
-ablation; `--resume` continues it: finished (and diverged) runs are skipped,
+ablation; `--resume` continues it: finished, early-stopped (and diverged) runs are skipped,
 an interrupted run resumes exactly from its last checkpoint (with what is left
 of its time budget), and a run that died before its first checkpoint is
 restarted from scratch. A resumed ablation can also gain arms and seeds.
@@ -48,6 +51,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import shutil
 import tomllib
@@ -60,7 +64,8 @@ from .config import Config, apply_overrides, config_to_toml, load_config, parse_
 from .errors import CheckpointError, ConfigError, JepaError
 from .fsutil import atomic_write_text
 from .rundir import utc_now_iso, utc_stamp
-from .stats import holm, summarize, welch_t_test
+from .codeversion import code_label
+from .stats import holm, min_detectable_effect, paired_t_test, summarize, welch_t_test
 
 FORMAT = "jepa-ablation/1"
 REPORT_FORMAT = "jepa-ablation-report/2"
@@ -71,12 +76,16 @@ REPORT_MD = "report.md"
 BATCH_LOG = "batches.txt"
 
 #: Run statuses that are final: such runs are skipped on --resume.
-DONE = ("finished", "diverged")
+DONE = ("finished", "early_stopped", "diverged")
+#: Final statuses whose last eval enters the statistics (an early stop is a completed run).
+COUNTED = ("finished", "early_stopped")
 
 #: Family-wise error rate of the verdicts (Holm-adjusted p-values are compared with it).
 ALPHA = 0.05
 #: Confidence level of the intervals on the difference to the baseline.
 CI_LEVEL = 0.95
+#: Power at which the report states the minimum detectable effect of the paired design.
+POWER = 0.8
 
 #: Settings every arm must share (for the same seed index). Keys this version's config lacks are skipped.
 SAME_KEYS = (
@@ -526,8 +535,8 @@ def horizon_values(final_eval: dict[str, float], prefix: str) -> dict[int, float
 
 def _exclusion(status: str, message: str, val_bpb: float | None) -> str | None:
     """Why a run does not enter the statistics, or None when it does."""
-    if status == "finished":
-        return None if val_bpb is not None else "finished without a finite final val BPB"
+    if status in COUNTED:
+        return None if val_bpb is not None else f"{status} without a finite final val BPB"
     if status == "incomplete":
         return "killed: no run_end in its metrics (continue with --resume)"
     if status == "pending":
@@ -559,6 +568,8 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "wall_s": s.wall_s or None,
         "curve": s.curve,
         "excluded": _exclusion(s.status, s.message, val_bpb),
+        "init_digests": list(s.init_digests),
+        "code": [code_label(c) for c in s.code],
     }
 
 
@@ -579,7 +590,8 @@ def read_batch_log(run_dir: Path) -> dict[int, str]:
 def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
     """Compare the recorded batch digests of every arm with the reference arm, seed by seed."""
     per_seed = []
-    mismatches = []
+    mismatches: list[str] = []
+    broken: list[dict[str, Any]] = []  # {"seed_index", "arm"} of every mismatch, for the pairing check
     compared = 0  # arm pairs with at least one batch in common
     for i in range(len(plan.seeds)):
         logs = {a.name: read_batch_log(plan.dir / f"{a.name}-s{i}") for a in plan.arms}
@@ -593,10 +605,36 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
             bad = next((k for k in common if ref[k] != log[k]), None)
             if bad is not None:
                 mismatches.append(f"seed {i}: arm `{name}` drew a different batch {bad} than `{plan.reference}`")
+                broken.append({"seed_index": i, "arm": name})
         per_seed.append({"seed_index": i, "batches": counts})
     # None: nothing to compare yet (one arm ran, or no batches were recorded)
     ok = False if mismatches else (True if compared else None)
-    return {"ok": ok, "compared_pairs": compared, "per_seed": per_seed, "mismatches": mismatches}
+    return {"ok": ok, "compared_pairs": compared, "per_seed": per_seed, "mismatches": mismatches, "broken": broken}
+
+
+def verify_init(plan: AblationPlan, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Compare each run's init digest (run_start) with the reference arm's, seed by seed.
+
+    `runs` maps run names to `run_record`s. A run without a digest predates it
+    (or never started) and is listed as missing, not as a mismatch.
+    """
+    mismatches, broken, missing = [], [], []
+    compared = 0
+    for i in range(len(plan.seeds)):
+        ref = runs[f"{plan.reference}-s{i}"]["init_digests"]
+        for a in plan.arms:
+            name = f"{a.name}-s{i}"
+            digs = runs[name]["init_digests"]
+            if runs[name]["status"] != "pending" and not digs:
+                missing.append(name)
+            if a.name == plan.reference or not digs or not ref:
+                continue
+            compared += 1
+            if set(digs) != set(ref) or len(digs) > 1:
+                mismatches.append(f"seed {i}: arm `{a.name}` started from other weights than `{plan.reference}`")
+                broken.append({"seed_index": i, "arm": a.name})
+    ok = False if mismatches else (True if compared else None)
+    return {"ok": ok, "compared_pairs": compared, "mismatches": mismatches, "broken": broken, "missing": missing}
 
 
 # --------------------------------------------------------------------------- report
@@ -625,17 +663,24 @@ def _horizon_summaries(finished: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _verdict(arm: str, ref: str, c: dict[str, Any], family: int) -> str:
     n_a, n_r = c["n_arm"], c["n_ref"]
     if c["p"] is None:
-        return f"not tested: n = {n_a} vs {n_r} finished seeds with a val BPB; Welch's test needs 2 per arm"
+        return f"not tested: n = {n_a} vs {n_r} finished seeds with a val BPB; the tests need 2 per arm"
     diff, lo, hi = c["diff"], c["ci_low"], c["ci_high"]
     ci = f"{int(round(CI_LEVEL * 100))}% CI {lo:+.4f}..{hi:+.4f}"
     holm_p = fmt_p(c["p_holm"])
+    sample = f"paired over n = {c['n_pairs']} seeds" if c["test"] == "paired" else f"n = {n_a} vs {n_r}"
     if c["p_holm"] < ALPHA:
         side = "worse" if diff > 0 else "better"
-        return f"{side} than {ref} by {abs(diff):.4f} BPB ({ci}), Holm p = {holm_p} (n = {n_a} vs {n_r})"
-    note = ""
-    if c["p"] < ALPHA:
-        note = f"; unadjusted p = {fmt_p(c['p'])} does not survive Holm over {family} comparisons"
-    return f"no detectable difference at n = {n_a} vs {n_r}: {diff:+.4f} BPB ({ci}), Holm p = {holm_p}{note}"
+        out = f"{side} than {ref} by {abs(diff):.4f} BPB ({ci}), Holm p = {holm_p} ({sample})"
+    else:
+        note = ""
+        if c["p"] < ALPHA:
+            note = f"; unadjusted p = {fmt_p(c['p'])} does not survive Holm over {family} comparisons"
+        out = f"no detectable difference at {sample}: {diff:+.4f} BPB ({ci}), Holm p = {holm_p}{note}"
+        if c["mde"] is not None:
+            out += f"; this design detects {c['mde']:.4f} BPB with {int(POWER * 100)}% power"
+    if c["unpaired_because"]:
+        out += f"; Welch (unpaired) because {c['unpaired_because']}"
+    return out
 
 
 def _caveats(rep: dict[str, Any]) -> list[str]:
@@ -645,9 +690,10 @@ def _caveats(rep: dict[str, Any]) -> list[str]:
     ns = sorted({a["n"] for a in rep["arms"]})
     n_text = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}..{ns[-1]}"
     out = [
-        f"Sample size: {n_text} finished seeds per arm. Welch's test assumes roughly normal per-seed results, and at "
-        "this n it has little power: \"no detectable difference\" is not evidence of no difference; the confidence "
-        "interval is the range of effects the data do not rule out.",
+        f"Sample size: {n_text} finished seeds per arm. The t-tests assume roughly normal per-seed results (the paired "
+        "test: normal differences), and at this n they have little power: \"no detectable difference\" is not evidence "
+        "of no difference; the confidence interval is the range of effects the data do not rule out, and the minimum "
+        "detectable effect is estimated from the same few differences.",
         f"One scale: profile `{rep['profile']}` on `{s.get('data.dataset')}`, "
         + (f"{cmp_['max_steps']} steps" if cmp_["mode"] == "steps" else f"{cmp_['budget_s']:g} s of training per run")
         + ". The effects can change with model size, data and training length.",
@@ -670,10 +716,12 @@ def _caveats(rep: dict[str, Any]) -> list[str]:
             )
     out.append(
         "Seeds: seed index i sets train.seed for every arm, which drives initialisation, data order and pair sampling "
-        "together; within a seed every arm drew the same batches (the data order line says whether that was verified)."
+        "together; within a seed every arm starts from the same shared weights and draws the same batches, which is what "
+        "the paired test relies on (the initial weights and data order lines say whether that was verified)."
     )
     out.append(
-        f"Holm's adjustment covers the {cmp_['family']} val BPB comparison(s) with `{rep['reference']}` only; retrieval, "
+        f"Holm's adjustment covers the {cmp_['family']} val BPB comparison(s) with `{rep['reference']}` only (on the p of "
+        "the test each verdict uses; the Welch column has its own); retrieval, "
         "effective rank and tok/s are descriptive (no tests)."
     )
     if rep["excluded"]:
@@ -689,6 +737,7 @@ def build_report(folder: Path) -> dict[str, Any]:
     plan = load_plan(folder)
     arms_out: list[dict[str, Any]] = []
     bpb: dict[str, list[float]] = {}
+    bpb_by_seed: dict[str, dict[int, float]] = {}
     curves: dict[str, Any] = {}
     excluded = []
     for arm in plan.arms:
@@ -701,6 +750,7 @@ def build_report(folder: Path) -> dict[str, Any]:
                 excluded.append({"name": name, "arm": arm.name, "status": r["status"], "step": r["step"], "reason": r["excluded"]})
         finished = [r for r in runs if not r["excluded"]]
         bpb[arm.name] = [r["val_bpb"] for r in finished]
+        bpb_by_seed[arm.name] = {r["seed_index"]: r["val_bpb"] for r in finished}
         arms_out.append(
             {
                 "name": arm.name,
@@ -725,32 +775,20 @@ def build_report(folder: Path) -> dict[str, Any]:
         mean = [sum(lookup[i][s] for i in lookup) / len(lookup) for s in steps]
         curves[arm.name] = {"steps": steps, "mean": mean, "per_seed": {str(r["seed_index"]): r["curve"] for r in runs}}
 
-    # val BPB against the reference, Welch per arm, Holm across the arms
+    # val BPB against the reference: paired where the pairing holds, Welch alongside, Holm across the arms
+    records = {r["name"]: r for a in arms_out for r in a["runs"]}
+    data_order, init = verify_data_order(plan), verify_init(plan, records)
     comparisons = []
     for arm in plan.arms:
         if arm.name == plan.reference:
             continue
-        res = welch_t_test(bpb[arm.name], bpb[plan.reference])
-        sa, sr = summarize(bpb[arm.name]), summarize(bpb[plan.reference])
-        c: dict[str, Any] = {
-            "arm": arm.name,
-            "metric": "val_bpb",
-            "diff": (sa.mean - sr.mean) if sa.mean is not None and sr.mean is not None else None,
-            "ci_low": None,
-            "ci_high": None,
-            "t": None,
-            "df": None,
-            "p": None,
-            "p_holm": None,
-            "n_arm": sa.n,
-            "n_ref": sr.n,
-        }
-        if res is not None:
-            lo, hi = res.ci(CI_LEVEL)
-            c.update(ci_low=lo, ci_high=hi, t=res.t, df=res.df, p=res.p)
-        comparisons.append(c)
+        why = _unpaired_reason(arm.name, plan.reference, bpb_by_seed, records, data_order, init)
+        comparisons.append(_comparison(arm.name, bpb_by_seed[arm.name], bpb_by_seed[plan.reference], why))
     for c, adj in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = adj
+    welch = [c["welch"] for c in comparisons if c["welch"] is not None]
+    for w, adj in zip(welch, holm([w["p"] for w in welch])):
+        w["p_holm"] = adj
     family = sum(c["p"] is not None for c in comparisons)
     by_arm = {c["arm"]: c for c in comparisons}
     for a in arms_out:
@@ -771,7 +809,7 @@ def build_report(folder: Path) -> dict[str, Any]:
     all_runs = [r for a in arms_out for r in a["runs"]]
     rep = {
         "format": REPORT_FORMAT,
-        "ablation_dir": str(plan.dir),
+        "ablation_dir": plan.dir.name,
         "profile": plan.profile,
         "overrides": plan.overrides,
         "grids": plan.grids,
@@ -786,12 +824,101 @@ def build_report(folder: Path) -> dict[str, Any]:
         "comparisons": comparisons,
         "excluded": excluded,
         "curves": curves,
-        "data_order": verify_data_order(plan),
+        "power": POWER,
+        "data_order": data_order,
+        "init": init,
+        "code": _code_versions(all_runs),
         "complete": all(r["status"] in DONE for r in all_runs),
         "created": utc_now_iso(),
     }
     rep["caveats"] = _caveats(rep)
-    return rep
+    return _without_machine_paths(rep, plan.dir)
+
+
+def _seed_list(seeds: set[int] | list[int]) -> str:
+    return ", ".join(f"s{i}" for i in sorted(seeds)) or "none"
+
+
+def _unpaired_reason(
+    arm: str, ref: str, bpb_by_seed: dict[str, dict[int, float]], records: dict[str, dict[str, Any]],
+    data_order: dict[str, Any], init: dict[str, Any],
+) -> str | None:
+    """Why arm and reference cannot be compared seed by seed, or None when the pairing holds."""
+    seeds, ref_seeds = set(bpb_by_seed[arm]), set(bpb_by_seed[ref])
+    if seeds != ref_seeds:
+        return f"the finished seeds differ (`{arm}`: {_seed_list(seeds)}; `{ref}`: {_seed_list(ref_seeds)})"
+    for check, what in ((data_order, "drew other batches"), (init, "started from other initial weights")):
+        bad = sorted({b["seed_index"] for b in check["broken"] if b["arm"] == arm and b["seed_index"] in seeds})
+        if bad:
+            return f"it {what} than `{ref}` at {_seed_list(bad)}"
+    no_digest = [n for n in (f"{x}-s{i}" for x in (ref, arm) for i in sorted(seeds)) if not records[n]["init_digests"]]
+    if no_digest:
+        return f"{', '.join(no_digest)} recorded no init digest (runs from before the pairing check)"
+    return None
+
+
+def _comparison(arm: str, vals: dict[int, float], ref_vals: dict[int, float], why: str | None) -> dict[str, Any]:
+    """One arm against the reference: the paired test when `why` is None, Welch's always."""
+    sa, sr = summarize(vals.values()), summarize(ref_vals.values())
+    w = welch_t_test(list(vals.values()), list(ref_vals.values()))
+    welch = None
+    if w is not None:
+        lo, hi = w.ci(CI_LEVEL)
+        welch = {"diff": w.diff, "ci_low": lo, "ci_high": hi, "t": w.t, "df": w.df, "p": w.p, "p_holm": None}
+    paired = None
+    if why is None:
+        seeds = sorted(vals)
+        pr = paired_t_test([vals[i] for i in seeds], [ref_vals[i] for i in seeds])
+        if pr is not None:
+            lo, hi = pr.ci(CI_LEVEL)
+            mde = min_detectable_effect(pr.sd, pr.n, ALPHA, POWER)
+            paired = {"diff": pr.diff, "ci_low": lo, "ci_high": hi, "t": pr.t, "df": pr.df, "p": pr.p, "sd": pr.sd, "n": pr.n, "mde": mde}
+    used = paired or welch
+    diff = (sa.mean - sr.mean) if sa.mean is not None and sr.mean is not None else None
+    return {
+        "arm": arm,
+        "metric": "val_bpb",
+        "test": "paired" if paired else ("welch" if welch else None),
+        # only when Welch stands in for a paired test that had the seeds for it
+        "unpaired_because": why if welch is not None else None,
+        "diff": used["diff"] if used else diff,
+        **{k: (used[k] if used else None) for k in ("ci_low", "ci_high", "t", "df", "p")},
+        "p_holm": None,
+        "n_arm": sa.n,
+        "n_ref": sr.n,
+        "n_pairs": paired["n"] if paired else 0,
+        "mde": paired["mde"] if paired else None,
+        "paired": paired,
+        "welch": welch,
+    }
+
+
+def _code_versions(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The code version of every run that started, and a warning when they differ."""
+    per_run = {r["name"]: r["code"] for r in runs if r["code"]}
+    distinct = sorted({c for codes in per_run.values() for c in codes})
+    warning = None
+    if len(distinct) > 1:
+        warning = f"the runs of this folder were trained by {len(distinct)} code versions ({'; '.join(distinct)}): differences between arms may come from the code"
+    return {"runs": per_run, "versions": distinct, "warning": warning}
+
+
+# an absolute POSIX path where a report field starts one: at the start, after a space, =, :, a quote or a
+# bracket (text:/data/x.txt); never a URL's //
+_ABS_PATH = re.compile(r"(?:^|(?<=[\s=:`'\"(\[]))/(?!/)[^\s`'\",)\]]*")
+
+
+def _without_machine_paths(obj: Any, folder: Path) -> Any:
+    """`obj` with every absolute path in its strings made relative to the ablation folder:
+    a committed report then names nothing of the machine it ran on."""
+    base = Path(folder).resolve()
+    if isinstance(obj, str):
+        return _ABS_PATH.sub(lambda m: os.path.relpath(m.group(0), base), obj)
+    if isinstance(obj, dict):
+        return {k: _without_machine_paths(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_without_machine_paths(v, base) for v in obj]
+    return obj
 
 
 def _num(v: Any, spec: str = ".4f") -> str:
@@ -867,7 +994,8 @@ def report_markdown(rep: dict[str, Any]) -> str:
     pct = int(round(rep["ci_level"] * 100))
     lines += [
         "",
-        f"## Verdicts: final val BPB against `{ref}` (Welch, Holm-adjusted over {rep['comparison']['family']} comparisons, alpha = {rep['alpha']})",
+        f"## Verdicts: final val BPB against `{ref}` (paired t-test over seeds where the pairing holds, else Welch; "
+        f"Holm-adjusted over {rep['comparison']['family']} comparisons, alpha = {rep['alpha']})",
         "",
     ]
     for a in rep["arms"]:
@@ -875,18 +1003,21 @@ def report_markdown(rep: dict[str, Any]) -> str:
             lines.append(f"- `{a['name']}`: {a['verdict']}")
     lines += [
         "",
-        f"## Per arm (mean ± sd over finished seeds; diff = arm - {ref}, {pct}% CI)",
+        f"## Per arm (mean ± sd over finished seeds; diff = arm - {ref}, {pct}% CI, of the test named; Welch alongside)",
         "",
-        "| arm | overrides | n | val BPB | diff (CI) | p | Holm p | eff rank | tok/s | steps |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | overrides | n | val BPB | test | diff (CI) | p | Holm p | Welch diff (CI) | Welch p | Welch Holm p | eff rank | tok/s | steps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for a in rep["arms"]:
         c = a["comparison"]
+        w = c["welch"] if c else None
         lines.append(
             f"| {a['name']} | {', '.join(f'`{o}`' for o in a['overrides']) or '(profile)'} | {a['n']} | {fmt_mean_sd('val_bpb', a['val_bpb'])} | "
-            f"{fmt_diff(c) if c else '(reference)'} | {fmt_p(c['p']) if c else ''} | {fmt_p(c['p_holm']) if c else ''} | "
+            f"{(c['test'] or 'none') if c else ''} | {fmt_diff(c) if c else '(reference)'} | {fmt_p(c['p']) if c else ''} | {fmt_p(c['p_holm']) if c else ''} | "
+            f"{fmt_diff(w) if c else ''} | {fmt_p(w['p'] if w else None) if c else ''} | {fmt_p(w['p_holm'] if w else None) if c else ''} | "
             f"{fmt_mean_sd('eff_rank', a['eff_rank'])} | {fmt_mean_sd('tok_per_s', a['tok_per_s'])} | {fmt_mean_sd('steps', a['steps'])} |"
         )
+    lines += ["", *mde_lines(rep)]
     horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
     if horizons:
         any_copy = any(a["has_copy_control"] for a in rep["arms"])
@@ -904,14 +1035,16 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines += ["", "## Excluded runs (not averaged)", "", "| run | status | step | reason |", "|---|---|---|---|"]
         for e in rep["excluded"]:
             lines.append(f"| {e['name']} | {e['status']} | {e['step']} | {e['reason']} |")
-    lines += ["", "## Runs", "", "| run | seed | status | step | val loss | val BPB | eff rank | tok/s | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| run | seed | status | step | val loss | val BPB | eff rank | tok/s | train s | code |", "|---|---|---|---|---|---|---|---|---|---|"]
     for a in rep["arms"]:
         for r in a["runs"]:
             lines.append(
                 f"| {r['name']} | {r['train_seed']} | {r['status']} | {r['step']} | {fmt_metric('val_loss', r['val_loss'])} | "
                 f"{fmt_metric('val_bpb', r['val_bpb'])} | {fmt_metric('eff_rank', r['eff_rank'])} | {fmt_metric('tok_per_s', r['tok_per_s'])} | "
-                f"{fmt_metric('train_time', r['train_time'])} |"
+                f"{fmt_metric('train_time', r['train_time'])} | {' + '.join(r['code']) or 'unknown'} |"
             )
+    if rep["code"]["warning"]:
+        lines += ["", f"Warning: {rep['code']['warning']}."]
     steps = sorted(set().union(*(set(c["steps"]) for c in rep["curves"].values()))) if rep["curves"] else []
     if steps:
         names = list(rep["curves"])
@@ -924,11 +1057,33 @@ def report_markdown(rep: dict[str, Any]) -> str:
             lines.append(f"| {st} | " + " | ".join(row) + " |")
     d = rep["data_order"]
     verdict = {True: "identical batches across arms for every seed", False: "MISMATCH: " + "; ".join(d["mismatches"]), None: "not compared yet"}[d["ok"]]
-    lines += ["", f"Data order: {verdict}.", "", "## What this does not show", ""]
+    lines += ["", f"Data order: {verdict}.", f"Initial weights: {init_text(rep['init'])}.", "", "## What this does not show", ""]
     lines += [f"- {c}" for c in rep["caveats"]]
     if not rep["complete"]:
         lines.append(f"\nIncomplete: some runs have not finished; continue with `jepa ablate --resume {rep['ablation_dir']}`.")
     return "\n".join(lines) + "\n"
+
+
+def init_text(init: dict[str, Any]) -> str:
+    """The init-digest check in words."""
+    if init["ok"] is False:
+        return "MISMATCH: " + "; ".join(init["mismatches"])
+    text = {True: "identical shared weights across arms for every seed compared", None: "not compared yet"}[init["ok"]]
+    if init["missing"]:
+        text += f" ({len(init['missing'])} run(s) recorded no init digest: {', '.join(init['missing'])})"
+    return text
+
+
+def mde_lines(rep: dict[str, Any]) -> list[str]:
+    """What 'no difference' rules out: the minimum detectable effect of each paired comparison."""
+    pw, alpha = int(round(rep["power"] * 100)), rep["alpha"]
+    head = f"Minimum detectable effect ({pw}% power, two-sided alpha = {alpha}, paired t-test, from the sd of the per-seed differences):"
+    rows = [
+        f"- `{c['arm']}`: {c['mde']:.4f} BPB at n = {c['n_pairs']} paired seeds (sd of the differences {c['paired']['sd']:.4f})"
+        for c in rep["comparisons"]
+        if c["mde"] is not None
+    ]
+    return [head, "", *rows] if rows else [head + " none (no comparison is paired)."]
 
 
 def write_report(folder: Path) -> dict[str, Any]:

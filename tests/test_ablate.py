@@ -14,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from jepa_cli.main import app
+import jepa_core
 from jepa_core import ablate as ab
 from jepa_core import runlog
 from jepa_core.errors import CheckpointError, ConfigError
-from jepa_core.stats import welch_t_test
+from jepa_core.stats import paired_t_test, welch_t_test
 
 import train_helpers
 from train_helpers import small_text
@@ -301,8 +302,8 @@ def test_remaining_budget_counts_time_up_to_the_checkpoint(tmp_path):
 # --------------------------------------------------------------------------- the report, by hand
 
 
-def _fake_run(folder: Path, name: str, bpb: float | None, status: str = "finished", top1=None, copy=None, steps: int = 4, tok_s: float = 1000.0):
-    recs = [_ev(step=0, event="run_start", start_step=0, tokens_per_step=100, max_steps=4)]
+def _fake_run(folder: Path, name: str, bpb: float | None, status: str = "finished", top1=None, copy=None, steps: int = 4, tok_s: float = 1000.0, **start):
+    recs = [_ev(step=0, event="run_start", start_step=0, tokens_per_step=100, max_steps=4, **start)]
     recs.append({"type": "train", "step": steps, "time": 0, "train_time": steps * 100 / tok_s, "tokens": steps * 100})
     if bpb is not None:
         ev = {"type": "eval", "step": steps, "time": 0, "val_loss": bpb * 0.5, "val_bpb": bpb, "eff_rank": 5.0}
@@ -354,10 +355,13 @@ def test_report_numbers_by_hand(tmp_path):
     assert rep["comparison"] == {"mode": "steps", "budget_s": None, "max_steps": 960, "family": 3}
     # the verdicts below depend on these: far survives Holm, mid only without it, near not at all
     assert holm["far"] < 0.05 and raw["mid"] < 0.05 < holm["mid"] and raw["near"] > 0.05
-    assert arms["far"]["verdict"] == f"worse than baseline by 5.0000 BPB (95% CI {5 - 2.776445 * se:+.4f}..{5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['far'])} (n = 3 vs 3)"
-    assert arms["near"]["verdict"] == f"no detectable difference at n = 3 vs 3: +0.5000 BPB (95% CI {0.5 - 2.776445 * se:+.4f}..{0.5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['near'])}"
+    # these runs record no init digest (as before the pairing check): Welch, and the verdict says why
+    unpaired = "; Welch (unpaired) because baseline-s0, baseline-s1, baseline-s2, {0}-s0, {0}-s1, {0}-s2 recorded no init digest (runs from before the pairing check)"
+    assert arms["far"]["verdict"] == f"worse than baseline by 5.0000 BPB (95% CI {5 - 2.776445 * se:+.4f}..{5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['far'])} (n = 3 vs 3)" + unpaired.format("far")
+    assert arms["near"]["verdict"] == f"no detectable difference at n = 3 vs 3: +0.5000 BPB (95% CI {0.5 - 2.776445 * se:+.4f}..{0.5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['near'])}" + unpaired.format("near")
+    assert all(arms[a]["comparison"]["test"] == "welch" and arms[a]["comparison"]["paired"] is None for a in ("far", "near", "mid"))
     assert arms["mid"]["verdict"].startswith("no detectable difference at n = 3 vs 3: -2.5000 BPB")
-    assert arms["mid"]["verdict"].endswith(f"unadjusted p = {ab.fmt_p(raw['mid'])} does not survive Holm over 3 comparisons")
+    assert f"unadjusted p = {ab.fmt_p(raw['mid'])} does not survive Holm over 3 comparisons; Welch (unpaired)" in arms["mid"]["verdict"]
     assert arms["baseline"]["verdict"] == "reference"
     # killed and diverged runs are listed, never averaged
     assert arms["dead"]["n"] == 0 and arms["dead"]["val_bpb"]["mean"] is None
@@ -375,7 +379,119 @@ def test_report_numbers_by_hand(tmp_path):
     md = (out / ab.REPORT_MD).read_text()
     assert "- `far`: worse than baseline by 5.0000 BPB" in md and "## Excluded runs" in md and "| dead-s0 | diverged | 4 | diverged: loss is nan |" in md
     assert "equal steps: 960 steps per run" in md and "## What this does not show" in md and "n = 0..3" in md
+    assert "Minimum detectable effect (80% power, two-sided alpha = 0.05, paired t-test, from the sd of the per-seed differences): none" in md
     assert json.loads((out / ab.REPORT_JSON).read_text())["comparisons"][0]["arm"] == "far"
+
+
+PAIRED_BASE = [2.50, 2.40, 2.60]
+
+
+def _digest(i: int) -> str:
+    return f"{i:064x}"
+
+
+def _paired_folder(tmp_path: Path) -> tuple[Path, dict]:
+    """Baseline and four arms over 3 seeds; `good` is paired by hand (differences 0.01, 0.03, 0.02),
+    the others break the pairing one way each."""
+    out = tmp_path / "abl"
+    arms = ["baseline:jepa.run_baseline=true", "good:jepa.tau=0.2", "reinit:jepa.tau=0.3", "rebatch:jepa.tau=0.4", "lost:jepa.tau=0.5"]
+    ab.plan_ablation("tiny", 3, arms, out=out).save()
+    code = {"version": "0.1.0", "commit": "a" * 40}
+    vals = {"baseline": PAIRED_BASE, "good": [2.51, 2.43, 2.62], "reinit": [2.52, 2.44, 2.61], "rebatch": [2.49, 2.45, 2.63], "lost": [2.6, 2.5, None]}
+    for arm, vs in vals.items():
+        for i, v in enumerate(vs):
+            dig = _digest(i + 100 if (arm, i) == ("reinit", 1) else i)
+            _fake_run(out, f"{arm}-s{i}", v, status="finished" if v is not None else "diverged", init_digest=dig, code=code)
+            (out / f"{arm}-s{i}" / ab.BATCH_LOG).write_text(f"0 b{i}\n1 {'other' if (arm, i) == ('rebatch', 2) else f'c{i}'}\n")
+    return out, vals
+
+
+def test_paired_report_by_hand(tmp_path):
+    out, vals = _paired_folder(tmp_path)
+    rep = ab.write_report(out)
+    c = {x["arm"]: x for x in rep["comparisons"]}
+    good = c["good"]
+    t = 0.02 / (0.01 / math.sqrt(3))
+    p = 1 - t / math.sqrt(2 + t * t)  # Student's t with 2 df, two-sided: 0.0742
+    t975 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # t_{0.975, 2} = 4.302653 in closed form
+    t80 = math.sqrt(2 * 0.6**2 / (1 - 0.6**2))  # t_{0.8, 2}
+    assert good["test"] == "paired" and good["unpaired_because"] is None and good["n_pairs"] == 3
+    assert good["diff"] == pytest.approx(0.02) and good["t"] == pytest.approx(t) and good["df"] == 2.0
+    assert good["p"] == pytest.approx(p, rel=1e-9) and good["p"] == pytest.approx(0.0742, abs=1e-4)
+    half = t975 * 0.01 / math.sqrt(3)
+    assert (good["ci_low"], good["ci_high"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    assert good["mde"] == pytest.approx((t975 + t80) * 0.01 / math.sqrt(3), rel=1e-9)
+    # Welch on the same numbers stays as the second column: the seed spread hides the shift
+    w = welch_t_test(vals["good"], PAIRED_BASE)
+    assert good["welch"]["p"] == pytest.approx(w.p) and good["welch"]["p"] > 0.7
+    # every broken pairing falls back to Welch and says why
+    assert c["reinit"]["test"] == "welch" and c["reinit"]["unpaired_because"] == "it started from other initial weights than `baseline` at s1"
+    assert c["rebatch"]["test"] == "welch" and c["rebatch"]["unpaired_because"] == "it drew other batches than `baseline` at s2"
+    assert c["lost"]["test"] == "welch" and c["lost"]["unpaired_because"] == "the finished seeds differ (`lost`: s0, s1; `baseline`: s0, s1, s2)"
+    assert c["reinit"]["p"] == pytest.approx(welch_t_test(vals["reinit"], PAIRED_BASE).p) and c["reinit"]["mde"] is None
+    # Holm over the arms on the p each verdict uses; the Welch column is adjusted on its own
+    used = [c[a]["p"] for a in ("good", "reinit", "rebatch", "lost")]
+    for a, adj in zip(("good", "reinit", "rebatch", "lost"), holm_by_hand(used)):
+        assert c[a]["p_holm"] == pytest.approx(adj)
+    welch_ps = [c[a]["welch"]["p"] for a in ("good", "reinit", "rebatch", "lost")]
+    for a, adj in zip(("good", "reinit", "rebatch", "lost"), holm_by_hand(welch_ps)):
+        assert c[a]["welch"]["p_holm"] == pytest.approx(adj)
+    assert rep["init"]["ok"] is False and rep["init"]["mismatches"] == ["seed 1: arm `reinit` started from other weights than `baseline`"]
+    arms = {a["name"]: a for a in rep["arms"]}
+    assert arms["good"]["verdict"].startswith("no detectable difference at paired over n = 3 seeds: +0.0200 BPB")
+    assert arms["good"]["verdict"].endswith(f"; this design detects {good['mde']:.4f} BPB with 80% power")
+    assert arms["reinit"]["verdict"].endswith("; Welch (unpaired) because it started from other initial weights than `baseline` at s1")
+    md = (out / ab.REPORT_MD).read_text()
+    assert f"- `good`: {good['mde']:.4f} BPB at n = 3 paired seeds (sd of the differences 0.0100)" in md
+    assert "| good | `jepa.tau=0.2` | 3 | 2.5200 ± 0.0954 | paired | +0.0200 (" in md
+    assert "Initial weights: MISMATCH: seed 1: arm `reinit` started from other weights than `baseline`." in md
+
+
+def holm_by_hand(ps: list[float]) -> list[float]:
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def test_report_names_code_versions_and_no_machine_paths(tmp_path):
+    out = tmp_path / "abl"
+    text = tmp_path / "corpus.txt"
+    ab.plan_ablation("tiny", 1, ["baseline:jepa.run_baseline=true", "j:jepa.tau=0.2"], overrides=[f"data.dataset={text}"], out=out, command=f"jepa ablate -p tiny --out {out}").save()
+    old, new = {"version": "0.1.0", "commit": "1" * 40}, {"version": "0.1.0", "commit": "2" * 40}
+    _fake_run(out, "baseline-s0", 2.0, code=old, init_digest=_digest(0))
+    _fake_run(out, "j-s0", 2.1, code=new, init_digest=_digest(0))
+    rep = ab.write_report(out)
+    assert rep["code"]["runs"] == {"baseline-s0": ["0.1.0 @ 111111111111"], "j-s0": ["0.1.0 @ 222222222222"]}
+    assert rep["code"]["warning"].startswith("the runs of this folder were trained by 2 code versions")
+    md = (out / ab.REPORT_MD).read_text()
+    assert "| 0.1.0 @ 111111111111 |" in md and "Warning: the runs of this folder were trained by 2 code versions" in md
+    for f in (ab.REPORT_MD, ab.REPORT_JSON):
+        body = (out / f).read_text()
+        assert str(tmp_path) not in body, f
+    assert rep["ablation_dir"] == "abl" and rep["commands"] == ["jepa ablate -p tiny --out ."]
+    assert rep["overrides"] == ["data.dataset=../corpus.txt"]
+    # one code version: no warning
+    _fake_run(out, "j-s0", 2.1, code=old, init_digest=_digest(0))
+    assert ab.build_report(out)["code"]["warning"] is None
+
+
+def test_early_stopped_runs_count_and_are_not_trained_again(tmp_path):
+    out = tmp_path / "abl"
+    ab.plan_ablation("tiny", 2, ["baseline:jepa.run_baseline=true", "j:jepa.tau=0.2"], out=out).save()
+    for i, (b, j) in enumerate(((2.0, 2.2), (2.1, 2.25))):
+        _fake_run(out, f"baseline-s{i}", b, init_digest=_digest(i))
+        _fake_run(out, f"j-s{i}", j, status="early_stopped" if i == 1 else "finished", init_digest=_digest(i))
+    rep = ab.build_report(out)
+    arms = {a["name"]: a for a in rep["arms"]}
+    assert arms["j"]["n"] == 2 and rep["excluded"] == [] and rep["complete"]
+    assert arms["j"]["val_bpb"]["mean"] == pytest.approx(2.225)
+    cb = _CtrlC()
+    outcome = ab.run_ablation(ab.load_plan(out), callbacks=cb)  # nothing left to train: no data, no model
+    assert cb.actions == {} and sorted(cb.skipped) == ["baseline-s0", "baseline-s1", "j-s0", "j-s1"]
+    assert ab.load_plan(out).state["j-s1"]["status"] == "early_stopped" and outcome.report["arms"][1]["n"] == 2
 
 
 def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
@@ -392,6 +508,8 @@ def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
     assert "jepa_weight-0.1: no detectable difference at n = 2 vs 2" in res.stdout
     assert "jepa_weight-0.5: not tested: n = 1 vs 2" in res.stdout and "1 of 2 runs excluded (1 diverged)" in res.stdout
     assert "no copy control in these runs' eval lines" in res.stdout
+    assert "Welch p (Holm)" in res.stdout and "none (no comparison is paired)" in res.stdout
+    assert "initial weights: not compared yet (6 run(s) recorded no init digest" in res.stdout
     md = (out / ab.REPORT_MD).read_text()
     assert md.startswith("# Ablation: profile `tiny`\n\n```\njepa ablate -p tiny --seeds 2 --grid jepa.jepa_weight=0.1,0.5\n```")
     for bad, flag in ((["-p", "shakespeare"], "--profile"), (["--budget-s", "5"], "--budget-s"), (["--out", str(tmp_path)], "--out"), (["--seeds", "1"], "drop")):
@@ -478,11 +596,14 @@ def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path, one_t
     assert ab.read_batch_log(out / "baseline-s0") != ab.read_batch_log(out / "baseline-s1")
     rep = outcome.report
     assert rep["data_order"]["ok"] is True
+    # every arm of a seed started from the baseline's weights, the interrupted one across its resume too
+    assert rep["init"]["ok"] is True and rep["init"]["missing"] == [] and rep["init"]["compared_pairs"] == 8
 
-    # the report's numbers come from the runs' files; Holm recomputed here by hand
+    # the report's numbers come from the runs' files: paired (the pairing held), Holm recomputed by hand
     by_arm = {a["name"]: a for a in rep["arms"]}
     base = [_final_bpb(out / f"baseline-s{i}") for i in range(2)]
-    raw = {n: welch_t_test([_final_bpb(out / f"{n}-s{i}") for i in range(2)], base).p for n in GRID_NAMES}
+    raw = {n: paired_t_test([_final_bpb(out / f"{n}-s{i}") for i in range(2)], base).p for n in GRID_NAMES}
+    welch_raw = {n: welch_t_test([_final_bpb(out / f"{n}-s{i}") for i in range(2)], base).p for n in GRID_NAMES}
     order = sorted(GRID_NAMES, key=lambda n: raw[n])
     expected_holm, running = {}, 0.0
     for rank, n in enumerate(order):
@@ -491,8 +612,9 @@ def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path, one_t
     for n in GRID_NAMES:
         c = by_arm[n]["comparison"]
         assert c["p"] == pytest.approx(raw[n], rel=1e-12) and c["p_holm"] == pytest.approx(expected_holm[n], rel=1e-12)
-        assert c["n_arm"] == c["n_ref"] == 2
-        assert by_arm[n]["verdict"].startswith(("worse than", "better than", "no detectable difference at n = 2 vs 2"))
+        assert c["n_arm"] == c["n_ref"] == c["n_pairs"] == 2 and c["test"] == "paired" and c["unpaired_because"] is None
+        assert c["welch"]["p"] == pytest.approx(welch_raw[n], rel=1e-12)
+        assert by_arm[n]["verdict"].startswith(("worse than", "better than", "no detectable difference at paired over n = 2 seeds"))
     assert by_arm["baseline"]["val_bpb"]["mean"] == pytest.approx(sum(base) / 2)
     assert rep["comparison"]["mode"] == "steps" and rep["excluded"] == []
     resumed = runlog.summarize_run(out / stop_in)
@@ -543,6 +665,11 @@ def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path, one_thread):
     assert cb.actions["jepa_weight-0.5-s0"].startswith("resume from step 1 (") and "s of the budget left" in cb.actions["jepa_weight-0.5-s0"]
     starts = [r for r in runlog.read_records(out / "jepa_weight-0.5-s0") if r.get("event") == "run_start"]
     assert starts[0]["config"]["train"]["time_budget_s"] == 3.0 and 0 < starts[1]["config"]["train"]["time_budget_s"] < 3.0
+    # the resumed segment records the same init digest (taken before its weights were loaded), which
+    # is the baseline's: the JEPA arm's extra modules did not change the shared start
+    base_start = next(r for r in runlog.read_records(out / "baseline-s0") if r.get("event") == "run_start")
+    assert len(base_start["init_digest"]) == 64 and starts[0]["init_digest"] == starts[1]["init_digest"] == base_start["init_digest"]
+    assert rep["init"]["ok"] is True and base_start["code"]["version"] == jepa_core.__version__
     assert "equal training time: 3 s of step time per run" in (out / ab.REPORT_MD).read_text()
 
 

@@ -1,4 +1,5 @@
-"""Student-t CDF and quantile, Welch's t-test and interval, Holm's adjustment: against closed forms,
+"""Student-t CDF and quantile, Welch's and the paired t-test and intervals, the paired minimum
+detectable effect, Holm's adjustment: against closed forms,
 printed tables and values worked by hand."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from jepa_core.stats import betainc, holm, summarize, t_cdf, t_ppf, t_two_sided_p, welch_t_test
+from jepa_core.stats import betainc, holm, min_detectable_effect, paired_t_test, summarize, t_cdf, t_ppf, t_two_sided_p, welch_t_test
 
 TS = [-30.0, -4.0, -1.5, -0.3, 0.0, 0.2, 0.9, 2.0, 5.0, 50.0]
 
@@ -206,3 +207,52 @@ def test_holm_never_below_the_raw_p_and_keeps_the_order():
     assert all(a >= p for a, p in zip(adj, ps))
     order = sorted(range(len(ps)), key=lambda i: ps[i])
     assert [adj[i] for i in order] == sorted(adj)
+
+
+def _t2_quantile(q: float) -> float:
+    """Student-t quantile for df = 2 in closed form: F(t) = 1/2 + t / (2 sqrt(2 + t^2))."""
+    u = 2 * q - 1
+    return math.copysign(math.sqrt(2 * u * u / (1 - u * u)), u)
+
+
+def test_paired_t_by_hand():
+    """Differences 0.01, 0.03, 0.02: mean 0.02, sd 0.01, t = 0.02 / (0.01 / sqrt 3) = 3.4641 on 2 df,
+    two-sided p = 1 - t / sqrt(2 + t^2) = 0.0742 (the df = 2 CDF)."""
+    base = [2.50, 2.40, 2.60]
+    arm = [2.51, 2.43, 2.62]
+    r = paired_t_test(arm, base)
+    t = 0.02 / (0.01 / math.sqrt(3))
+    assert (r.n, r.df) == (3, 2.0)
+    assert r.diff == pytest.approx(0.02, abs=1e-12) and r.sd == pytest.approx(0.01, rel=1e-9)
+    assert r.t == pytest.approx(t, rel=1e-9) and r.t == pytest.approx(3.4641, abs=1e-4)
+    assert r.p == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-9) and r.p == pytest.approx(0.0742, abs=1e-4)
+    half = _t2_quantile(0.975) * 0.01 / math.sqrt(3)  # t_{0.975, 2} = 4.302653
+    assert _t2_quantile(0.975) == pytest.approx(4.302653, abs=1e-6)
+    lo, hi = r.ci(0.95)
+    assert lo == pytest.approx(0.02 - half, abs=1e-9) and hi == pytest.approx(0.02 + half, abs=1e-9)
+    # the same numbers unpaired: the seed-to-seed spread (0.1) swamps the 0.02 shift
+    assert welch_t_test(arm, base).p > 0.7
+
+
+def test_paired_t_pairs_only_complete_pairs_and_edge_cases():
+    # a missing or non-finite value drops its pair (not its neighbour's)
+    r = paired_t_test([1.0, None, 3.0, float("nan"), 5.5], [0.0, 1.0, 2.0, 2.0, 4.0])
+    assert r.n == 3 and r.diff == pytest.approx((1 + 1 + 1.5) / 3)
+    assert paired_t_test([1.0, 2.0], [0.0, None]) is None  # one pair: no spread to test against
+    same = paired_t_test([1.0, 2.0, 3.0], [0.5, 1.5, 2.5])  # every difference 0.5, sd 0
+    assert (same.p, same.ci()) == (0.0, (0.5, 0.5)) and same.t == math.inf
+    zero = paired_t_test([1.0, 2.0], [1.0, 2.0])
+    assert (zero.t, zero.p) == (0.0, 1.0)
+
+
+def test_min_detectable_effect_by_hand():
+    """(t_{0.975, n-1} + t_{0.8, n-1}) * sd / sqrt(n); for n = 3 both quantiles have df = 2 closed forms."""
+    t975, t80 = _t2_quantile(0.975), _t2_quantile(0.8)
+    assert t80 == pytest.approx(math.sqrt(1.125), abs=1e-12)  # u = 0.6: t^2 = 2 * 0.36 / 0.64
+    assert min_detectable_effect(0.01, 3) == pytest.approx((t975 + t80) * 0.01 / math.sqrt(3), rel=1e-9)
+    assert min_detectable_effect(0.01, 3) == pytest.approx(0.030965, abs=1e-6)
+    # many pairs: the normal approximation (z_{0.975} + z_{0.8}) * sd / sqrt(n)
+    assert min_detectable_effect(1.0, 100_000) == pytest.approx((1.959964 + 0.841621) / math.sqrt(100_000), rel=1e-4)
+    assert min_detectable_effect(0.02, 5) == pytest.approx(2 * min_detectable_effect(0.01, 5), rel=1e-12)
+    with pytest.raises(ValueError):
+        min_detectable_effect(0.01, 1)

@@ -220,6 +220,45 @@ def test_init_scales_and_initial_loss():
     assert abs(out.lm_loss.item() - math.log(512)) < 0.05
 
 
+def test_shared_parameters_start_identical_whatever_optional_modules_exist():
+    """Pairing by construction: the baseline, a JEPA arm and an encoder-teacher arm of one seed
+    share every parameter they have in common bit for bit, whatever the global RNG did before."""
+    untied = {"weight_tying": False}
+    torch.manual_seed(123)
+    base = JepaLM.from_config(small_cfg(model=untied, jepa={"run_baseline": True}), V, seed=7).state_dict()
+    torch.manual_seed(456)  # a different global stream must not matter
+    jepa = JepaLM.from_config(small_cfg(model=untied), V, seed=7).state_dict()
+    enc = JepaLM.from_config(small_cfg(model=untied, jepa={"teacher": "encoder"}), V, seed=7).state_dict()
+    other = JepaLM.from_config(small_cfg(model=untied, jepa={"run_baseline": True}), V, seed=8).state_dict()
+    assert "transformer.lm_bridge.1.weight" in jepa and "transformer.lm_bridge.1.weight" not in base
+    for name, t in base.items():
+        assert torch.equal(t, jepa[name]) and torch.equal(t, enc[name]), name
+    random_ones = [n for n in base if n.endswith(("qkv.weight", "proj.weight", "w12.weight", "w3.weight", "tok_emb.weight", "lm_head.weight"))]
+    assert len(random_ones) == 3 * 4 + 2
+    assert all(not torch.equal(base[n], other[n]) for n in random_ones)
+    # the JEPA heads do not depend on the teacher either; distinct tensors get distinct draws
+    for name in (n for n in jepa if n.startswith("jepa.")):
+        assert torch.equal(jepa[name], enc[name]), name
+    assert not torch.equal(base["transformer.blocks.0.attn.qkv.weight"][:32], base["transformer.blocks.1.attn.qkv.weight"][:32])
+
+
+def test_shared_lm_digest_covers_exactly_the_shared_weights():
+    base = JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V, seed=7)
+    jepa = JepaLM.from_config(small_cfg(jepa={"teacher": "encoder"}), V, seed=7)
+    assert base.shared_lm_digest() == jepa.shared_lm_digest()
+    assert JepaLM.from_config(small_cfg(jepa={"run_baseline": True}), V, seed=8).shared_lm_digest() != base.shared_lm_digest()
+    digest = jepa.shared_lm_digest()
+    with torch.no_grad():
+        # JEPA-only parts (bridge, gate, heads, teacher) are not shared: they do not enter the digest
+        jepa.transformer.bridge_gate.fill_(3.0)
+        jepa.transformer.lm_bridge[1].weight.zero_()
+        jepa.jepa.horizon_emb.weight.zero_()
+        next(jepa.teacher.parameters()).zero_()
+        assert jepa.shared_lm_digest() == digest
+        jepa.transformer.logit_scale.mul_(2.0)  # a 0-d shared parameter does
+        assert jepa.shared_lm_digest() != digest
+
+
 def test_generate_shapes_greedy_and_seeded_sampling():
     torch.manual_seed(9)
     model = JepaLM.from_config(small_cfg(), V)

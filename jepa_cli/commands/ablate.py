@@ -73,7 +73,9 @@ def ablate(
     """Train every arm for every seed on the same batches and compare each arm with the baseline.
 
     Per arm: final val BPB (mean ± sd), the difference to the baseline with a 95% confidence
-    interval, Welch's p and Holm-adjusted p over the arms, a one-line verdict; retrieval top-1
+    interval and p from the paired t-test over seeds (Welch's where the pairing of initial weights
+    and batches does not hold, and alongside), Holm-adjusted p over the arms, the minimum
+    detectable effect, a one-line verdict; retrieval top-1
     per horizon (and its lift over the copy control), effective rank, tok/s. Killed or diverged
     runs are listed, never averaged. Each run is a normal run directory under one folder
     (`runs/ablate-PROFILE-UTC/ARM-sI/`) with manifest.json, report.json and report.md;

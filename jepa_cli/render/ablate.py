@@ -214,7 +214,7 @@ def _run_label(spec) -> str:
 
 
 def render_report(rep: dict[str, Any]) -> None:
-    from jepa_core.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval
+    from jepa_core.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines
 
     colours = {a["name"]: ARM_COLOURS[i % len(ARM_COLOURS)] for i, a in enumerate(rep["arms"])}
     ref = rep["reference"]
@@ -225,21 +225,26 @@ def render_report(rep: dict[str, Any]) -> None:
         return f"[{colours[name]}]{escape(name)}[/]"
 
     console.print(f"[bold]comparison[/]: {escape(comparison_text(rep))}")
-    t = Table(title=f"final val BPB per arm: mean ± sd over finished seeds; diff = arm - {ref} ({pct}% CI), Welch p, Holm p", title_justify="left")
-    for col, just in (("arm", "left"), ("n", "right"), ("val BPB", "right"), ("diff (CI)", "right"), ("p", "right"), ("Holm p", "right"),
-                      ("eff rank", "right"), ("tok/s", "right"), ("steps", "right")):
+    t = Table(title=f"final val BPB per arm: mean ± sd over finished seeds; diff = arm - {ref} ({pct}% CI) and p of the test named "
+              "(paired where the pairing holds), Holm p; Welch p (Holm) alongside", title_justify="left")
+    for col, just in (("arm", "left"), ("n", "right"), ("val BPB", "right"), ("test", "left"), ("diff (CI)", "right"), ("p", "right"),
+                      ("Holm p", "right"), ("Welch p (Holm)", "right"), ("eff rank", "right"), ("tok/s", "right"), ("steps", "right")):
         t.add_column(col, justify=just)
     for a in rep["arms"]:
         c = a["comparison"]
         holm_p = fmt_p(c["p_holm"]) if c else ""
         if c and c["p_holm"] is not None and c["p_holm"] < alpha:
             holm_p = f"[bold]{holm_p}[/]"
+        w = c["welch"] if c else None
+        welch = f"{fmt_p(w['p'])} ({fmt_p(w['p_holm'])})" if w else ("NA" if c else "")
         t.add_row(
-            arm_cell(a["name"]), str(a["n"]), fmt_mean_sd("val_bpb", a["val_bpb"]), fmt_diff(c) if c else "[dim]reference[/]",
-            fmt_p(c["p"]) if c else "", holm_p, fmt_mean_sd("eff_rank", a["eff_rank"]), fmt_mean_sd("tok_per_s", a["tok_per_s"]),
-            fmt_mean_sd("steps", a["steps"]),
+            arm_cell(a["name"]), str(a["n"]), fmt_mean_sd("val_bpb", a["val_bpb"]), (c["test"] or "none") if c else "",
+            fmt_diff(c) if c else "[dim]reference[/]", fmt_p(c["p"]) if c else "", holm_p, welch,
+            fmt_mean_sd("eff_rank", a["eff_rank"]), fmt_mean_sd("tok_per_s", a["tok_per_s"]), fmt_mean_sd("steps", a["steps"]),
         )
     console.print(t)
+    for line in mde_lines(rep):
+        console.print(f"[dim]{escape(line)}[/]" if line else "")
 
     horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
     if horizons:
@@ -272,8 +277,8 @@ def render_report(rep: dict[str, Any]) -> None:
         console.print(e)
 
     runs = Table(title="runs", title_justify="left")
-    for col in ("run", "seed", "status", "step", "val BPB", "tok/s", "train s"):
-        runs.add_column(col, justify="left" if col in ("run", "status") else "right")
+    for col in ("run", "seed", "status", "step", "val BPB", "tok/s", "train s", "code"):
+        runs.add_column(col, justify="left" if col in ("run", "status", "code") else "right")
     for a in rep["arms"]:
         for run in a["runs"]:
             st = run["status"]
@@ -281,8 +286,11 @@ def render_report(rep: dict[str, Any]) -> None:
             runs.add_row(
                 f"[{colours[a['name']]}]{escape(run['name'])}[/]", str(run["train_seed"]), f"[{colour}]{st}[/]", str(run["step"]),
                 fmt_metric("val_bpb", run["val_bpb"]), fmt_metric("tok_per_s", run["tok_per_s"]), fmt_metric("train_time", run["train_time"]),
+                escape(" + ".join(run["code"]) or "unknown"),
             )
     console.print(runs)
+    if rep["code"]["warning"]:
+        console.print(f"[bold yellow]warning[/]: {escape(rep['code']['warning'])}")
 
     series = {name: list(zip(c["steps"], c["mean"])) for name, c in rep["curves"].items() if c["steps"]}
     if series:
@@ -302,6 +310,9 @@ def render_report(rep: dict[str, Any]) -> None:
         console.print(f"[green]data order verified[/]: {scope} ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
     elif d["ok"] is False:
         console.print(f"[bold red]data order MISMATCH[/]: {escape('; '.join(d['mismatches']))}")
+    init = rep["init"]
+    style = {True: "green", False: "bold red", None: "dim"}[init["ok"]]
+    console.print(f"[{style}]initial weights[/]: {escape(init_text(init))}")
     console.print(Text("what this does not show", style="bold"))
     for c in rep["caveats"]:
         console.print(f"[dim]  - {escape(c)}[/]")

@@ -15,6 +15,7 @@ State-dict prefixes are part of the checkpoint format: `transformer.*`,
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
@@ -26,7 +27,8 @@ from torch import nn
 from ..config import Config, JepaConfig, ModelConfig
 from .flops import estimate_flops_per_token
 from .param_groups import build_param_groups, check_param_groups
-from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder
+from .roles import in_shared_lm
+from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder, default_seed, normal_by_name_
 
 __all__ = [
     "Pairs",
@@ -320,16 +322,18 @@ class JepaHeads(nn.Module):
         self.predictor = make_mlp(2 * lat, hid, lat, jcfg.head_dropout)
         self.horizon_emb = nn.Embedding(len(jcfg.horizons), lat)
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, seed: int) -> None:
         # Fan-in init (std 1/sqrt(fan_in)), not the backbone's 0.02: the latents then
         # start with per-dim std of order 1, where the VICReg variance term wants them,
         # instead of ~0.02, right at the collapse alert floor. Horizon embeddings N(0, 1)
         # have the scale of z_a they are concatenated with.
-        for mod in self.modules():
+        # One generator per state-dict name (see transformer.py): the heads' init does not
+        # depend on the teacher or anything else built before them.
+        for mname, mod in self.named_modules():
             if isinstance(mod, nn.Linear):
-                nn.init.normal_(mod.weight, 0.0, mod.in_features**-0.5)
+                normal_by_name_(mod.weight, mod.in_features**-0.5, seed, f"jepa.{mname}.weight")
                 nn.init.zeros_(mod.bias)
-        nn.init.normal_(self.horizon_emb.weight, 0.0, 1.0)
+        normal_by_name_(self.horizon_emb.weight, 1.0, seed, "jepa.horizon_emb.weight")
 
     def predict(self, z_a: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
         return self.predictor(torch.cat((z_a, self.horizon_emb(k_idx).to(z_a.dtype)), dim=-1))
@@ -363,19 +367,21 @@ class ModelOutput:
 class JepaLM(nn.Module):
     """Decoder-only LM with the JEPA auxiliary objective (or the LM-only baseline)."""
 
-    def __init__(self, model_cfg: ModelConfig, jepa_cfg: JepaConfig, vocab_size: int, block_size: int):
+    def __init__(self, model_cfg: ModelConfig, jepa_cfg: JepaConfig, vocab_size: int, block_size: int, seed: int | None = None):
+        """`seed` keys every parameter's initial value (None: the last torch.manual_seed)."""
         super().__init__()
         self.jcfg = jepa_cfg
         self.vocab_size = vocab_size
         self.is_baseline = bool(jepa_cfg.run_baseline)
-        self.transformer = DecoderOnlyTransformer(model_cfg, vocab_size, block_size, with_tap=not self.is_baseline)
+        seed = default_seed(seed)
+        self.transformer = DecoderOnlyTransformer(model_cfg, vocab_size, block_size, with_tap=not self.is_baseline, seed=seed)
         if self.is_baseline:
             self.jepa = None
             self.teacher = None
             self._ema_pairs: list[tuple[str, str]] = []
             return
         self.jepa = JepaHeads(model_cfg.d_model, jepa_cfg)
-        self.jepa.reset_parameters()
+        self.jepa.reset_parameters(seed)
         self.teacher = Teacher(model_cfg, jepa_cfg, vocab_size, block_size)
         self.teacher.requires_grad_(False)
         self._ema_pairs = self._teacher_online_names()
@@ -384,9 +390,9 @@ class JepaLM(nn.Module):
                 t.copy_(o)
 
     @classmethod
-    def from_config(cls, cfg: Config, vocab_size: int) -> "JepaLM":
+    def from_config(cls, cfg: Config, vocab_size: int, seed: int | None = None) -> "JepaLM":
         """The model a profile describes (its block size, the prepared tokenizer's vocabulary)."""
-        return cls(cfg.model, cfg.jepa, vocab_size, cfg.data.block_size)
+        return cls(cfg.model, cfg.jepa, vocab_size, cfg.data.block_size, seed=seed)
 
     # -- EMA teacher ---------------------------------------------------------------
 
@@ -567,6 +573,22 @@ class JepaLM(nn.Module):
         for mod in self.modules():
             if isinstance(mod, RotaryEmbedding):
                 mod.reset_tables()
+
+    def shared_lm_digest(self) -> str:
+        """sha256 over (name, bytes) of the parameters every arm shares (`roles.in_shared_lm`),
+        in sorted name order: equal for two arms exactly when their shared weights are.
+
+        Taken at initialisation it shows that arms of one seed start from the same weights.
+        """
+        tied = self.transformer.weight_tying
+        h = hashlib.sha256()
+        params = dict(self.named_parameters())
+        for name in sorted(params):
+            p = params[name]
+            if in_shared_lm(name, p.ndim, tied):
+                h.update(name.encode() + b"\0")
+                h.update(p.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def param_counts(self) -> dict[str, int]:
         """backbone (embedding, blocks, norms, tap norm, bridge), lm_head (untied head,

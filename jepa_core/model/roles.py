@@ -42,3 +42,13 @@ COUNT_OF_ROLE = {
     "hidden_matrix": "backbone",
     "vector": "backbone",
 }
+
+
+# the transformer parts only a JEPA arm builds (the tap's norm, the bridge above the tap)
+JEPA_ONLY = ("transformer.tap_norm.", "transformer.lm_bridge.", "transformer.bridge_gate")
+
+
+def in_shared_lm(name: str, ndim: int, tied: bool) -> bool:
+    """True for the LM network every arm builds: the backbone and the LM head, without the
+    JEPA heads, the teacher and the JEPA-only stack (what the init digest covers)."""
+    return param_role(name, ndim, tied) not in ("teacher", "jepa_head") and not name.startswith(JEPA_ONLY)

@@ -15,10 +15,17 @@ Initialisation (chosen so the first steps already train well, GPT-2 style):
 - norms at 1, biases at 0, `logit_scale` at 1/sqrt(d_model) (tied or not: the
   logits start at std ~init_std whatever the width), `bridge_gate` at -2 (the
   bridge starts at sigmoid(-2) ~ 0.12 strength).
+
+Every random tensor is drawn from its own generator, seeded from (seed, the
+parameter's state-dict name) by `param_generator`, never from the global RNG:
+a parameter's initial value then does not depend on which other modules exist
+or in which order they were built, so a baseline and a JEPA arm of one seed
+start from bit-identical shared weights (the pairing the ablation relies on).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -197,21 +204,49 @@ def make_lm_bridge(d_model: int, eps: float, dropout: float) -> nn.Sequential:
     )
 
 
-def init_weights(module: nn.Module, init_std: float, n_layers: int) -> None:
-    """The initialisation described in the module docstring, applied in place."""
+def param_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator seeded from (seed, name) through sha256 (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+@torch.no_grad()
+def normal_by_name_(p: torch.Tensor, std: float, seed: int, name: str) -> None:
+    """p <- normal(0, std) drawn on the CPU from `param_generator(seed, name)`.
+
+    Drawn on the CPU in float32 and copied, so the values do not depend on the
+    device or dtype the model was built on; a meta tensor has nothing to fill.
+    """
+    if p.is_meta:
+        return
+    draw = torch.empty(p.shape, dtype=torch.float32).normal_(0.0, std, generator=param_generator(seed, name))
+    p.copy_(draw)
+
+
+# the residual output projections, scaled down by sqrt(2 * n_layers)
+_RESIDUAL_OUT = ("attn.proj.weight", "mlp.w3.weight", "lm_bridge.4.weight")
+
+
+def init_weights(module: nn.Module, init_std: float, n_layers: int, seed: int, prefix: str = "") -> None:
+    """The initialisation described in the module docstring, applied in place.
+
+    `prefix` is the module's place in the full model ("transformer."), so each
+    tensor's generator is keyed by its state-dict name.
+    """
     resid_std = init_std / math.sqrt(2 * n_layers)
-    for name, mod in module.named_modules():
-        if isinstance(mod, nn.Linear):
-            nn.init.normal_(mod.weight, 0.0, init_std)
-            if mod.bias is not None:
+    for mname, mod in module.named_modules():
+        if isinstance(mod, (nn.Linear, nn.Embedding)):
+            name = f"{prefix}{mname}.weight"
+            normal_by_name_(mod.weight, resid_std if name.endswith(_RESIDUAL_OUT) else init_std, seed, name)
+            if getattr(mod, "bias", None) is not None:
                 nn.init.zeros_(mod.bias)
-        elif isinstance(mod, nn.Embedding):
-            nn.init.normal_(mod.weight, 0.0, init_std)
         elif isinstance(mod, RMSNorm):
             nn.init.ones_(mod.weight)
-    for name, p in module.named_parameters():
-        if name.endswith(("attn.proj.weight", "mlp.w3.weight", "lm_bridge.4.weight")):
-            nn.init.normal_(p, 0.0, resid_std)
+
+
+def default_seed(seed: int | None) -> int:
+    """`seed`, or the global RNG's seed (the last torch.manual_seed) when None."""
+    return int(seed) if seed is not None else torch.initial_seed()
 
 
 class DecoderOnlyTransformer(nn.Module):
@@ -222,7 +257,7 @@ class DecoderOnlyTransformer(nn.Module):
     of block `tl` that the JEPA heads read; None otherwise.
     """
 
-    def __init__(self, m: ModelConfig, vocab_size: int, block_size: int, with_tap: bool):
+    def __init__(self, m: ModelConfig, vocab_size: int, block_size: int, with_tap: bool, seed: int | None = None):
         super().__init__()
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")
@@ -248,7 +283,7 @@ class DecoderOnlyTransformer(nn.Module):
             self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
             self.lm_bridge = make_lm_bridge(m.d_model, m.norm_eps, m.dropout)
             self.bridge_gate = nn.Parameter(torch.tensor(-2.0))
-        init_weights(self, m.init_std, m.n_layers)
+        init_weights(self, m.init_std, m.n_layers, default_seed(seed), prefix="transformer.")
 
     def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.tok_emb(idx)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from jepa_core import rundir as rd
+from jepa_core.codeversion import code_version
 from jepa_core.config import Config
 from jepa_core.errors import ConfigError
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
@@ -38,6 +39,7 @@ class Run:
     tokens_seen: int
     notes: list[str]
     watch_state: dict[str, Any] | None = None  # the EvalWatch saved with the resumed checkpoint
+    init_digest: str | None = None  # the shared LM weights at initialisation (before any resume)
 
     @property
     def train_tokens(self) -> int:
@@ -75,6 +77,8 @@ class Run:
             "epochs_planned": round(self.cfg.train.max_steps * self.tokens_per_step / max(self.train_tokens, 1), 3),
             "flops_per_token": self.flops_per_token,
             "baseline": model.is_baseline,
+            "init_digest": self.init_digest,
+            "code": code_version(),
         }
         if ns := ns_dtype_label(self.cfg.optim.optimizer, self.cfg.optim.muon_ns_dtype, self.device):
             info["muon_ns_dtype"] = ns
@@ -154,6 +158,8 @@ def build_run(
         plan = dataclasses.replace(plan, compile=False)
         notes.append(why_not)
     trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
+    # taken before a resume loads its weights: the digest names the start every segment shares
+    init_digest = trainee.model.shared_lm_digest()
     # identical init on every rank above; from here each rank samples pairs and dropout on its own stream
     torch.manual_seed(tc.seed * 1_000_003 + dinfo.rank + 1)
     # one step's windows (every rank, every micro-batch) are drawn together, at distinct positions
@@ -169,7 +175,7 @@ def build_run(
         st = load_state_into(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
-    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state)
+    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest)
 
 
 def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:

@@ -101,7 +101,7 @@ def build_trainee(cfg: Config, vocab_size: int, device: torch.device, plan: Step
     from jepa_core.train.optimizer import build_optimizer
 
     torch.manual_seed(seed)
-    model = JepaLM.from_config(cfg, vocab_size).to(device)
+    model = JepaLM.from_config(cfg, vocab_size, seed=seed).to(device)
     groups = build_param_groups(model, cfg.optim)
     check_param_groups(model, groups)
     optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
