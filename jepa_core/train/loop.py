@@ -220,6 +220,7 @@ def _log_train(session: RunSession, run: Run, step: int, loss: float, res: StepR
         rec["jepa_loss"] = res.out.jepa_loss.item() if res.out.jepa_loss is not None else None
         rec.update({k: v.item() for k, v in res.out.stats.items()})
         rec["ema_momentum"] = res.ema_momentum
+        rec["jepa_weight"] = res.jepa_weight
     rec["lm_weight"] = res.lm_weight
     rec.update(_learning_rates(run.trainee.optimizer))
     rec["grad_norm"] = res.grad_norm.item() if res.grad_norm is not None else None

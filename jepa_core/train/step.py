@@ -1,6 +1,6 @@
 """One optimizer step: the only step there is. `jepa train`, `jepa bench` and `jepa preflight` all call it.
 
-A step sets the schedules (learning rates, LM weight, EMA momentum) for its
+A step sets the schedules (learning rates, LM and JEPA weights, EMA momentum) for its
 step number, runs `grad_accum_steps` micro-batches (forward, backward; DDP
 syncs gradients on the last one only), clips, steps the optimizer, clears the
 gradients and then, after the optimizer step, moves the EMA teacher toward
@@ -120,28 +120,31 @@ class StepResult:
     out: Any  # the last micro-batch's ModelOutput (its stats are logged)
     grad_norm: torch.Tensor | None
     lm_weight: float
+    jepa_weight: float | None  # None for the baseline
     ema_momentum: float | None  # None for the baseline
 
 
-def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None]:
-    """Learning rates for `step`; returns (lm_weight, ema momentum) for it."""
-    from jepa_core.model import ema_momentum_at, lm_weight_at
+def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None, float | None]:
+    """Learning rates for `step`; returns (lm_weight, jepa_weight, ema momentum) for it."""
+    from jepa_core.model import ema_momentum_at, jepa_weight_at, lm_weight_at
     from jepa_core.train.schedule import lr_factor
 
     factor = lr_factor(tr.cfg.optim, step, max_steps)
     for g, base in zip(tr.optimizer.param_groups, tr.base_lrs, strict=True):
         g["lr"] = base * factor
     if tr.model.is_baseline:
-        return 1.0, None
-    return lm_weight_at(tr.cfg.jepa, step, max_steps), ema_momentum_at(tr.cfg.jepa, step, max_steps)
+        return 1.0, None, None
+    j = tr.cfg.jepa
+    return lm_weight_at(j, step, max_steps), jepa_weight_at(j, step, max_steps), ema_momentum_at(j, step, max_steps)
 
 
 def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False) -> StepResult:
     """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`."""
-    lm_w, momentum = set_schedules(tr, step, max_steps)
-    # a tensor, not a Python float: a compiled forward would otherwise be
-    # specialised on (and recompiled for) every new value of a ramping LM weight
+    lm_w, jepa_w, momentum = set_schedules(tr, step, max_steps)
+    # tensors, not Python floats: a compiled forward would otherwise be specialised
+    # on (and recompiled for) every new value of a ramping or annealed weight
     lm_w_t = torch.tensor(lm_w, dtype=torch.float32)
+    jepa_w_t = torch.tensor(jepa_w or 0.0, dtype=torch.float32)
     accum = tr.cfg.train.grad_accum_steps
     loss_acc = torch.zeros((), device=tr.device)
     out = None
@@ -150,7 +153,7 @@ def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_step
         no_sync = tr.ddp and micro < accum - 1
         with tr.fwd.no_sync() if no_sync else contextlib.nullcontext():
             with tr.plan.autocast():
-                out = tr.fwd(x, y, lm_w_t)
+                out = tr.fwd(x, y, lm_w_t, jepa_weight=jepa_w_t)
             (out.loss / accum).backward()
         loss_acc += out.loss.detach() / accum
     params = tr.params
@@ -162,4 +165,4 @@ def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_step
     tr.optimizer.zero_grad(set_to_none=True)
     if momentum is not None:
         tr.model.update_teacher(momentum)
-    return StepResult(loss_acc, out, grad_norm, lm_w, momentum)
+    return StepResult(loss_acc, out, grad_norm, lm_w, jepa_w, momentum)
