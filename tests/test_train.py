@@ -110,7 +110,8 @@ def test_metrics_schema(tmp_path, text):
     train(cfg, run_dir=tmp_path / "j", handle_signals=False)
     train(small_config(text, tmp_path / "runs", baseline=True), run_dir=tmp_path / "b", handle_signals=False)
     train_keys = {"loss", "lm_loss", "lr", "grad_norm", "tokens", "tok_per_s", "lm_weight"}
-    jepa_keys = {"jepa_loss", "info_nce", "var_loss", "cov_loss", "std_anchor", "std_pred", "ema_momentum", "jepa_weight"}
+    jepa_keys = {"jepa_loss", "info_nce", "var_loss", "cov_loss", "std_anchor", "std_pred", "ema_momentum", "jepa_weight",
+                 "grad_norm_lm", "grad_norm_jepa", "grad_cos"}
     for run, is_jepa in ((tmp_path / "j", True), (tmp_path / "b", False)):
         recs = read_metrics(run)
         for r in recs:

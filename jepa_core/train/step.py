@@ -122,6 +122,7 @@ class StepResult:
     lm_weight: float
     jepa_weight: float | None  # None for the baseline
     ema_momentum: float | None  # None for the baseline
+    grads: dict[str, float | None] | None = None  # gradprobe.FIELDS when probed
 
 
 def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None, float | None]:
@@ -138,23 +139,34 @@ def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float 
     return lm_weight_at(j, step, max_steps), jepa_weight_at(j, step, max_steps), ema_momentum_at(j, step, max_steps)
 
 
-def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False) -> StepResult:
-    """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`."""
+def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *,
+               want_grad_norm: bool = False, probe_grads: bool = False) -> StepResult:
+    """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`.
+
+    `probe_grads` measures the LM and JEPA gradients on the backbone (gradprobe.py) at the
+    cost of one more backward; JEPA runs only, and not under DDP, where the step's gradient
+    is the ranks' average but the probe's would be this rank's own.
+    """
     lm_w, jepa_w, momentum = set_schedules(tr, step, max_steps)
     # tensors, not Python floats: a compiled forward would otherwise be specialised
     # on (and recompiled for) every new value of a ramping or annealed weight
     lm_w_t = torch.tensor(lm_w, dtype=torch.float32)
     jepa_w_t = torch.tensor(jepa_w or 0.0, dtype=torch.float32)
+    probe = probe_grads and jepa_w is not None and not tr.ddp
     accum = tr.cfg.train.grad_accum_steps
     loss_acc = torch.zeros((), device=tr.device)
-    out = None
+    out = grads = None
     for micro in range(accum):
         x, y = move_batch(*next_batch(), tr.device, tr.plan)
         no_sync = tr.ddp and micro < accum - 1
         with tr.fwd.no_sync() if no_sync else contextlib.nullcontext():
             with tr.plan.autocast():
                 out = tr.fwd(x, y, lm_w_t, jepa_weight=jepa_w_t)
+            # the first micro-batch: nothing else is in .grad yet, so its gradient is read directly
+            probed = _probe_before(tr, out, lm_w_t, jepa_w_t) if probe and micro == 0 else None
             (out.loss / accum).backward()
+            if probed is not None:
+                grads = probed.after_backward()
         loss_acc += out.loss.detach() / accum
     params = tr.params
     clip = tr.cfg.optim.grad_clip
@@ -165,4 +177,13 @@ def train_step(tr: Trainee, next_batch: Callable[[], Batch], step: int, max_step
     tr.optimizer.zero_grad(set_to_none=True)
     if momentum is not None:
         tr.model.update_teacher(momentum)
-    return StepResult(loss_acc, out, grad_norm, lm_w, jepa_w, momentum)
+    return StepResult(loss_acc, out, grad_norm, lm_w, jepa_w, momentum, grads)
+
+
+def _probe_before(tr: Trainee, out, lm_w_t: torch.Tensor, jepa_w_t: torch.Tensor):
+    from jepa_core.train.gradprobe import GradProbe
+
+    # the weighted terms exactly as the total loss holds them
+    dev = out.loss.device
+    return GradProbe.before_backward(tr.model, lm_w_t.to(dev) * out.lm_loss, jepa_w_t.to(dev) * out.jepa_loss,
+                                     tr.cfg.train.grad_accum_steps, exact_lm=tr.plan.autocast_dtype is not None)
