@@ -82,7 +82,13 @@ class JepaConfig(_Section):
     ema_schedule: Literal["constant", "cosine"] = Field("constant", description="EMA momentum schedule.")
     ema_momentum_final: float = Field(0.9995, ge=0, le=1, description="m1: momentum at the end of the cosine schedule.")
     ema_schedule_steps: int = Field(0, ge=0, description="Length S of the cosine EMA schedule; 0 means train.max_steps.")
-    jepa_weight: float = Field(1.0, ge=0, description="Weight of the JEPA loss in the total loss.")
+    jepa_weight: float = Field(1.0, ge=0, description="Weight of the JEPA loss in the total loss (its starting value when annealed).")
+    jepa_weight_schedule: Literal["constant", "anneal"] = Field(
+        "constant", description="'anneal' takes the JEPA weight linearly from jepa_weight to 0 over the last jepa_weight_anneal_frac of training."
+    )
+    jepa_weight_anneal_frac: float = Field(
+        0.3, gt=0, le=1, description="Fraction of train.max_steps, at the end, over which an annealed JEPA weight falls to 0 (reached at max_steps)."
+    )
     lm_weight: float = Field(1.0, ge=0, description="Weight of the LM loss (its final value when scheduled).")
     lm_weight_use_scheduler: bool = Field(False, description="Ramp the LM weight: 0 until lm_warmup_steps, then linear.")
     lm_warmup_steps: int = Field(0, ge=0, description="Steps with LM weight 0 when scheduled.")

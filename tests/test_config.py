@@ -81,6 +81,9 @@ def test_parse_override_values():
         ("model.n_heads=3", "model.n_heads", "divisible"),
         ("train.max_steps=1.5", "train.max_steps", "integer"),
         ("jepa.teacher=student", "jepa.teacher", "projector"),
+        ("jepa.jepa_weight_schedule='cosine'", "jepa.jepa_weight_schedule", "anneal"),
+        ("jepa.jepa_weight_anneal_frac=0", "jepa.jepa_weight_anneal_frac", "greater than 0"),
+        ("jepa.jepa_weight_anneal_frac=1.5", "jepa.jepa_weight_anneal_frac", "less than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_key(override, key, fragment):

@@ -14,6 +14,7 @@ from jepa_core.model import (
     covariance_loss,
     ema_momentum_at,
     info_nce,
+    jepa_weight_at,
     lm_weight_at,
     negatives_mask,
     sample_anchor_target_pairs,
@@ -294,6 +295,17 @@ def test_ema_schedules():
     assert ema_momentum_at(j, 0, 400) == pytest.approx(0.9)
     assert ema_momentum_at(j, 50, 400) == pytest.approx(1.0)
     assert ema_momentum_at(j, 25, 400) == pytest.approx(0.95)
+
+
+def test_jepa_weight_schedule():
+    assert [jepa_weight_at(small_cfg(jepa={"jepa_weight": 0.5}).jepa, s, 100) for s in (1, 70, 100)] == [0.5, 0.5, 0.5]
+    j = small_cfg(jepa={"jepa_weight": 0.5, "jepa_weight_schedule": "anneal", "jepa_weight_anneal_frac": 0.3}).jepa
+    # 100 steps, the last 30 annealed: full weight through step 70, half at 85, 1/30 of it at 99, 0 at 100
+    got = [jepa_weight_at(j, s, 100) for s in (1, 69, 70, 85, 99, 100)]
+    assert got == pytest.approx([0.5, 0.5, 0.5, 0.25, 0.5 / 30, 0.0])
+    assert got[-1] == 0.0  # exactly: the run ends on the LM loss alone
+    j = small_cfg(jepa={"jepa_weight": 2.0, "jepa_weight_schedule": "anneal", "jepa_weight_anneal_frac": 1.0}).jepa
+    assert [jepa_weight_at(j, s, 8) for s in (0, 1, 4, 6, 8)] == pytest.approx([2.0, 1.75, 1.0, 0.5, 0.0])
 
 
 def test_lm_weight_schedule():

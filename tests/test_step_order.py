@@ -1,13 +1,13 @@
 """`train_step` against two loop bugs that earlier tests let through (each was tried):
 (a) updating the EMA teacher before the optimizer step, (b) dropping the LM-weight schedule
-between the loop and the model. Each test fails on the bug named in its docstring."""
+between the loop and the model; and (c) the same for the JEPA-weight schedule. Each test fails on the bug named in its docstring."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jepa_core.model import lm_weight_at
+from jepa_core.model import jepa_weight_at, lm_weight_at
 from jepa_core.train.step import build_trainee, plan_step, train_step
 from model_helpers import small_cfg
 
@@ -72,3 +72,18 @@ def test_the_lm_weight_schedule_reaches_the_model(one_thread):
             # LM weight 0: nothing reaches the (untied) LM head, which has no weight decay
             torch.testing.assert_close(tr.model.transformer.lm_head.weight, head0, atol=0, rtol=0)
     assert seen[0] == 0.0 and 0.0 < seen[3] < 0.8 and seen[-1] == pytest.approx(0.8)  # warmup, ramp, plateau
+
+
+def test_the_jepa_weight_schedule_reaches_the_model(one_thread):
+    """(c): the annealed JEPA weight is computed but the model keeps using the config's constant."""
+    tr = _trainee(jepa_weight=0.6, jepa_weight_schedule="anneal", jepa_weight_anneal_frac=0.5)
+    batch = _batch()
+    seen = []
+    for step in range(1, 11):
+        res = train_step(tr, lambda: batch, step, 10)
+        want = jepa_weight_at(tr.cfg.jepa, step, 10)
+        assert res.jepa_weight == pytest.approx(want)
+        out = res.out
+        assert out.loss.item() == pytest.approx(out.lm_loss.item() + want * out.jepa_loss.item(), rel=1e-5)
+        seen.append(want)
+    assert seen[:5] == [0.6] * 5 and seen[6] == pytest.approx(0.36) and seen[-1] == 0.0

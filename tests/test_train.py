@@ -110,7 +110,8 @@ def test_metrics_schema(tmp_path, text):
     train(cfg, run_dir=tmp_path / "j", handle_signals=False)
     train(small_config(text, tmp_path / "runs", baseline=True), run_dir=tmp_path / "b", handle_signals=False)
     train_keys = {"loss", "lm_loss", "lr", "grad_norm", "tokens", "tok_per_s", "lm_weight"}
-    jepa_keys = {"jepa_loss", "info_nce", "var_loss", "cov_loss", "std_anchor", "std_pred", "ema_momentum"}
+    jepa_keys = {"jepa_loss", "info_nce", "var_loss", "cov_loss", "std_anchor", "std_pred", "ema_momentum", "jepa_weight",
+                 "grad_norm_lm", "grad_norm_jepa", "grad_cos"}
     for run, is_jepa in ((tmp_path / "j", True), (tmp_path / "b", False)):
         recs = read_metrics(run)
         for r in recs:
@@ -123,7 +124,7 @@ def test_metrics_schema(tmp_path, text):
         for r in trains:
             assert train_keys <= set(r)
             assert (jepa_keys <= set(r)) if is_jepa else not (jepa_keys & set(r))
-            assert all(math.isfinite(r[k]) for k in train_keys)
+            assert all(math.isfinite(r[k]) for k in train_keys | (jepa_keys if is_jepa else set()))
         for e in evals:
             assert {"val_loss", "val_ppl", "val_bpb"} <= set(e)
             assert e["val_ppl"] == pytest.approx(math.exp(e["val_loss"]))
@@ -146,8 +147,8 @@ def test_divergence_stops_and_keeps_last_checkpoint(tmp_path, text, monkeypatch)
     orig = cls.forward
     calls = {"n": 0}
 
-    def poisoned(self, idx, targets, lm_weight=1.0):
-        out = orig(self, idx, targets, lm_weight)
+    def poisoned(self, idx, targets, lm_weight=1.0, **kw):
+        out = orig(self, idx, targets, lm_weight, **kw)
         calls["n"] += 1
         if calls["n"] >= 6:
             out.loss = out.loss * float("nan")

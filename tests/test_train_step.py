@@ -11,10 +11,10 @@ from train_helpers import small_overrides, small_text
 
 
 @pytest.mark.timeout(300)
-def test_a_ramping_lm_weight_compiles_once(tmp_path, monkeypatch, one_thread):
-    """The LM weight changes every step (lm_weight_use_scheduler); passed as a Python float, dynamo
-    would guard on its value and compile the forward again at each step. Frames compiled after the
-    first step must stay the same over the next five."""
+def test_ramping_loss_weights_compile_once(tmp_path, monkeypatch, one_thread):
+    """The LM weight (lm_weight_use_scheduler) and the annealed JEPA weight change every step;
+    passed as Python floats, dynamo would guard on their values and compile the forward again at
+    each step. Frames compiled after the first step must stay the same over the next five."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -22,7 +22,8 @@ def test_a_ramping_lm_weight_compiles_once(tmp_path, monkeypatch, one_thread):
     # the eager backend: the same dynamo guards and recompiles, without inductor's C++ builds
     monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend="eager"))
     cfg = load_config("tiny", small_overrides(small_text(tmp_path), "train.compile=true", "jepa.lm_weight_use_scheduler=true",
-                                              "jepa.lm_warmup_steps=0", "jepa.lm_ramp_steps=6", "train.max_steps=6"))
+                                              "jepa.lm_warmup_steps=0", "jepa.lm_ramp_steps=6", "train.max_steps=6",
+                                              "jepa.jepa_weight_schedule='anneal'", "jepa.jepa_weight_anneal_frac=1.0"))
     cpu = torch.device("cpu")
     tr = build_trainee(cfg, cfg.data.vocab_size, cpu, plan_step(cfg, cpu, "fp32"), seed=0)
     g = torch.Generator().manual_seed(0)
@@ -31,7 +32,8 @@ def test_a_ramping_lm_weight_compiles_once(tmp_path, monkeypatch, one_thread):
     counters.clear()
     weights, frames = [], []
     for step in range(1, 7):
-        weights.append(train_step(tr, lambda: (x, y), step, 6).lm_weight)
+        res = train_step(tr, lambda: (x, y), step, 6)
+        weights.append((res.lm_weight, res.jepa_weight))
         frames.append(sum(counters["frames"].values()))
-    assert len(set(weights)) == 6  # the weight really changed at every step
+    assert all(len({w[i] for w in weights}) == 6 for i in (0, 1))  # both weights really changed at every step
     assert frames[0] > 0 and frames[-1] == frames[0], f"compiled frames per step: {frames}"

@@ -112,7 +112,7 @@ async def test_keys_do_what_they_say(tmp_path):
         await pilot.press("l")
         assert app.view.log and "[log]" in _chart_text(app, "loss")
         sched = render_chart(_chart(app, "schedule").spec, app.runs, app.labels, app.view, 80, 10).plain
-        assert sched.startswith(" EMA momentum · lm_weight ") and "[log]" not in sched
+        assert sched.startswith(" EMA · loss weights ") and "[log]" not in sched
         assert _chart_text(app, "loss").splitlines()[1] != top_linear  # the y labels moved
         await pilot.press("l")
         # ?: help, closed by escape

@@ -72,7 +72,7 @@ def test_single_run_snapshot(tiny_run, size):
     for word in ("loss", "JEPA terms", "latent std", "grad norm · LR", "FINISHED", "step 600/600", "●"):
         assert word in text  # ●: the eval points of the val loss
     if size[0] >= 120:  # the large layout adds the schedule and retrieval charts and the eval table
-        for word in ("EMA momentum · lm_weight", "retrieval top-1", "lift vs copy h2", "chance-norm h2"):
+        for word in ("EMA · loss weights", "jepa_w→ 0.5", "grads", "cos→", "retrieval top-1", "lift vs copy h2", "chance-norm h2"):
             assert word in text
     _check(f"dashboard_{size[0]}x{size[1]}.txt", text)
 

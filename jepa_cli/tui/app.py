@@ -49,7 +49,9 @@ HELP_TEXT = """\
   JEPA terms    info_nce, var (VICReg variance), cov (covariance)
   latent std    std_anchor, std_pred (per-dim std of z; falls on collapse)
   grad norm·LR  grad_norm, and the backbone LR on its own axis
-  large screens also: EMA momentum · lm_weight, retrieval top-1
+  large screens also: EMA · loss weights (EMA momentum, lm_w, jepa_w);
+    grads: norms of the LM and weighted JEPA gradients on the shared
+    backbone and their cosine (log steps); retrieval top-1
   several runs: one colour per run, one metric per chart (c);
   runs are named by what differs (profile, --set values, seed)
 [b]eval[/b]    top-1: retrieval of z(t+k) among the pairs; lift vs copy:
@@ -137,7 +139,8 @@ class Dashboard(App[str]):
     #alerts { height: 1; width: 1fr; }
     #system { height: 1; width: auto; max-width: 50%; color: $text-muted; }
     #body { height: 1fr; layout: horizontal; }
-    #charts { grid-size: 2 3; grid-gutter: 0 1; width: 1fr; height: 1fr; }
+    #charts { grid-size: 2 4; grid-gutter: 0 1; width: 1fr; height: 1fr; }
+    #chart-retrieval { column-span: 2; }
     Screen.-compact #charts { grid-size: 2 2; }
     Screen.-compact ChartWidget.-large-only { display: none; }
     #side { width: 50; height: 1fr; }

@@ -4,8 +4,8 @@
 benchmark and the tests time and check exactly what the widget draws.
 
 One run: a chart shows all its metrics, one colour per metric; metrics on a
-different scale (LR next to the gradient norm, lm_weight next to the EMA
-momentum) get their own axis on the right. Several runs: a chart shows one
+different scale (LR next to the gradient norm, the loss weights next to the EMA
+momentum, the LM/JEPA gradient cosine next to their norms) get their own axis on the right. Several runs: a chart shows one
 metric at a time (`c` on a focused chart cycles it), one colour per run, so an
 ablation reads at a glance. Eval metrics are drawn with a marker (●) on every
 point, so that a single eval is visible. Any numeric key of the stream can be
@@ -86,10 +86,18 @@ CHARTS: tuple[ChartSpec, ...] = (
     ),
     ChartSpec(
         "schedule",
-        "EMA momentum · lm_weight",
+        "EMA · loss weights",
         (Metric("ema_momentum", "EMA", smooth=False),),
         loggable=False,
-        right=(Metric("lm_weight", "lm_w", smooth=False),),
+        right=(Metric("lm_weight", "lm_w", smooth=False), Metric("jepa_weight", "jepa_w", smooth=False)),
+        large_only=True,
+    ),
+    ChartSpec(
+        "grads",
+        "grads",  # LM vs JEPA on the shared backbone, measured on log steps
+        (Metric("grad_norm_lm", "lm"), Metric("grad_norm_jepa", "jepa")),
+        right=(Metric("grad_cos", "cos"),),
+        jepa_only=True,
         large_only=True,
     ),
     ChartSpec(
@@ -105,7 +113,7 @@ CHARTS: tuple[ChartSpec, ...] = (
 
 def custom_spec(base: ChartSpec, key: str, table: str) -> ChartSpec:
     """`base`'s slot showing one picked metric instead of its own."""
-    smooth = table == "train" and key not in ("lr", "lr_head", "muon_lr", "ema_momentum", "lm_weight")
+    smooth = table == "train" and key not in ("lr", "lr_head", "muon_lr", "ema_momentum", "lm_weight", "jepa_weight")
     return replace(base, title=key, metrics=(Metric(key, key, table, smooth),), right=(), jepa_only=False)
 
 

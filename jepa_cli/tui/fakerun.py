@@ -40,6 +40,8 @@ def train_record(step: int, rng: random.Random, max_steps: int, *, baseline: boo
             std_anchor=0.6 - 0.5 * math.exp(-6 * f) + noise(0.01),
             std_pred=0.5 - 0.42 * math.exp(-5 * f) + noise(0.01),
             ema_momentum=0.99 + 0.0095 * 0.5 * (1 - math.cos(math.pi * f)),
+            jepa_weight=0.5,
+            **_grad_probe(step, f),
         )
     rec.update(
         lm_weight=1.0,
@@ -50,6 +52,16 @@ def train_record(step: int, rng: random.Random, max_steps: int, *, baseline: boo
         elapsed=step * step_s,
     )
     return rec
+
+
+def _grad_probe(step: int, f: float) -> dict[str, float]:
+    # its own seeded stream, so the other curves (and their snapshots) keep their noise
+    r = random.Random(step)
+    return {
+        "grad_norm_lm": 0.3 + 1.5 * math.exp(-4 * f) + abs(r.gauss(0, 0.05)),
+        "grad_norm_jepa": 0.2 + 0.8 * math.exp(-3 * f) + abs(r.gauss(0, 0.05)),
+        "grad_cos": -0.05 + 0.25 * math.exp(-6 * f) + r.gauss(0, 0.03),
+    }
 
 
 def eval_record(step: int, rng: random.Random, max_steps: int, *, baseline: bool = False, t0: float = T0, tokens_per_step: int = 4096, step_s: float = 0.2, horizons=(2, 8, 32)) -> dict[str, Any]:

@@ -26,6 +26,7 @@ _LAZY = {
     "info_nce": ".jepa",
     "jepa_eval_metrics": ".eval",
     "lm_weight_at": ".jepa",
+    "jepa_weight_at": ".jepa",
     "negatives_mask": ".jepa",
     "pair_capacity_error": ".jepa",
     "param_group_names": ".param_groups",

@@ -41,6 +41,7 @@ __all__ = [
     "covariance_loss",
     "ema_momentum_at",
     "lm_weight_at",
+    "jepa_weight_at",
     "ModelOutput",
     "JepaLM",
     "build_param_groups",
@@ -289,6 +290,19 @@ def ema_momentum_at(jcfg: JepaConfig, step: int, max_steps: int) -> float:
     return float(m0 + (m1 - m0) * 0.5 * (1.0 - math.cos(math.pi * frac)))
 
 
+def jepa_weight_at(jcfg: JepaConfig, step: int, max_steps: int) -> float:
+    """JEPA loss weight at `step` (1-based): jepa_weight, or with "anneal" jepa_weight * min(1, (S - step) / (f * S)).
+
+    Annealed, it holds until step S - f * S, then falls linearly and is exactly 0
+    at the last step S = max_steps, so the run ends on the LM objective alone
+    (the modded-nanogpt speedrun anneals its auxiliary losses the same way).
+    """
+    if jcfg.jepa_weight_schedule == "constant":
+        return float(jcfg.jepa_weight)
+    span = jcfg.jepa_weight_anneal_frac * max_steps
+    return float(jcfg.jepa_weight * min(1.0, max(0.0, (max_steps - step) / span)))
+
+
 def lm_weight_at(jcfg: JepaConfig, step: int, max_steps: int) -> float:
     """LM loss weight: 1 for the baseline; lm_weight, or 0 until lm_warmup_steps then linear to it."""
     if jcfg.run_baseline:
@@ -499,9 +513,11 @@ class JepaLM(nn.Module):
         lm_weight: float = 1.0,
         pairs: Pairs | None = None,
         generator: torch.Generator | None = None,
+        jepa_weight: float | torch.Tensor | None = None,
     ) -> ModelOutput:
         """loss = lm_weight * CE + jepa_weight * L_jepa (baseline: loss = CE).
 
+        `jepa_weight` defaults to the config's (its scheduled value comes from the step).
         Pairs are sampled from `generator` or the global RNG unless given.
         """
         h, h_tap = self.transformer(idx)
@@ -516,7 +532,8 @@ class JepaLM(nn.Module):
             per_seq = self.jcfg.pairs_per_seq
         z_a, z_p, z_t = self.jepa_latents(idx, h_tap, pairs, per_seq)
         jepa_loss, stats = self.jepa_objective(z_a, z_p, z_t, pairs)
-        loss = lm_weight * lm_loss + self.jcfg.jepa_weight * jepa_loss
+        jw = self.jcfg.jepa_weight if jepa_weight is None else jepa_weight
+        loss = lm_weight * lm_loss + jw * jepa_loss
         return ModelOutput(loss=loss, lm_loss=lm_loss, jepa_loss=jepa_loss, stats=stats)
 
     def lm_logits(self, idx: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from jepa_core.train.checkpointer import Checkpointer
 from jepa_core.train.distributed import any_rank, ranks_in_sync, shutdown
 from jepa_core.train.evaluator import Evaluator
 from jepa_core.train.evalwatch import EvalWatch, Verdict
+from jepa_core.train.gradprobe import FIELDS as GRAD_FIELDS
 from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
@@ -175,7 +176,7 @@ def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, watch
         log_due = step % cfg.log.every == 0 or step == tc.max_steps
         eval_due = step % tc.eval_every == 0 or step == tc.max_steps
         t0 = time.perf_counter()
-        res = train_step(tr, next_batch, step, tc.max_steps, want_grad_norm=log_due)
+        res = train_step(tr, next_batch, step, tc.max_steps, want_grad_norm=log_due, probe_grads=log_due)
         synced = tr.plan.sync_every_step or log_due or eval_due or ckpt.due(step)
         loss = res.loss.item() if synced else None  # a host sync; on CUDA only when needed
         if run.device.type == "cuda" and (log_due or clock.first):
@@ -220,6 +221,8 @@ def _log_train(session: RunSession, run: Run, step: int, loss: float, res: StepR
         rec["jepa_loss"] = res.out.jepa_loss.item() if res.out.jepa_loss is not None else None
         rec.update({k: v.item() for k, v in res.out.stats.items()})
         rec["ema_momentum"] = res.ema_momentum
+        rec["jepa_weight"] = res.jepa_weight
+        rec.update(res.grads or dict.fromkeys(GRAD_FIELDS))  # null where not probed (DDP)
     rec["lm_weight"] = res.lm_weight
     rec.update(_learning_rates(run.trainee.optimizer))
     rec["grad_norm"] = res.grad_norm.item() if res.grad_norm is not None else None

@@ -1,6 +1,6 @@
 """One optimizer step: the only step there is. `jepa train`, `jepa bench` and `jepa preflight` all call it.
 
-A step sets the schedules (learning rates, LM weight, EMA momentum) for its
+A step sets the schedules (learning rates, LM and JEPA weights, EMA momentum) for its
 step number, runs `grad_accum_steps` micro-batches (forward, backward; DDP
 syncs gradients on the last one only), clips, steps the optimizer, clears the
 gradients and then, after the optimizer step, moves the EMA teacher toward
@@ -120,48 +120,61 @@ class StepResult:
     out: Any  # the last micro-batch's ModelOutput (its stats are logged)
     grad_norm: torch.Tensor | None
     lm_weight: float
+    jepa_weight: float | None  # None for the baseline
     ema_momentum: float | None  # None for the baseline
+    grads: dict[str, float | None] | None = None  # gradprobe.FIELDS when probed
 
 
-def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None]:
-    """Learning rates for `step`; returns (lm_weight, ema momentum) for it."""
-    from jepa_core.model import ema_momentum_at, lm_weight_at
+def set_schedules(tr: Trainee, step: int, max_steps: int) -> tuple[float, float | None, float | None]:
+    """Learning rates for `step`; returns (lm_weight, jepa_weight, ema momentum) for it."""
+    from jepa_core.model import ema_momentum_at, jepa_weight_at, lm_weight_at
     from jepa_core.train.schedule import lr_factor
 
     factor = lr_factor(tr.cfg.optim, step, max_steps)
     for g, base in zip(tr.optimizer.param_groups, tr.base_lrs, strict=True):
         g["lr"] = base * factor
     if tr.model.is_baseline:
-        return 1.0, None
-    return lm_weight_at(tr.cfg.jepa, step, max_steps), ema_momentum_at(tr.cfg.jepa, step, max_steps)
+        return 1.0, None, None
+    j = tr.cfg.jepa
+    return lm_weight_at(j, step, max_steps), jepa_weight_at(j, step, max_steps), ema_momentum_at(j, step, max_steps)
 
 
 def train_step(
-    tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *, want_grad_norm: bool = False, clock: Any = None
+    tr: Trainee, next_batch: Callable[[], Batch], step: int, max_steps: int, *,
+    want_grad_norm: bool = False, probe_grads: bool = False, clock: Any = None,
 ) -> StepResult:
     """One optimizer step (1-based `step`) over `grad_accum_steps` micro-batches from `next_batch`.
 
-    `clock` (a phases.PhaseClock) times forward, backward, optimizer and teacher: bench and preflight only.
+    `probe_grads` measures the LM and JEPA gradients on the backbone (gradprobe.py) at the
+    cost of one more backward; JEPA runs only, and not under DDP, where the step's gradient
+    is the ranks' average but the probe's would be this rank's own. `clock` (a
+    phases.PhaseClock) times forward, backward, optimizer and teacher: bench and preflight only.
     """
     from jepa_core.train.phases import NO_CLOCK
 
     clock = clock or NO_CLOCK
-    lm_w, momentum = set_schedules(tr, step, max_steps)
-    # a tensor, not a Python float: a compiled forward would otherwise be
-    # specialised on (and recompiled for) every new value of a ramping LM weight
+    lm_w, jepa_w, momentum = set_schedules(tr, step, max_steps)
+    # tensors, not Python floats: a compiled forward would otherwise be specialised
+    # on (and recompiled for) every new value of a ramping or annealed weight
     lm_w_t = torch.tensor(lm_w, dtype=torch.float32)
+    jepa_w_t = torch.tensor(jepa_w or 0.0, dtype=torch.float32)
+    probe = probe_grads and jepa_w is not None and not tr.ddp
     accum = tr.cfg.train.grad_accum_steps
     loss_acc = torch.zeros((), device=tr.device)
-    out = None
+    out = grads = None
     for micro in range(accum):
         x, y = move_batch(*next_batch(), tr.device, tr.plan)
         clock.start()
         no_sync = tr.ddp and micro < accum - 1
         with tr.fwd.no_sync() if no_sync else contextlib.nullcontext():
             with tr.plan.autocast():
-                out = tr.fwd(x, y, lm_w_t)
+                out = tr.fwd(x, y, lm_w_t, jepa_weight=jepa_w_t)
             clock.lap("forward")
+            # the first micro-batch: nothing else is in .grad yet, so its gradient is read directly
+            probed = _probe_before(tr, out, lm_w_t, jepa_w_t) if probe and micro == 0 else None
             (out.loss / accum).backward()
+            if probed is not None:
+                grads = probed.after_backward()
         loss_acc += out.loss.detach() / accum
         clock.lap("backward")
     params = tr.params
@@ -176,4 +189,13 @@ def train_step(
         tr.model.update_teacher(momentum)
     clock.lap("teacher")
     clock.end_step()
-    return StepResult(loss_acc, out, grad_norm, lm_w, momentum)
+    return StepResult(loss_acc, out, grad_norm, lm_w, jepa_w, momentum, grads)
+
+
+def _probe_before(tr: Trainee, out, lm_w_t: torch.Tensor, jepa_w_t: torch.Tensor):
+    from jepa_core.train.gradprobe import GradProbe
+
+    # the weighted terms exactly as the total loss holds them
+    dev = out.loss.device
+    return GradProbe.before_backward(tr.model, lm_w_t.to(dev) * out.lm_loss, jepa_w_t.to(dev) * out.jepa_loss,
+                                     tr.cfg.train.grad_accum_steps, exact_lm=tr.plan.autocast_dtype is not None)
