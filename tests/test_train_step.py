@@ -37,3 +37,23 @@ def test_ramping_loss_weights_compile_once(tmp_path, monkeypatch, one_thread):
         frames.append(sum(counters["frames"].values()))
     assert all(len({w[i] for w in weights}) == 6 for i in (0, 1))  # both weights really changed at every step
     assert frames[0] > 0 and frames[-1] == frames[0], f"compiled frames per step: {frames}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_gradient_probe_runs_on_a_compiled_model(tmp_path, monkeypatch, one_thread, backend):
+    """The probe's extra backward keeps the graph (retain_graph); AOTAutograd's donated buffers
+    forbid that unless turned off. aot_eager runs the same AOTAutograd wrappers as inductor
+    without its C++ builds (inductor itself: slow suite)."""
+    torch._dynamo.reset()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: real_compile(m, backend=backend))
+    cfg = load_config("tiny", small_overrides(small_text(tmp_path), "train.compile=true", "train.max_steps=3"))
+    cpu = torch.device("cpu")
+    tr = build_trainee(cfg, cfg.data.vocab_size, cpu, plan_step(cfg, cpu, "fp32"), seed=0)
+    g = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, cfg.data.vocab_size, (cfg.train.batch_size, cfg.data.block_size + 1), generator=g)
+    for step in (1, 2, 3):
+        res = train_step(tr, lambda: (batch[:, :-1], batch[:, 1:]), step, 3, probe_grads=step != 1)
+        assert torch.isfinite(res.loss)
+    assert res.grads is not None and res.grads["grad_norm_jepa"] > 0

@@ -105,6 +105,8 @@ def build_trainee(cfg: Config, vocab_size: int, device: torch.device, plan: Step
     groups = build_param_groups(model, cfg.optim)
     check_param_groups(model, groups)
     optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
+    if plan.compile:
+        _allow_retained_backward()
     fwd: torch.nn.Module = torch.compile(model) if plan.compile else model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -112,6 +114,19 @@ def build_trainee(cfg: Config, vocab_size: int, device: torch.device, plan: Step
         fwd = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
     return Trainee(cfg, model, fwd, optimizer, [g["lr"] for g in groups], device, plan, ddp)
+
+
+def _allow_retained_backward() -> None:
+    """Let a compiled model's backward keep its graph, as the gradient probe's extra backward needs.
+
+    AOTAutograd "donates" saved buffers to the backward (reuses their memory) unless told not to,
+    and a compiled backward with donated buffers refuses retain_graph=True. Process-wide and
+    read when the first compiled backward is built; it costs a little memory, not time.
+    """
+    import torch._functorch.config as functorch_config
+
+    if hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
 
 
 @dataclass
