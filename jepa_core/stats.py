@@ -146,6 +146,16 @@ def summarize(values: Iterable[float | None]) -> Summary:
     return Summary(mean, math.sqrt(var), n)
 
 
+def t_interval(diff: float, se: float, df: float, level: float) -> tuple[float, float]:
+    """diff +- t_{(1+level)/2, df} * se: the interval of both t-tests."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    if se == 0.0:
+        return (diff, diff)
+    half = t_ppf(0.5 + level / 2.0, df) * se
+    return (diff - half, diff + half)
+
+
 @dataclass(frozen=True)
 class WelchResult:
     diff: float  # mean(a) - mean(b)
@@ -158,12 +168,7 @@ class WelchResult:
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """Welch-Satterthwaite interval for mean(a) - mean(b): diff +- t_{(1+level)/2, df} * se."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"confidence level must be in (0, 1), got {level}")
-        if self.se == 0.0:
-            return (self.diff, self.diff)
-        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
-        return (self.diff - half, self.diff + half)
+        return t_interval(self.diff, self.se, self.df, level)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,12 +214,7 @@ class PairedResult:
 
     def ci(self, level: float = 0.95) -> tuple[float, float]:
         """diff +- t_{(1+level)/2, n-1} * sd / sqrt(n)."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"confidence level must be in (0, 1), got {level}")
-        if self.se == 0.0:
-            return (self.diff, self.diff)
-        half = t_ppf(0.5 + level / 2.0, self.df) * self.se
-        return (self.diff - half, self.diff + half)
+        return t_interval(self.diff, self.se, self.df, level)
 
     def to_dict(self) -> dict:
         return asdict(self)
