@@ -201,8 +201,12 @@ def test_seed_beyond_64_bits_is_a_user_error(trained, cli):
     assert r.returncode == 2 and "--seed" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_issue_26_bad_prompts_through_the_real_entry_point(trained):
-    """The three reports of issue 26: the bytes on stdin, the same bytes as --prompt, 1 MB of random bytes on stdin."""
+    """The three reports of issue 26: the bytes on stdin, the same bytes as --prompt, 1 MB of random bytes on stdin.
+
+    Slow (about 40 s on 2 cores): three interpreters import torch, and encoding the megabyte takes several seconds.
+    """
     import random
 
     env = dict(os.environ, JEPA_DEBUG="", PYTHONWARNINGS="ignore")
