@@ -25,6 +25,23 @@ from .profiles import find_profile, list_profiles
 SECTIONS = ("model", "jepa", "data", "optim", "train", "log")
 TOP_LEVEL_KEYS = ("name", "description", "extends")
 
+# Upper bounds of counts (pydantic `le=`). Without them a slip such as
+# --set train.max_steps=1000000000000000000000000000000 validates and lands in config.toml,
+# as an integer no 64-bit reader (TOML, numpy, torch) can hold, meaning nothing a run can do.
+MAX_STEPS = 10**12  # steps (and evals, checkpoints, log lines): 30 years at 1000 steps a second
+MAX_TOKENS = 10**15  # tokens or bytes: over 30 times the largest text corpora
+MAX_SECONDS = 1e9  # 30 years
+MAX_BATCH = 1 << 20  # sequences per micro-batch, micro-batches per step
+# the init seed is torch.manual_seed(seed * 1_000_003 + rank + 1), which must stay below 2**64
+MAX_SEED = 1 << 40
+_BOUND_WHY = {
+    MAX_STEPS: "about 30 years at 1000 steps a second",
+    MAX_TOKENS: "over 30 times the largest text corpora",
+    MAX_SECONDS: "about 30 years",
+    MAX_BATCH: "more than any device holds",
+    MAX_SEED: "2**40: scaled by about a million for torch.manual_seed, it must still fit in 64 bits",
+}
+
 
 class _Section(BaseModel):
     # strict: a string is never coerced to a number; ints are accepted for floats.
@@ -81,7 +98,7 @@ class JepaConfig(_Section):
     ema_momentum: float = Field(0.996, ge=0, le=1, description="Teacher EMA momentum (m0 with a cosine schedule).")
     ema_schedule: Literal["constant", "cosine"] = Field("constant", description="EMA momentum schedule.")
     ema_momentum_final: float = Field(0.9995, ge=0, le=1, description="m1: momentum at the end of the cosine schedule.")
-    ema_schedule_steps: int = Field(0, ge=0, description="Length S of the cosine EMA schedule; 0 means train.max_steps.")
+    ema_schedule_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Length S of the cosine EMA schedule; 0 means train.max_steps.")
     jepa_weight: float = Field(1.0, ge=0, description="Weight of the JEPA loss in the total loss (its starting value when annealed).")
     jepa_weight_schedule: Literal["constant", "anneal"] = Field(
         "constant", description="'anneal' takes the JEPA weight linearly from jepa_weight to 0 over the last jepa_weight_anneal_frac of training."
@@ -91,10 +108,10 @@ class JepaConfig(_Section):
     )
     lm_weight: float = Field(1.0, ge=0, description="Weight of the LM loss (its final value when scheduled).")
     lm_weight_use_scheduler: bool = Field(False, description="Ramp the LM weight: 0 until lm_warmup_steps, then linear.")
-    lm_warmup_steps: int = Field(0, ge=0, description="Steps with LM weight 0 when scheduled.")
-    lm_ramp_steps: int = Field(0, ge=0, description="Step at which the LM weight reaches lm_weight; 0 means max_steps.")
+    lm_warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Steps with LM weight 0 when scheduled.")
+    lm_ramp_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Step at which the LM weight reaches lm_weight; 0 means max_steps.")
     eval_pairs: int = Field(
-        1024, ge=8, description="At least this many fixed anchor/target pairs (over as many validation blocks as needed) for the retrieval eval."
+        1024, ge=8, le=MAX_TOKENS, description="At least this many fixed anchor/target pairs (over as many validation blocks as needed) for the retrieval eval."
     )
     alert_std_floor: float = Field(0.01, ge=0, description="Collapse alert when std_anchor falls under this.")
     alert_rank_floor: float = Field(2.0, ge=0, description="Collapse alert when the effective rank falls under this.")
@@ -125,9 +142,9 @@ class DataConfig(_Section):
         description="hf:/json:/parquet: the validation split's name; 'auto' takes `validation` when the dataset has it, "
         "else holds out val_fraction of the train documents; 'heldout' always holds out.",
     )
-    max_train_tokens: int = Field(0, ge=0, description="Stop tokenizing (hf:/json:/parquet:) or truncate (aliases, text:) the train split at this many tokens; 0: all.")
+    max_train_tokens: int = Field(0, ge=0, le=MAX_TOKENS, description="Stop tokenizing (hf:/json:/parquet:) or truncate (aliases, text:) the train split at this many tokens; 0: all.")
     tokenizer_sample_bytes: int = Field(
-        100_000_000, ge=1_000_000, description="Train the BPE tokenizer on at most this many bytes of the train text (its first documents)."
+        100_000_000, ge=1_000_000, le=MAX_TOKENS, description="Train the BPE tokenizer on at most this many bytes of the train text (its first documents)."
     )
     tokenizer: str = Field("", description="Reuse this tokenizer.json (or a run directory's) instead of training one; vocab_size is then ignored.")
 
@@ -136,7 +153,7 @@ class OptimConfig(_Section):
     lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the backbone.")
     lr_head: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the heads (JEPA heads, LM head/embedding, logit scale, bias).")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to min_lr_ratio * lr.")
-    warmup_steps: int = Field(100, ge=0, description="Linear LR warmup steps.")
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="Linear LR warmup steps.")
     weight_decay: float = Field(0.1, ge=0, le=10, description="AdamW weight decay on backbone matrices.")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
@@ -161,20 +178,20 @@ class OptimConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_steps: int = Field(1000, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(32, ge=1, description="Sequences per micro-batch (per rank).")
-    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_steps: int = Field(1000, ge=1, le=MAX_STEPS, description="Optimizer steps.")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="Sequences per micro-batch (per rank).")
+    grad_accum_steps: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported, else fp32.")
     compile: bool = Field(False, description="torch.compile the model (CUDA; compile time is reported).")
-    seed: int = Field(1337, ge=0, description="Seed for init, data order and pair sampling.")
-    time_budget_s: float = Field(0.0, ge=0, description="Stop after this many seconds of training (0: no limit).")
-    eval_every: int = Field(100, ge=1, description="Evaluate every N steps (and at the end).")
+    seed: int = Field(1337, ge=0, le=MAX_SEED, description="Seed for init, data order and pair sampling.")
+    time_budget_s: float = Field(0.0, ge=0, le=MAX_SECONDS, description="Stop after this many seconds of training (0: no limit).")
+    eval_every: int = Field(100, ge=1, le=MAX_STEPS, description="Evaluate every N steps (and at the end).")
     eval_batches: int = Field(
-        8, ge=1, description="Ignored; kept so older config files load. An eval now scores the whole validation split (see eval_tokens)."
+        8, ge=1, le=MAX_STEPS, description="Ignored; kept so older config files load. An eval now scores the whole validation split (see eval_tokens)."
     )
     eval_tokens: int = Field(
-        0, ge=0, description="Score at most this many validation tokens per eval (the first ones of the split); 0 scores them all."
+        0, ge=0, le=MAX_TOKENS, description="Score at most this many validation tokens per eval (the first ones of the split); 0 scores them all."
     )
     eval_stride: int = Field(
         0,
@@ -182,24 +199,24 @@ class TrainConfig(_Section):
         description="0: score the validation split in non-overlapping blocks of block_size. N > 0: sliding windows "
         "moved N tokens at a time, every token scored once with at least block_size - N tokens of context (slower, lower BPB).",
     )
-    checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every N steps (and at the end).")
-    keep_last: int = Field(3, ge=1, description="Checkpoints kept on disk.")
+    checkpoint_every: int = Field(500, ge=1, le=MAX_STEPS, description="Write a checkpoint every N steps (and at the end).")
+    keep_last: int = Field(3, ge=1, le=MAX_STEPS, description="Checkpoints kept on disk.")
     keep_best: bool = Field(
         True, description="Keep the checkpoint with the best val loss outside the rotation, named in checkpoints/best.json."
     )
     overfit_margin: float = Field(
         0.02, ge=0, description="Overfitting alert: val loss this many nats above its best ..."
     )
-    overfit_evals: int = Field(2, ge=1, description="... for this many evals in a row (the alert fires once).")
-    early_stop_evals: int = Field(0, ge=0, description="Stop after N evals without a new best val loss (0: never); status early_stopped.")
-    sample_every: int = Field(0, ge=0, description="Write a text sample every N steps (0: at each eval).")
-    sample_tokens: int = Field(64, ge=0, description="Tokens generated per sample (0 disables samples).")
+    overfit_evals: int = Field(2, ge=1, le=MAX_STEPS, description="... for this many evals in a row (the alert fires once).")
+    early_stop_evals: int = Field(0, ge=0, le=MAX_STEPS, description="Stop after N evals without a new best val loss (0: never); status early_stopped.")
+    sample_every: int = Field(0, ge=0, le=MAX_STEPS, description="Write a text sample every N steps (0: at each eval).")
+    sample_tokens: int = Field(64, ge=0, le=MAX_TOKENS, description="Tokens generated per sample (0 disables samples).")
     sample_prompt: str = Field("\n", description="Fixed prompt for samples.")
     out_dir: str = Field("runs", description="Where run directories are created.")
 
 
 class LogConfig(_Section):
-    every: int = Field(10, ge=1, description="Log train metrics every N steps.")
+    every: int = Field(10, ge=1, le=MAX_STEPS, description="Log train metrics every N steps.")
     tensorboard: bool = Field(False, description="Also write TensorBoard event files.")
     wandb: bool = Field(False, description="Also log to Weights & Biases (offline mode without an API key).")
     wandb_project: str = Field("jepa", description="W&B project name.")
@@ -544,6 +561,25 @@ def _toml(v: Any) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
+def _upper_bound(dotted: str) -> int | float | None:
+    """The `le=` of a key, None when it has none."""
+    f = _field_of(dotted)
+    for m in f.metadata if f is not None else ():
+        if getattr(m, "le", None) is not None:
+            return m.le
+    return None
+
+
+def _range_hint(dotted: str, err_type: str) -> str | None:
+    """For a value over a key's `le=`: the largest one it takes (the syntax was right, so no syntax example)."""
+    bound = _upper_bound(dotted)
+    if err_type != "less_than_equal" or bound is None:
+        return None
+    shown = f"{int(bound):,}" if float(bound).is_integer() else str(bound)
+    why = _BOUND_WHY.get(bound)
+    return f"`{dotted}` takes at most {shown}" + (f" ({why})." if why else ".")
+
+
 def _syntax_hint(dotted: str, got: Any) -> str | None:
     """What a value of this key looks like after --set, with an example (the fix for a --set typo)."""
     import re
@@ -578,8 +614,11 @@ def _syntax_hint(dotted: str, got: Any) -> str | None:
     if ann is bool:
         return f"true or false (lowercase TOML), e.g. {example(not default)}."
     if ann is int:
-        if isinstance(got, float) and got.is_integer():
+        bound = _upper_bound(dotted)
+        if isinstance(got, float) and got.is_integer() and (bound is None or got <= bound):
             return f"A whole number, without a decimal point or exponent: {example(int(got))}."
+        if isinstance(got, float) and bound is not None and got > bound:
+            return f"A whole number up to {bound:,}, e.g. {example(default)}."
         return f"A whole number, e.g. {example(default)}."
     if ann is float:
         if isinstance(got, str) and got.strip().startswith((".", "-.", "+.")) or (isinstance(got, str) and got.strip().endswith(".")):
@@ -658,7 +697,7 @@ def validate(raw: dict[str, Any], source: str | None = None) -> Config:
         dotted = ".".join(str(p) for p in err["loc"][:2])
         if dotted in set_by or (len(err["loc"]) == 1 and loc in set_by):
             key = dotted if dotted in set_by else loc
-            hint = _syntax_hint(key, set_by[key].partition("=")[2].strip() if isinstance(got, str) else got)
+            hint = _range_hint(key, err["type"]) or _syntax_hint(key, set_by[key].partition("=")[2].strip() if isinstance(got, str) else got)
             doc = _field_doc(err["loc"])
             raise ConfigError(
                 f"Invalid value for `{key}` in {_set_source(set_by, key)}: {err['msg']}{got_s}.",
@@ -666,7 +705,7 @@ def validate(raw: dict[str, Any], source: str | None = None) -> Config:
             ) from None
         raise ConfigError(
             f"Invalid `{loc}`{_where(source)}: {err['msg']}{got_s}.",
-            hint=_field_doc(err["loc"]),
+            hint=" ".join(h for h in (_range_hint(dotted, err["type"]), _field_doc(err["loc"])) if h) or None,
         ) from None
 
 

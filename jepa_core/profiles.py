@@ -15,8 +15,30 @@ from pathlib import Path
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
-def jepa_home() -> Path:
+def _home() -> Path:
     return Path(os.environ.get("JEPA_HOME") or Path.home() / ".cache" / "jepa")
+
+
+def jepa_home() -> Path:
+    """$JEPA_HOME (default ~/.cache/jepa), where caches and tokenizers are written.
+
+    A ConfigError when it cannot be a directory: a JEPA_HOME pointing at a file would
+    otherwise surface as a NotADirectoryError from whichever cache writes first.
+    """
+    home = _home()
+    p = home
+    while not os.path.exists(p) and p != p.parent:  # os.path: no PermissionError from stat
+        p = p.parent
+    if os.path.exists(p) and not os.path.isdir(p):
+        from jepa_core.errors import ConfigError
+
+        what = f"JEPA_HOME={os.environ['JEPA_HOME']}" if os.environ.get("JEPA_HOME") else f"JEPA_HOME is unset, so the default {home}"
+        inside = "" if p == home else f" ({p} is a file)"
+        raise ConfigError(
+            f"{what} is not a directory{inside}; jepa keeps its data caches and tokenizers there.",
+            hint="Point JEPA_HOME at a directory (it is created when missing), e.g. export JEPA_HOME=~/.cache/jepa, or unset it.",
+        )
+    return home
 
 
 def search_path() -> list[Path]:
@@ -25,7 +47,8 @@ def search_path() -> list[Path]:
     if env:
         dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
     dirs.append(Path.cwd() / "profiles")
-    dirs.append(jepa_home() / "profiles")
+    # unchecked: a JEPA_HOME that is a file has no profiles, and completion must not fail over it
+    dirs.append(_home() / "profiles")
     dirs.append(SHIPPED_DIR)
     seen: set[Path] = set()
     unique = []

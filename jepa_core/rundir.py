@@ -74,6 +74,55 @@ def holds_run(path: Path) -> bool:
     return p.is_dir() and any((p / n).exists() for n in (METRICS, CONFIG, PIDFILE, CKPT_DIR))
 
 
+def enclosing_run(path: str | Path) -> Path | None:
+    """The run directory `path` lies inside (its nearest ancestor holding a run), else None.
+
+    Stricter than `holds_run` on purpose: an ancestor counts only when it has what a
+    trainer writes (metrics.jsonl, or config.toml with tokenizer.json), so a project folder
+    that merely keeps a config.toml of its own does not refuse every run beneath it.
+    """
+    # abspath, not resolve: the error names the run as the user reaches it, not via symlink targets
+    for parent in Path(os.path.abspath(path)).parents:
+        if (parent / METRICS).is_file() or ((parent / CONFIG).is_file() and (parent / TOKENIZER).is_file()):
+            return parent
+    return None
+
+
+def _shown(p: Path) -> str:
+    """`p` relative to the working directory when below it (as the user likely typed it), else absolute."""
+    try:
+        return str(p.relative_to(Path.cwd().absolute())) or "."
+    except ValueError:
+        return str(p)
+
+
+def refuse_nested_run(run_dir: str | Path, *, out_dir: str | None = None) -> None:
+    """Refuse a new run inside an existing one (`--run-dir RUN/checkpoints`, `train.out_dir = RUN`).
+
+    Nothing would be overwritten, but the new run's files would mix with the old run's
+    (in its checkpoints folder, or among its files) where `jepa runs` does not look.
+    `out_dir` is the train.out_dir the directory came from; None for an explicit --run-dir.
+    """
+    import shlex
+
+    outer = enclosing_run(run_dir)
+    if outer is None:
+        return
+    resume = f"jepa train --resume {shlex.quote(_shown(outer))}"
+    further = "(with --set train.max_steps=N to train it past its last step)"
+    if out_dir is not None:
+        beside = _shown(outer.parent).replace("\\", "\\\\").replace('"', '\\"')
+        fix = shlex.quote(f'train.out_dir="{beside}"')
+        raise JepaError(
+            f"train.out_dir = {out_dir!r} is inside the run {_shown(outer)}; a new run there would be nested in it.",
+            hint=f"Start new runs beside it with --set {fix}, or continue that run with `{resume}` {further}.",
+        )
+    raise JepaError(
+        f"The run directory {run_dir} is inside the run {_shown(outer)}; a new run there would be nested in it.",
+        hint=f"Continue that run with `{resume}` {further}, or give --run-dir a directory outside it, e.g. {_shown(outer.parent / 'NEW-RUN')}.",
+    )
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 

@@ -112,13 +112,45 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
     return SamplingModel(model, tokenizer, cfg, ref, dev, step, metrics if isinstance(metrics, dict) else {}, note)
 
 
-def check_sampling_args(tokens: int, temperature: float, top_k: int | None) -> None:
+def check_sampling_args(tokens: int, temperature: float, top_k: int | None, seed: int | None = None) -> None:
     if tokens < 1:
         raise ConfigError(f"--tokens must be at least 1, got {tokens}.", hint=f"For example --tokens {DEFAULT_TOKENS}.")
     if not temperature >= 0 or temperature == float("inf"):
         raise ConfigError(f"--temperature must be a number >= 0, got {temperature}.", hint="0 is greedy (always the likeliest token); 0.8 is a usual choice.")
     if top_k is not None and top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {top_k}.", hint="0 samples from the whole vocabulary; 50 is a usual choice.")
+    # torch.Generator.manual_seed takes a 64-bit value; beyond it, an OverflowError deep in torch
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ConfigError(f"--seed must be between 0 and 2**64 - 1, got {seed}.", hint="Any smaller whole number, e.g. --seed 1.")
+
+
+def prompt_text(raw: str | bytes) -> tuple[str, str | None]:
+    """`raw` as text the tokenizer accepts, and a note when some of it was not UTF-8.
+
+    Bytes that are not UTF-8 (a Latin-1 file piped in, a binary blob) reach us as bytes
+    from stdin, or from argv as lone surrogates (Python's surrogateescape); the tokenizer
+    takes neither. Each invalid sequence becomes U+FFFD, as a UTF-8 terminal shows it:
+    refusing would make `cat old.txt | jepa sample RUN --prompt -` fail over a few accented
+    letters, while the replacement keeps the rest of the prompt and the note says what changed.
+    """
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+            return raw, None
+        except UnicodeEncodeError:
+            pass
+        try:
+            data = raw.encode("utf-8", "surrogateescape")  # the bytes argv or stdin really held
+        except UnicodeEncodeError:  # a surrogate that no decoder produced: invalid either way
+            data = raw.encode("utf-8", "surrogatepass")
+    else:
+        data = bytes(raw)
+    text = data.decode("utf-8", errors="replace")
+    replaced = text.count("\ufffd") - data.count("\ufffd".encode())
+    if not replaced:
+        return text, None
+    seqs = "sequence" if replaced == 1 else "sequences"
+    return text, f"the prompt is not valid UTF-8: {replaced:,} invalid byte {seqs} replaced by U+FFFD."
 
 
 def encode_prompt(sm: SamplingModel, prompt: str) -> list[int]:
@@ -146,9 +178,12 @@ def stream_sample(
     the middle of a UTF-8 character, so text ending in U+FFFD is held back until the
     next token completes it.
     """
-    check_sampling_args(tokens, temperature, top_k)
+    check_sampling_args(tokens, temperature, top_k, seed)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=sm.device)
+    # generate crops its context to the last max_seq_len tokens anyway; cropping here keeps a
+    # huge prompt (a megabyte piped in) from being copied on every generated token
+    keep = sm.model.transformer.max_seq_len
+    ids = torch.tensor([prompt_ids[-keep:]], dtype=torch.long, device=sm.device)
     n0 = ids.shape[1]
     k = top_k if top_k else None
     shown = ""

@@ -294,3 +294,69 @@ def test_unknown_set_key_says_where_to_look():
     e = _err("optim.learning_rate=1")
     assert "--set optim.learning_rate=1" in e.message and "Did you mean" in e.message
     assert "jepa profiles show" in e.hint
+
+
+# ---------------------------------------------------------------- numbers past what a run can mean (issue 26)
+
+HUGE = "1000000000000000000000000000000"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["train.max_steps", "train.eval_every", "train.checkpoint_every", "optim.warmup_steps", "train.eval_tokens",
+     "data.max_train_tokens", "train.seed", "train.batch_size", "train.time_budget_s", "log.every"],
+)
+def test_huge_counts_are_refused_with_the_bound(key):
+    e = _err(f"{key}={HUGE}")
+    assert key in e.message and "less than or equal to" in e.message
+    assert "takes at most" in e.hint and "A whole number" not in e.hint  # the syntax was right; the size was not
+
+
+def test_every_count_has_an_upper_bound():
+    """A new integer key without `le=` would let a 31-digit typo into config.toml again."""
+    from jepa_core.config import SECTION_MODELS, _upper_bound
+
+    # tap_layer and eval_stride are bounded by rules between keys (n_layers, block_size)
+    unbounded = [
+        f"{sec}.{k}" for sec, m in SECTION_MODELS.items() for k, f in m.model_fields.items()
+        if f.annotation is int and _upper_bound(f"{sec}.{k}") is None
+    ]
+    assert sorted(unbounded) == ["model.tap_layer", "train.eval_stride"]
+
+
+def test_bounds_leave_real_runs_alone_and_keep_int64():
+    from jepa_core.config import MAX_SEED, MAX_STEPS, MAX_TOKENS
+
+    cfg = load_config("tiny", [f"train.max_steps={MAX_STEPS}", f"train.seed={MAX_SEED}", f"data.max_train_tokens={MAX_TOKENS}"])
+    assert cfg.train.max_steps == MAX_STEPS
+    assert MAX_SEED * 1_000_003 + 64 < 2**64  # build_run's torch.manual_seed(seed * 1_000_003 + rank + 1)
+    assert MAX_TOKENS < 2**63
+
+
+def test_huge_value_in_a_file_names_the_file_and_the_bound(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text(f'extends = "tiny"\n[train]\nmax_steps = {HUGE}\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(str(f))
+    assert "p.toml" in e.value.message and "train.max_steps" in e.value.message and "at most 1,000,000,000,000" in e.value.hint
+
+
+def test_huge_float_for_an_int_key_suggests_no_out_of_range_fix():
+    e = _err("train.max_steps=1e30")
+    assert "up to 1,000,000,000,000" in e.hint and "1000000000000000019884624838656" not in e.hint
+
+
+def test_huge_max_steps_exits_2_from_the_cli_and_writes_nothing(tmp_path):
+    """The report: `jepa train --set train.max_steps=<31 digits>` was accepted and written to config.toml."""
+    import os
+    import subprocess
+    import sys
+
+    sets = ["--set", f"train.max_steps={HUGE}", "--set", f'train.out_dir="{tmp_path / "runs"}"']
+    r = subprocess.run(
+        [sys.executable, "-m", "jepa_cli", "train", "--no-tui", "--profile", "tiny", *sets],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, JEPA_DEBUG=""),
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("error:") == 1 and "train.max_steps" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()

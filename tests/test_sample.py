@@ -156,3 +156,65 @@ def test_cuda_sampling_is_repeatable(trained):
     sm = load_for_sampling(trained, "cuda")
     assert sm.device.type == "cuda"
     assert sample_text(sm, "ROMEO:", 16, seed=4) == sample_text(sm, "ROMEO:", 16, seed=4)
+
+
+# ---------------------------------------------------------------- prompts that are not UTF-8, or huge (issue 26)
+
+ISSUE_BYTES = b"ROMEO:\xff\xfe abc"
+
+
+def test_prompt_text_replaces_invalid_bytes_and_says_so():
+    from jepa_core.sample import prompt_text
+
+    assert prompt_text("ROMEO: caf\u00e9 \ufffd") == ("ROMEO: caf\u00e9 \ufffd", None)  # valid text, a real U+FFFD included
+    for raw in (ISSUE_BYTES, ISSUE_BYTES.decode("utf-8", "surrogateescape")):  # stdin bytes; argv as Python decodes it
+        text, note = prompt_text(raw)
+        assert text == "ROMEO:\ufffd\ufffd abc"
+        assert note is not None and "not valid UTF-8" in note and "2 invalid byte sequences" in note
+    text, note = prompt_text("a\ud800b")  # a lone surrogate no decoder made
+    assert "\ud800" not in text and text.startswith("a") and text.endswith("b") and note
+
+
+def test_undecodable_prompt_bytes_sample_with_a_note(trained, cli, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(ISSUE_BYTES), encoding="utf-8", errors="strict"))
+    r = cli("sample", str(trained), "--prompt", "-", "--tokens", "3", "--seed", "1", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:\ufffd\ufffd abc")  # what the model was given, shown as it was given
+    assert "note:" in r.stderr and "not valid UTF-8" in r.stderr
+    r = cli("sample", str(trained), "--prompt", ISSUE_BYTES.decode("utf-8", "surrogateescape"), "--tokens", "3", "--seed", "1", "--device", "cpu")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:\ufffd\ufffd abc") and "not valid UTF-8" in r.stderr
+
+
+def test_huge_prompt_is_cropped_to_the_context(trained):
+    """Only the last block_size tokens reach the model (generate crops too), so the text is the same as from those."""
+    sm = load_for_sampling(trained, "cpu")
+    ids = encode_prompt(sm, "To be, or not to be, that is the question. " * 400)
+    assert len(ids) > 10 * sm.block_size
+    tail = ids[-sm.block_size :]
+    assert "".join(stream_sample(sm, ids, 6, seed=2)) == "".join(stream_sample(sm, tail, 6, seed=2))
+
+
+def test_seed_beyond_64_bits_is_a_user_error(trained, cli):
+    r = cli("sample", str(trained), "--seed", str(2**64), "--tokens", "2", "--device", "cpu")
+    assert r.returncode == 2 and "--seed" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_issue_26_bad_prompts_through_the_real_entry_point(trained):
+    """The three reports of issue 26: the bytes on stdin, the same bytes as --prompt, 1 MB of random bytes on stdin.
+
+    Slow (about 40 s on 2 cores): three interpreters import torch, and encoding the megabyte takes several seconds.
+    """
+    import random
+
+    env = dict(os.environ, JEPA_DEBUG="", PYTHONWARNINGS="ignore")
+    base = [sys.executable, "-m", "jepa_cli", "sample", str(trained), "--tokens", "3", "--seed", "1", "--device", "cpu"]
+    junk = random.Random(26).randbytes(1 << 20)
+    for argv, stdin in ((["--prompt", "-"], ISSUE_BYTES), ([b"--prompt", ISSUE_BYTES], None), (["--prompt", "-"], junk)):
+        r = subprocess.run(base + argv, input=stdin, capture_output=True, timeout=180, env=env)
+        err = r.stderr.decode("utf-8", "replace")
+        assert r.returncode == 0, err[-2000:]
+        assert "Traceback" not in err and "not valid UTF-8" in err
+    assert "sees only its last 32" in " ".join(err.split())  # the megabyte: cropped to the context, with a note

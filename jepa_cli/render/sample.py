@@ -16,13 +16,18 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 def run_sample(run: str, *, prompt: str | None, tokens: int, temperature: float, top_k: int, seed: int | None, device: str) -> None:
     quiet_library_warnings()
-    from jepa_core.sample import check_sampling_args, encode_prompt, load_for_sampling, stream_sample
+    from jepa_core.sample import check_sampling_args, encode_prompt, load_for_sampling, prompt_text, stream_sample
 
-    check_sampling_args(tokens, temperature, top_k)  # before the (slower) load
+    check_sampling_args(tokens, temperature, top_k, seed)  # before the (slower) load
     if prompt == "-":
         if sys.stdin.isatty():
             raise ConfigError("--prompt - reads the prompt from stdin, but stdin is a terminal.", hint='Pipe text in (echo "ROMEO:" | jepa sample RUN --prompt -) or give --prompt TEXT.')
-        prompt = sys.stdin.read()
+        # the bytes, not the text: the locale's decoder would either fail or smuggle surrogates through
+        binary = getattr(sys.stdin, "buffer", None)
+        prompt = binary.read() if binary is not None else sys.stdin.read()
+    text_note = None
+    if prompt is not None:
+        prompt, text_note = prompt_text(prompt)
     sm = load_for_sampling(run, device)
     if prompt is None or prompt == "":
         prompt = sm.cfg.train.sample_prompt or "\n"
@@ -39,6 +44,8 @@ def run_sample(run: str, *, prompt: str | None, tokens: int, temperature: float,
         f"[dim]{escape(where)}\nstep {sm.step} · val BPB {_fmt(bpb)} · {sm.device} · {len(ids)} prompt tokens · "
         f"temperature {temperature:g} · top-k {top_k or 'off'} · seed {seed}[/]"
     )
+    if text_note:
+        err_console.print(f"[yellow]note:[/] {escape(text_note)}")
     if len(ids) > sm.block_size:
         err_console.print(f"[yellow]note:[/] the prompt is {len(ids)} tokens; the model sees only its last {sm.block_size} (data.block_size).")
     out = sys.stdout

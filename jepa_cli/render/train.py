@@ -308,6 +308,11 @@ def run_train(
         from jepa_core.rundir import new_run_dir
 
         target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
+        if ref is None:
+            from jepa_core.rundir import refuse_nested_run
+
+            # here, before the mkdir: the trainer child would refuse too, but only after an empty folder was left in the old run
+            refuse_nested_run(target_dir, out_dir=None if run_dir else cfg.train.out_dir)
         target_dir.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 

@@ -127,11 +127,14 @@ def build_run(
     rt = resolve_runtime(tc.device, tc.precision, dinfo.local_rank)
     if resume is not None:
         run_dir = resume.run_dir
+    derived = run_dir is None  # from train.out_dir, not an explicit --run-dir
     if dinfo.is_main and run_dir is None:
         run_dir = rd.new_run_dir(tc.out_dir, cfg.name)
     if dinfo.is_main and run_dir is not None:
         from jepa_core.train.session import claim_run_dir
 
+        if resume is None:
+            rd.refuse_nested_run(run_dir, out_dir=tc.out_dir if derived else None)
         claim_run_dir(run_dir, resume)  # refuse a busy or taken directory before the slow part
     run_dir = _broadcast_run_dir(dinfo, run_dir)
 

@@ -1,0 +1,151 @@
+"""Where runs and caches may go (issue 26): a JEPA_HOME that is a file, and new runs nested in old ones.
+
+Both are refused before anything is written, as one `error:` paragraph with exit code 2
+and the command that was probably meant.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jepa_core import rundir as rd
+from jepa_core.errors import ConfigError, JepaError
+from jepa_core.profiles import jepa_home
+from cli_helpers import cli  # noqa: F401  (fixture)
+from train_helpers import _use_home, home, small_config, small_overrides, text  # noqa: F401 (fixtures)
+
+
+def _flat(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _one_clean_error(r) -> None:
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.count("error:") == 1 and "Traceback" not in r.stderr + r.stdout
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# --------------------------------------------------------------------------- JEPA_HOME is a file
+
+
+def test_jepa_home_that_is_a_file_is_a_config_error(tmp_path, monkeypatch):
+    f = tmp_path / "home.txt"
+    f.write_text("not a folder")
+    for home_value in (f, f / "inner"):  # the file itself, or a path through it
+        monkeypatch.setenv("JEPA_HOME", str(home_value))
+        with pytest.raises(ConfigError) as e:
+            jepa_home()
+        assert f"JEPA_HOME={home_value}" in e.value.message and "not a directory" in e.value.message
+    monkeypatch.setenv("JEPA_HOME", str(tmp_path / "not-yet" / "made"))
+    assert jepa_home() == tmp_path / "not-yet" / "made"  # missing is fine: it is created when needed
+
+
+def test_jepa_home_file_refuses_data_prepare_and_train(tmp_path, monkeypatch, cli, text):
+    """The report: both commands exited 1 with a NotADirectoryError from data/cache.py."""
+    f = tmp_path / "home.txt"
+    f.write_text("not a folder")
+    monkeypatch.setenv("JEPA_HOME", str(f))
+    r = cli("data", "prepare", "tiny_shakespeare")
+    _one_clean_error(r)
+    assert f"JEPA_HOME={f}" in _flat(r.stderr)
+    sets = [w for s in small_overrides(text, f'train.out_dir="{tmp_path / "runs"}"') for w in ("--set", s)]
+    r = cli("train", "--no-tui", "--profile", "tiny", *sets)
+    _one_clean_error(r)
+    assert f"JEPA_HOME={f}" in _flat(r.stderr)
+    assert not (tmp_path / "runs").exists() and f.read_text() == "not a folder"
+
+
+def test_jepa_home_file_through_the_real_entry_point(tmp_path):
+    f = tmp_path / "home.txt"
+    f.write_text("")
+    env = dict(os.environ, JEPA_HOME=str(f), JEPA_DEBUG="")
+    r = subprocess.run([sys.executable, "-m", "jepa_cli", "data", "prepare", "tiny_shakespeare"], capture_output=True, text=True, timeout=120, env=env)
+    _one_clean_error(r)
+    assert "JEPA_HOME" in r.stderr and "NotADirectoryError" not in r.stderr
+
+
+def test_profiles_still_list_with_a_jepa_home_file(tmp_path, monkeypatch, cli):
+    """Shell completion and `jepa profiles list` read $JEPA_HOME/profiles; a bad JEPA_HOME has none, it is not an error."""
+    f = tmp_path / "home.txt"
+    f.write_text("")
+    monkeypatch.setenv("JEPA_HOME", str(f))
+    r = cli("profiles", "list")
+    assert r.returncode == 0 and "tiny" in r.stdout
+
+
+# --------------------------------------------------------------------------- nested runs
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, text) -> Path:
+    """A finished small run (8 steps, checkpoints at 4 and 8), under <tmp>/runs/old."""
+    from jepa_core.train.loop import train
+
+    tmp = tmp_path_factory.mktemp("nest")
+    old = os.environ.get("JEPA_HOME")
+    os.environ["JEPA_HOME"] = str(tmp / "home")
+    try:
+        result = train(small_config(text, tmp / "runs"), run_dir=tmp / "runs" / "old", handle_signals=False)
+    finally:
+        if old is None:
+            os.environ.pop("JEPA_HOME", None)
+        else:
+            os.environ["JEPA_HOME"] = old
+    assert result.status == "finished"
+    return result.run_dir
+
+
+def _train_sets(text: Path, *extra: str) -> list[str]:
+    return [w for s in small_overrides(text, *extra) for w in ("--set", s)]
+
+
+def test_run_dir_inside_a_finished_runs_checkpoints_is_refused(finished, cli, text):
+    before = _listing(finished)
+    r = cli("train", "--no-tui", "--profile", "tiny", *_train_sets(text), "--run-dir", str(finished / "checkpoints"))
+    _one_clean_error(r)
+    err = _flat(r.stderr)
+    assert f"is inside the run {finished}" in err
+    assert f"jepa train --resume {finished}" in err  # what was probably meant
+    assert _listing(finished) == before  # not even a lock file in the old run
+
+
+def test_out_dir_that_is_a_run_is_refused_with_a_sibling_out_dir(finished, cli, text):
+    before = _listing(finished)
+    r = cli("train", "--no-tui", "--profile", "tiny", *_train_sets(text, f'train.out_dir="{finished}"'))
+    _one_clean_error(r)
+    err = _flat(r.stderr)
+    assert "train.out_dir" in err and f"inside the run {finished}" in err
+    assert f"--set 'train.out_dir=\"{finished.parent}\"'" in err and f"jepa train --resume {finished}" in err
+    assert _listing(finished) == before
+
+
+def test_the_dashboard_path_refuses_before_making_a_folder(finished, cli, text, monkeypatch):
+    """With --tui the directory is made before the dashboard starts the trainer: the refusal must come first."""
+    import jepa_cli.tui.launch as launch
+
+    monkeypatch.setattr(launch, "train_with_dashboard", lambda argv, run_dir: 0)
+    before = _listing(finished)
+    r = cli("train", "--tui", "--profile", "tiny", *_train_sets(text, f'train.out_dir="{finished / rd.CKPT_DIR}"'))
+    _one_clean_error(r)
+    assert _listing(finished) == before
+
+
+def test_what_counts_as_inside_a_run(finished, tmp_path):
+    assert rd.enclosing_run(finished / "checkpoints" / "new") == finished
+    assert rd.enclosing_run(finished) is None  # the run itself: claim_run_dir's "already holds a run" covers it
+    assert rd.enclosing_run(finished.parent / "beside") is None
+    rd.refuse_nested_run(rd.new_run_dir(finished.parent, "tiny"))  # the suggested sibling out_dir is accepted
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.toml").write_text("[tool]\n")  # a folder with a config of its own is not a run
+    assert rd.enclosing_run(project / "runs" / "tiny-1") is None
+    with pytest.raises(JepaError, match="inside the run"):
+        rd.refuse_nested_run(finished / "checkpoints" / "deeper" / "still")
