@@ -323,7 +323,12 @@ def resume_checkpoint(path: str | Path) -> CheckpointRef:
     from_pointer = how is not None and how.startswith(f"{pointer} names")
     problem = verify_checkpoint(ref)
     if problem is None:
-        return ref
+        if from_pointer:
+            return ref
+        # latest.json missing or unreadable (a kill before its first write, a stray edit): the
+        # newest file is a guess that happened to verify, and a guess is said, like any fallback
+        note = f"{how}, which verifies; resuming from step {ref.step}"
+        return CheckpointRef(ref.run_dir, ref.step, ref.weights, ref.state, note=note)
     why = f"{pointer} names step {ref.step}, but {problem}" if from_pointer else f"{how}; but {problem}"
     skipped = [ref]
     for cand in reversed(list_checkpoints(ckpt_dir)):

@@ -318,6 +318,37 @@ def test_latest_json_that_disagrees_with_its_files_is_not_trusted(tmp_path, text
     assert "no checkpoint verifies" in e.value.message and rd.weights_name(2) in e.value.message
 
 
+def _fake_checkpoints(ckpts: Path, steps, state: bool = True) -> None:
+    """Checkpoint files that verify (whole headers, the step in their metadata) without a model behind them."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpts.mkdir(parents=True, exist_ok=True)
+    for s in steps:
+        save_file({"w": torch.zeros(2)}, str(ckpts / rd.weights_name(s)), metadata={"step": str(s)})
+        if state:
+            save_file({"m": torch.zeros(2)}, str(ckpts / rd.state_name(s)), metadata={"step": str(s)})
+
+
+def test_a_missing_or_garbage_latest_json_is_a_fallback_that_says_so(tmp_path):
+    """The newest checkpoint verifies, so nothing is rejected, but latest.json did not name it: a note all the same."""
+    run = tmp_path / "r"
+    ckpts = run / "checkpoints"
+    _fake_checkpoints(ckpts, (2, 4))
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    assert rd.resume_checkpoint(run).note is None  # latest.json taken at its word: nothing to say
+    gone = json.dumps({"step": 6, "weights": rd.weights_name(6), "state": rd.state_name(6)})
+    for latest, why in (("{not json", "latest.json is unreadable"), ("", "latest.json is unreadable"), (None, "latest.json is missing"),
+                        (gone, "names step-00000006.safetensors, which does not exist")):
+        (ckpts / rd.LATEST).unlink(missing_ok=True)
+        if latest is not None:
+            (ckpts / rd.LATEST).write_text(latest)
+        for target in (run, ckpts):
+            ref = rd.resume_checkpoint(target)
+            assert ref.step == 4 and ref.rejected == ()
+            assert ref.note and why in ref.note and "resuming from step 4" in ref.note, ref.note
+
+
 def test_weights_file_without_jepa_metadata_is_a_clear_error(tmp_path):
     import torch
     from safetensors.torch import save_file

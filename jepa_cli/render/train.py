@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from jepa_cli.console import console, err_console, quiet_library_warnings
 from jepa_core.errors import ConfigError, JepaError
@@ -296,9 +297,10 @@ def run_train(
             cfg, ref = resolve_resume(target, cfg, profile, overrides)
         except JepaError as e:
             raise _resume_refusal(e, resume, profile, overrides, out_dir) from None
-        note = getattr(ref, "note", None)
-        if resume == "auto" or note:
-            err_console.print(f"[dim]resuming {ref.run_dir} from step {ref.step}" + (f" ({note})" if note else "") + "[/]")
+        if resume == "auto" or ref.note:
+            err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
+        if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
+            err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
     assert cfg is not None
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
