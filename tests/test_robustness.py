@@ -349,6 +349,36 @@ def test_a_missing_or_garbage_latest_json_is_a_fallback_that_says_so(tmp_path):
             assert ref.note and why in ref.note and "resuming from step 4" in ref.note, ref.note
 
 
+def test_half_checkpoints_are_swept_unless_a_pointer_names_them(tmp_path):
+    run = tmp_path / "h"
+    ckpts = run / "checkpoints"
+    _fake_checkpoints(ckpts, (2, 4))
+    _fake_checkpoints(ckpts, (6, 8), state=False)  # the state write failed (a full disk)
+    _fake_checkpoints(ckpts, (1,))
+    (ckpts / rd.weights_name(1)).unlink()  # rotation killed between its two deletions
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    rd.write_pointer(ckpts, rd.BEST, 8)
+    assert rd.sweep_half_checkpoints(run) == ["checkpoints/" + rd.state_name(1), "checkpoints/" + rd.weights_name(6)]
+    assert sorted(os.listdir(ckpts)) == sorted([rd.LATEST, rd.BEST, rd.weights_name(8)] + [n(s) for s in (2, 4) for n in (rd.weights_name, rd.state_name)])
+    assert rd.sweep_half_checkpoints(tmp_path / "none") == []
+
+
+def test_a_weights_file_left_by_a_full_disk_is_swept_on_resume(tmp_path, text):
+    """The state write at step 6 failed: its weights file is whole, latest.json still names step 4."""
+    run = _three_checkpoints(tmp_path, text, "full")
+    ckpts = run / "checkpoints"
+    (ckpts / rd.state_name(6)).unlink()
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    # a final checkpoint at 5, below 6: rotation alone would never reach the half one
+    cfg, ref = resolve_resume(str(run), _cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=5", "train.keep_best=false"), "tiny")
+    assert ref.step == 4 and ref.note is None
+    assert train(cfg, resume=ref, handle_signals=False).status == "finished"
+    assert not (ckpts / rd.weights_name(6)).exists()
+    cleanup = [r for r in read_metrics(run) if r.get("event") == "cleanup"][-1]
+    assert cleanup["removed"] == ["checkpoints/" + rd.weights_name(6)]
+    assert [c.step for c in rd.list_checkpoints(ckpts)] == [2, 4, 5] and rd.read_latest(run).step == 5
+
+
 def test_weights_file_without_jepa_metadata_is_a_clear_error(tmp_path):
     import torch
     from safetensors.torch import save_file

@@ -79,11 +79,12 @@ class RunSession:
         return self
 
     def _write_run_files(self) -> None:
-        """Sweep what killed writers left, set aside checkpoints that failed verification, then the run's files."""
+        """Set aside checkpoints that failed verification, sweep what killed or failed writes left, then the run's files."""
         run = self.run
-        self._swept = rd.sweep_temp_files(run.run_dir)
+        # set aside first: a rejected checkpoint may be a half one, and is kept (renamed) for a look
         if run.resume is not None and run.resume.rejected:
             self._set_aside = rd.set_aside(run.resume.rejected)
+        self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
         if run.resume is not None and run.resume.note:
             # correct latest.json now (it named a checkpoint that failed verification), so that
             # readers and a resume after a kill before the next checkpoint agree with this run
