@@ -83,6 +83,24 @@ def test_claim_run_dir_units(tmp_path):
     lock.release()
 
 
+def test_a_run_directory_that_exists_is_not_said_to_be_created(tmp_path, monkeypatch):
+    """Root ignores chmod, so the read-only folder's refusal is the OS error acquire would raise there."""
+    from jepa_core.train.session import claim_run_dir
+
+    def read_only(self):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.path))
+
+    monkeypatch.setattr(rd.RunLock, "acquire", read_only)
+    there = tmp_path / "there"
+    there.mkdir()
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(there, None, rd.RunLock(there))
+    assert e.value.message == f"Cannot write to the run directory {there}: Read-only file system (errno {errno.EROFS})."
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(tmp_path / "new", None, rd.RunLock(tmp_path / "new"))
+    assert e.value.message.startswith(f"Cannot create the run directory {tmp_path / 'new'}: ")
+
+
 @pytest.mark.slow
 def test_one_trainer_per_run_dir_and_stale_pid_files(tmp_path, text):
     run = tmp_path / "r"

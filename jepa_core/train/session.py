@@ -156,6 +156,7 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     existing = resume is None and rd.holds_run(run_dir)
     probe = lock is None
     lock = lock or rd.RunLock(run_dir)
+    existed = run_dir.is_dir()  # a read-only run directory fails here too, and it was not being created
     try:
         if probe:
             lock.probe()  # a busy directory is reported as busy, whatever else is true of it
@@ -164,7 +165,8 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
             lock.acquire()
     except OSError as e:
         raise JepaError(
-            f"Cannot create the run directory {run_dir}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "") + ".",
+            f"Cannot {'write to' if existed else 'create'} the run directory {run_dir}: {e.strerror or e}"
+            + (f" (errno {e.errno})" if e.errno else "") + ".",
             hint="Check free space and permissions, or choose another train.out_dir / --run-dir.",
         ) from None
     if existing:
