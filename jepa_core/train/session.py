@@ -86,8 +86,9 @@ class RunSession:
             self._set_aside = rd.set_aside(run.resume.rejected)
         self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
         if run.resume is not None and run.resume.note:
-            # correct latest.json now (it named a checkpoint that failed verification), so that
-            # readers and a resume after a kill before the next checkpoint agree with this run
+            # correct latest.json now (it named a checkpoint that failed verification, or was unreadable
+            # or missing), so that readers and a resume after a kill before the next checkpoint agree
+            # with this run
             rd.write_pointer(run.resume.weights.parent, rd.LATEST, run.resume.step)
         # atomic: on resume these replace the run's own copies, which a failed write must not destroy
         atomic_write_text(run.run_dir / rd.CONFIG, self.config_toml)
