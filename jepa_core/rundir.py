@@ -320,7 +320,7 @@ def resume_checkpoint(path: str | Path) -> CheckpointRef:
         )
     ckpt_dir = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
     pointer = ckpt_dir / LATEST
-    from_pointer = how is not None and how.startswith(f"{pointer} names")
+    from_pointer = how == f"{pointer} names step {ref.step}"  # not "names FILE, which does not exist"
     problem = verify_checkpoint(ref)
     if problem is None:
         if from_pointer:
