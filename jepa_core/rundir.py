@@ -369,10 +369,15 @@ def resume_checkpoint(path: str | Path) -> CheckpointRef:
         )
     ckpt_dir = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
     pointer = ckpt_dir / LATEST
-    from_pointer = how is not None and how.startswith(f"{pointer} names")
+    from_pointer = how == f"{pointer} names step {ref.step}"  # not "names FILE, which does not exist"
     problem = verify_checkpoint(ref)
     if problem is None:
-        return ref
+        if from_pointer:
+            return ref
+        # latest.json missing or unreadable (a kill before its first write, a stray edit): the
+        # newest file is a guess that happened to verify, and a guess is said, like any fallback
+        note = f"{how}, which verifies; resuming from step {ref.step}"
+        return CheckpointRef(ref.run_dir, ref.step, ref.weights, ref.state, note=note)
     why = f"{pointer} names step {ref.step}, but {problem}" if from_pointer else f"{how}; but {problem}"
     skipped = [ref]
     for cand in reversed(list_checkpoints(ckpt_dir)):
@@ -429,6 +434,47 @@ def sweep_temp_files(run_dir: Path) -> list[str]:
                     continue  # a read-only folder: the write that needs the space will say so
                 removed.append(str((folder / name).relative_to(run_dir)))
     return sorted(removed)
+
+
+def sweep_half_checkpoints(run_dir: Path) -> list[str]:
+    """Remove half checkpoints: a weights file without its state file (the state write failed, as on
+    a full disk) or a state file without its weights (rotation killed between its two deletions).
+
+    latest.json is replaced only after both files are whole, so it never names one of these and no
+    resume can use them; a file latest.json or best.json does name is left for verification to judge
+    (and set aside, with a reason). Only the trainer holding the run's lock may call this: another
+    writer's checkpoint looks like a half one between its two files. Returns the removed names
+    (relative to run_dir).
+    """
+    ckpt_dir = Path(run_dir) / CKPT_DIR
+    try:
+        names = set(os.listdir(ckpt_dir))
+    except OSError:
+        return []
+    named: set[str] = set()
+    for read in (read_latest, read_best):
+        try:
+            ref = read(Path(run_dir))
+        except CheckpointError:
+            continue
+        if ref is not None:
+            named |= {ref.weights.name, ref.state.name}
+    removed = []
+    for name in sorted(names - named):
+        if (m := _WEIGHTS_RE.match(name)) is not None:
+            half = state_name(int(m.group(1))) not in names
+        elif (m := _STATE_RE.match(name)) is not None:
+            half = weights_name(int(m.group(1))) not in names
+        else:
+            continue
+        if not half:
+            continue
+        try:
+            os.unlink(ckpt_dir / name)
+        except OSError:
+            continue  # a read-only folder: harmless, as the file was
+        removed.append(f"{CKPT_DIR}/{name}")
+    return removed
 
 
 # --------------------------------------------------------------------------- the trainer's presence

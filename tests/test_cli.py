@@ -225,6 +225,16 @@ def test_every_refused_resume_prints_a_command(tmp_path, monkeypatch, cli):
     assert r.returncode == 2
     argv = _hint_command(r.stderr)
     assert argv[:3] == ["train", "--profile", "tiny"] and "optim.lr=0.002" in argv and "train.max_steps=50" in argv
+    # the same run under another train.out_dir: the restart lands beside it, not under ./runs
+    from jepa_core.config import load_config
+
+    write_fake_run(tmp_path / "elsewhere" / "tiny-early", steps=50, finished=False, overrides=('train.out_dir="elsewhere"',))
+    r = cli("train", "--resume", "elsewhere/tiny-early", "--no-tui")
+    assert r.returncode == 2
+    argv = _hint_command(r.stderr)
+    assert argv[:3] == ["train", "--profile", "tiny"] and "train.max_steps=50" in argv
+    sets = [argv[i + 1] for i, w in enumerate(argv) if w == "--set"]
+    assert load_config("tiny", sets).train.out_dir == "elsewhere"
 
 
 @pytest.mark.parametrize(

@@ -147,3 +147,56 @@ def test_changed_settings_or_files_start_over(dataset, small_pieces, tmp_path, m
     assert "resume" not in seen and "tokenizer" in seen
     ref_files, _ = _reference(dataset, tmp_path / "ref", monkeypatch)
     assert _files(p.dir) == ref_files
+
+
+# `jepa data prepare` itself, in a subprocess: the pipeline's pieces made small and each chunk's
+# encoding slowed, so that a signal lands mid-encode; a marker file says when one chunk is committed
+_SLOW_PREPARE = """
+import sys, time
+from pathlib import Path
+from jepa_core.data import pipeline, records
+pipeline.SHARD_TOKENS, pipeline.CHUNK_BYTES, pipeline.COMMIT_SECONDS, records.ROWS_PER_READ = {shard}, {chunk}, 0.0, 8
+encode, calls = pipeline.encode_texts, [0]
+def slow(tok, texts):
+    calls[0] += 1
+    if calls[0] == 3:
+        Path({marker!r}).touch()
+    time.sleep(0.25)
+    return encode(tok, texts)
+pipeline.encode_texts = slow
+from jepa_cli.main import main
+sys.argv = ["jepa", "data", "prepare", {dataset!r}, "--text-field", "body", "--vocab-size", "400"]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGTERM"])
+def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "encoding"
+    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), dataset=dataset.dataset)
+    env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
+    env.pop("JEPA_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"interrupted ({sig}): the work up to the last whole chunk is kept" in " ".join(err.split())
+    assert "Traceback" not in out + err
+    partial = next((tmp_path / "cut").rglob("progress.json")).parent
+    assert sorted(partial.glob("train-*.bin*"))  # committed, not thrown away with the process
+
+    marker.unlink()
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing an interrupted preparation" in again.stderr and "prepared" in again.stdout

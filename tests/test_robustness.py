@@ -83,6 +83,24 @@ def test_claim_run_dir_units(tmp_path):
     lock.release()
 
 
+def test_a_run_directory_that_exists_is_not_said_to_be_created(tmp_path, monkeypatch):
+    """Root ignores chmod, so the read-only folder's refusal is the OS error acquire would raise there."""
+    from jepa_core.train.session import claim_run_dir
+
+    def read_only(self):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self.path))
+
+    monkeypatch.setattr(rd.RunLock, "acquire", read_only)
+    there = tmp_path / "there"
+    there.mkdir()
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(there, None, rd.RunLock(there))
+    assert e.value.message == f"Cannot write to the run directory {there}: Read-only file system (errno {errno.EROFS})."
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(tmp_path / "new", None, rd.RunLock(tmp_path / "new"))
+    assert e.value.message.startswith(f"Cannot create the run directory {tmp_path / 'new'}: ")
+
+
 @pytest.mark.slow
 def test_one_trainer_per_run_dir_and_stale_pid_files(tmp_path, text):
     run = tmp_path / "r"
@@ -316,6 +334,67 @@ def test_latest_json_that_disagrees_with_its_files_is_not_trusted(tmp_path, text
     with pytest.raises(CheckpointError) as e:
         resolve_resume(str(run), cfg, "tiny")
     assert "no checkpoint verifies" in e.value.message and rd.weights_name(2) in e.value.message
+
+
+def _fake_checkpoints(ckpts: Path, steps, state: bool = True) -> None:
+    """Checkpoint files that verify (whole headers, the step in their metadata) without a model behind them."""
+    import torch
+    from safetensors.torch import save_file
+
+    ckpts.mkdir(parents=True, exist_ok=True)
+    for s in steps:
+        save_file({"w": torch.zeros(2)}, str(ckpts / rd.weights_name(s)), metadata={"step": str(s)})
+        if state:
+            save_file({"m": torch.zeros(2)}, str(ckpts / rd.state_name(s)), metadata={"step": str(s)})
+
+
+def test_a_missing_or_garbage_latest_json_is_a_fallback_that_says_so(tmp_path):
+    """The newest checkpoint verifies, so nothing is rejected, but latest.json did not name it: a note all the same."""
+    run = tmp_path / "r"
+    ckpts = run / "checkpoints"
+    _fake_checkpoints(ckpts, (2, 4))
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    assert rd.resume_checkpoint(run).note is None  # latest.json taken at its word: nothing to say
+    gone = json.dumps({"step": 6, "weights": rd.weights_name(6), "state": rd.state_name(6)})
+    for latest, why in (("{not json", "latest.json is unreadable"), ("", "latest.json is unreadable"), (None, "latest.json is missing"),
+                        (gone, "names step-00000006.safetensors, which does not exist")):
+        (ckpts / rd.LATEST).unlink(missing_ok=True)
+        if latest is not None:
+            (ckpts / rd.LATEST).write_text(latest)
+        for target in (run, ckpts):
+            ref = rd.resume_checkpoint(target)
+            assert ref.step == 4 and ref.rejected == ()
+            assert ref.note and why in ref.note and "resuming from step 4" in ref.note, ref.note
+
+
+def test_half_checkpoints_are_swept_unless_a_pointer_names_them(tmp_path):
+    run = tmp_path / "h"
+    ckpts = run / "checkpoints"
+    _fake_checkpoints(ckpts, (2, 4))
+    _fake_checkpoints(ckpts, (6, 8), state=False)  # the state write failed (a full disk)
+    _fake_checkpoints(ckpts, (1,))
+    (ckpts / rd.weights_name(1)).unlink()  # rotation killed between its two deletions
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    rd.write_pointer(ckpts, rd.BEST, 8)
+    assert rd.sweep_half_checkpoints(run) == ["checkpoints/" + rd.state_name(1), "checkpoints/" + rd.weights_name(6)]
+    assert sorted(os.listdir(ckpts)) == sorted([rd.LATEST, rd.BEST, rd.weights_name(8)] + [n(s) for s in (2, 4) for n in (rd.weights_name, rd.state_name)])
+    assert rd.sweep_half_checkpoints(tmp_path / "none") == []
+
+
+def test_a_weights_file_left_by_a_full_disk_is_swept_on_resume(tmp_path, text):
+    """The state write at step 6 failed: its weights file is whole, latest.json still names step 4."""
+    run = _three_checkpoints(tmp_path, text, "full")
+    ckpts = run / "checkpoints"
+    (ckpts / rd.state_name(6)).unlink()
+    rd.write_pointer(ckpts, rd.LATEST, 4)
+    # a final checkpoint at 5, below 6: rotation alone would never reach the half one
+    cfg, ref = resolve_resume(str(run), _cfg(text, tmp_path, "train.checkpoint_every=2", "train.max_steps=5", "train.keep_best=false"), "tiny")
+    assert ref.step == 4 and ref.note is None
+    assert train(cfg, resume=ref, handle_signals=False).status == "finished"
+    assert not (ckpts / rd.weights_name(6)).exists()
+    cleanup = [r for r in read_metrics(run) if r.get("event") == "cleanup"][-1]
+    assert cleanup["removed"] == ["checkpoints/" + rd.weights_name(6)]
+    assert [c.step for c in rd.list_checkpoints(ckpts)] == [2, 4, 5] and rd.read_latest(run).step == 5
 
 
 def test_weights_file_without_jepa_metadata_is_a_clear_error(tmp_path):

@@ -274,20 +274,34 @@ def test_full_disk_via_a_tiny_tmpfs(tmp_path, text, home):
     assert end["event"] == "run_end" and end["status"] == "write_failed"
 
 
-def test_resume_says_which_checkpoint_it_used_and_why(tmp_path, text, home):
+@pytest.mark.parametrize("damage", ["newest_cut_short", "latest_garbage", "latest_missing"])
+def test_resume_says_which_checkpoint_it_used_and_why(tmp_path, text, home, damage):
+    """Every fallback is said once on a `note:` line and recorded in the resume event, including the
+    ones where the checkpoint used is the newest and whole but latest.json did not name it."""
     run = tmp_path / "fallback"
     sets = _sets(text, "train.max_steps=6", "train.checkpoint_every=2")[1::2]
     assert train(small_config(text, tmp_path / "runs", *sets), run_dir=run, handle_signals=False).status == "finished"
-    newest = run / "checkpoints" / rd.weights_name(6)
-    with open(newest, "r+b") as f:
-        f.truncate(newest.stat().st_size - 100)
+    ckpts = run / "checkpoints"
+    if damage == "newest_cut_short":
+        newest = ckpts / rd.weights_name(6)
+        with open(newest, "r+b") as f:
+            f.truncate(newest.stat().st_size - 100)
+        step, why = 4, "step-00000006.safetensors is damaged"
+    elif damage == "latest_garbage":
+        (ckpts / rd.LATEST).write_bytes(b"\x00garbage{")
+        step, why = 6, "latest.json is unreadable"
+    else:  # a SIGKILL before the first latest.json was written
+        (ckpts / rd.LATEST).unlink()
+        step, why = 6, "latest.json is missing"
     proc = subprocess.run(_argv(*_sets(text, "train.max_steps=8", "train.checkpoint_every=2"), "--resume", str(run)),
                           capture_output=True, text=True, env=_env(home), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     both = proc.stdout + proc.stderr
-    assert both.count("the newest checkpoint that verifies") == 1 and "step-00000006.safetensors is damaged" in both
+    notes = [line for line in both.splitlines() if line.startswith("note:") and why in line]
+    assert len(notes) == 1 and f"resuming from step {step}" in notes[0], both[-3000:]
+    assert both.count(why) == 1
     resumed = [r for r in _records(run) if r.get("event") == "resume"][-1]
-    assert resumed["from_step"] == 4 and "damaged" in resumed["fallback"]
+    assert resumed["from_step"] == step and why in resumed["fallback"]
     _assert_ended(run, "finished", step=8)
 
 

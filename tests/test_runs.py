@@ -18,6 +18,8 @@ from jepa_cli.tui.fakerun import T0, write_fake_run
 from jepa_core import rundir as rd
 from jepa_core.runs import distinct_labels, find_run_dirs, list_runs, newest_run_dir, run_info
 
+from cli_helpers import cli  # noqa: F401 (fixture)
+
 ENDED = ("finished", "early_stopped", "interrupted", "diverged", "write_failed", "failed")
 
 
@@ -102,6 +104,33 @@ def test_cli_errors_and_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     r = CliRunner().invoke(app, ["runs", str(tmp_path / "empty")])
     assert r.exit_code == 0 and "No runs" in r.output
+
+
+def test_a_file_is_not_said_to_be_missing(tmp_path, cli):
+    run = write_fake_run(tmp_path / "runs" / "r", steps=10)
+    for path, extra in ((run / rd.METRICS, None), (run / "checkpoints" / rd.weights_name(10), "jepa inspect FILE")):
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+        r = cli("runs", str(path))
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+        said = " ".join(r.stderr.split())
+        assert f"{path} is a file, not a folder of runs" in said and "does not exist" not in said
+        assert f"jepa runs {path.parent}" in said and (extra is None or extra in said)
+
+
+def test_a_step_past_max_steps_is_flagged(tmp_path):
+    root = tmp_path / "runs"
+    write_fake_run(root / "ok", steps=10)
+    past = write_fake_run(root / "past", steps=10)
+    _append(past, {"type": "eval", "step": 15, "time": T0 + 40, "val_loss": 2.0, "val_bpb": 1.5})
+    assert run_info(past).step == 15 and run_info(past).max_steps == 10
+    r = CliRunner().invoke(app, ["runs", str(root)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    lines = {ln.split()[0]: ln for ln in r.output.splitlines() if ln.strip()}
+    assert "15/10!" in lines["past"] and "10/10" in lines["ok"] and "!" not in lines["ok"]
+    assert "! a record is past max_steps" in r.output
+    ok_only = CliRunner().invoke(app, ["runs", str(root / "ok")], env={"COLUMNS": "200"})
+    assert "past max_steps" not in ok_only.output
 
 
 def test_newest_run_is_the_one_that_wrote_last(folder):

@@ -10,6 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -111,7 +112,10 @@ class _StageProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        from jepa_cli.streams import guard
+
+        with guard(self.progress.console):  # clearing the bar on a terminal that hung up
+            self.progress.stop()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage == "resume":
@@ -173,16 +177,59 @@ def run_prepare(
     from jepa_core.data import prepare_dataset
 
     data_cfg = _data_config(dataset, overrides or {}, profile)
-    with _StageProgress() as bar:
+    with _StageProgress() as bar, _StopSignals() as stop:
         try:
             prepared = prepare_dataset(data_cfg, from_path=from_path, force=force, progress=bar, warn=bar.warn)
         except KeyboardInterrupt:
+            from jepa_cli.streams import safe_print
+
+            how = f" ({stop.received})" if stop.received else ""
             if "encode" in bar.tasks:
-                bar.progress.console.print(
-                    "[yellow]interrupted:[/] the work up to the last whole chunk is kept; run the same command again to continue."
-                )
-            raise
+                said = f"[yellow]interrupted{how}:[/] the work up to the last whole chunk is kept; run the same command again to continue."
+            else:
+                said = f"[yellow]interrupted{how}[/] before encoding began; run the same command again to start it."
+            # after a hang-up the terminal is gone: the message is lost, the exit code still tells
+            safe_print(bar.progress.console, said)
+            raise typer.Exit(130) from None
     _summary(prepared, data_cfg, from_path)
+
+
+class _StopSignals:
+    """SIGTERM and SIGHUP (an SSH session dropped without tmux) stop a preparation the way Ctrl-C does.
+
+    Their default action kills the process at once: the chunks encoded since the last commit are
+    lost and nothing is said. As a KeyboardInterrupt they reach the pipeline's own handler, which
+    commits up to the last whole chunk, and the message above.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self.signals = [s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGHUP")) if s is not None]
+        self.received = ""
+        self._old: dict = {}
+
+    def _raise(self, signum, frame) -> None:
+        import signal
+
+        self.received = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._old[sig] = signal.signal(sig, self._raise)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def _summary(prepared, data_cfg, from_path: Path | None) -> None:

@@ -31,6 +31,14 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
     from jepa_core.runs import age_of, fmt_age, list_runs
 
     folder = Path(folder) if folder is not None else Path("runs")
+    if folder.exists() and not folder.is_dir():
+        import shlex
+
+        raise JepaError(
+            f"{folder} is a file, not a folder of runs.",
+            hint=f"List the folder that holds it: jepa runs {shlex.quote(str(folder.parent))}"
+            + ("; `jepa inspect FILE` shows what a checkpoint holds" if folder.suffix == ".safetensors" else ""),
+        )
     if not folder.is_dir():
         where = "the default folder runs/" if str(folder) == "runs" else str(folder)
         raise JepaError(
@@ -53,6 +61,8 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
     rows = []
     for i in infos:
         step = f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
+        if i.max_steps and i.step > i.max_steps:
+            step += "!"  # `15/10` alone reads as a display bug; the footnote says what it means
         bpb = _num(i.val_bpb, ".4f")
         if i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5:
             bpb += f" (best {i.best_val_bpb:.4f})" if wide else "*"
@@ -76,3 +86,8 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
     console.print(tbl)
     if not wide and any(i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5 for i in infos):
         console.print("[dim]* an earlier eval was better (see --json: best_val_bpb)[/]")
+    if any(i.max_steps and i.step > i.max_steps for i in infos):
+        console.print(
+            "[dim]! a record is past max_steps: the run was resumed with a lower train.max_steps, "
+            "or its metrics.jsonl holds a step the run never reached[/]"
+        )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from jepa_cli.console import console, err_console, quiet_library_warnings
 from jepa_core.errors import ConfigError, JepaError
@@ -214,10 +215,13 @@ def _cmd(*words: str) -> str:
 
 
 def fresh_start_command(run_dir: Path) -> str | None:
-    """`jepa train --profile P --set ...`: a new run like `run_dir`'s, from its config.toml."""
+    """`jepa train --profile P --set ...`: a new run like `run_dir`'s, from its config.toml, in the same folder."""
+    import json
+    import os
     import tomllib
 
     from jepa_core import rundir as rd
+    from jepa_core.config import load_config
     from jepa_core.runs import overrides_vs_profile
 
     try:
@@ -228,6 +232,15 @@ def fresh_start_command(run_dir: Path) -> str | None:
     if not isinstance(profile, str):
         return None
     sets = overrides_vs_profile(cfg, profile) or []
+    # overrides_vs_profile leaves train.out_dir out (where a run lives is not what it is), but a
+    # restart that drops it lands under ./runs, away from the run it replaces: beside that one instead
+    try:
+        base = load_config(profile).train.out_dir
+    except JepaError:
+        base = "runs"
+    here = Path(run_dir).parent
+    if os.path.abspath(here) != os.path.abspath(base):
+        sets.append(f"train.out_dir={json.dumps(str(here))}")
     words = ["jepa", "train", "--profile", profile]
     for s in sets:
         words += ["--set", s]
@@ -296,9 +309,10 @@ def run_train(
             cfg, ref = resolve_resume(target, cfg, profile, overrides)
         except JepaError as e:
             raise _resume_refusal(e, resume, profile, overrides, out_dir) from None
-        note = getattr(ref, "note", None)
-        if resume == "auto" or note:
-            err_console.print(f"[dim]resuming {ref.run_dir} from step {ref.step}" + (f" ({note})" if note else "") + "[/]")
+        if resume == "auto" or ref.note:
+            err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
+        if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
+            err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
     assert cfg is not None
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -79,14 +79,16 @@ class RunSession:
         return self
 
     def _write_run_files(self) -> None:
-        """Sweep what killed writers left, set aside checkpoints that failed verification, then the run's files."""
+        """Set aside checkpoints that failed verification, sweep what killed or failed writes left, then the run's files."""
         run = self.run
-        self._swept = rd.sweep_temp_files(run.run_dir)
+        # set aside first: a rejected checkpoint may be a half one, and is kept (renamed) for a look
         if run.resume is not None and run.resume.rejected:
             self._set_aside = rd.set_aside(run.resume.rejected)
+        self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
         if run.resume is not None and run.resume.note:
-            # correct latest.json now (it named a checkpoint that failed verification), so that
-            # readers and a resume after a kill before the next checkpoint agree with this run
+            # correct latest.json now (it named a checkpoint that failed verification, or was unreadable
+            # or missing), so that readers and a resume after a kill before the next checkpoint agree
+            # with this run
             rd.write_pointer(run.resume.weights.parent, rd.LATEST, run.resume.step)
         # atomic: on resume these replace the run's own copies, which a failed write must not destroy
         atomic_write_text(run.run_dir / rd.CONFIG, self.config_toml)
@@ -155,6 +157,7 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     existing = resume is None and rd.holds_run(run_dir)
     probe = lock is None
     lock = lock or rd.RunLock(run_dir)
+    existed = run_dir.is_dir()  # a read-only run directory fails here too, and it was not being created
     try:
         if probe:
             lock.probe()  # a busy directory is reported as busy, whatever else is true of it
@@ -163,7 +166,8 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
             lock.acquire()
     except OSError as e:
         raise JepaError(
-            f"Cannot create the run directory {run_dir}: {e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "") + ".",
+            f"Cannot {'write to' if existed else 'create'} the run directory {run_dir}: {e.strerror or e}"
+            + (f" (errno {e.errno})" if e.errno else "") + ".",
             hint="Check free space and permissions, or choose another train.out_dir / --run-dir.",
         ) from None
     if existing:
