@@ -229,7 +229,8 @@ def test_every_refused_resume_prints_a_command(tmp_path, monkeypatch, cli):
 
 @pytest.mark.parametrize(
     "sub",
-    [["train"], ["watch"], ["preflight"], ["ablate"], ["inspect"], ["bench"], ["sample"], ["runs"], ["profiles", "list"], ["profiles", "show"]],
+    [["train"], ["watch"], ["preflight"], ["ablate"], ["inspect"], ["bench"], ["sample"], ["runs"], ["profiles", "list"], ["profiles", "show"],
+     ["profiles", "new"]],
 )
 def test_every_command_help_has_an_example(sub):
     result = runner.invoke(app, [*sub, "--help"], env={"COLUMNS": "160"})
