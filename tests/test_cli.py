@@ -203,6 +203,14 @@ def test_resume_without_dead_ends(tmp_path, monkeypatch, cli, one_thread):
     import tomllib
 
     assert tomllib.loads((run / "config.toml").read_text())["jepa"]["tau"] == 0.2
+    # every segment recorded the --set values it was given; `jepa runs` shows them merged, the last max_steps winning
+    from jepa_core.runlog import read_records
+    from jepa_core.runs import run_info
+
+    starts = [x for x in read_records(run) if x.get("event") == "run_start"]
+    assert len(starts) == 3 and starts[0]["overrides"] == ["jepa.tau=0.2"] and starts[-1]["overrides"] == ["train.max_steps=8"]
+    shown = run_info(run).overrides
+    assert "jepa.tau=0.2" in shown and "train.max_steps=8" in shown and "train.max_steps=6" not in shown
     # the next steps are printed once: no second "resume with" after the run's own message
     assert r.stdout.count("jepa train --resume") == 1
 

@@ -218,7 +218,8 @@ def fresh_start_command(run_dir: Path) -> str | None:
     import tomllib
 
     from jepa_core import rundir as rd
-    from jepa_core.runs import overrides_vs_profile
+    from jepa_core.runlog import read_records
+    from jepa_core.runs import overrides_vs_profile, recorded_overrides
 
     try:
         cfg = tomllib.loads((Path(run_dir) / rd.CONFIG).read_text(encoding="utf-8"))
@@ -227,7 +228,9 @@ def fresh_start_command(run_dir: Path) -> str | None:
     profile = cfg.get("name")
     if not isinstance(profile, str):
         return None
-    sets = overrides_vs_profile(cfg, profile) or []
+    sets = recorded_overrides(read_records(run_dir))
+    if sets is None:
+        sets = overrides_vs_profile(cfg, profile) or []
     words = ["jepa", "train", "--profile", profile]
     for s in sets:
         words += ["--set", s]
@@ -324,7 +327,8 @@ def run_train(
     out_guard = guard(console, err_console)
     t0 = time.time()
     try:
-        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force)
+        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
+                       overrides=overrides)
     finally:
         with out_guard:
             progress.close()
