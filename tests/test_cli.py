@@ -49,6 +49,28 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip() == ""
 
 
+def test_importing_the_cli_imports_nothing_heavy():
+    # what `jepa --help` and every tab completion pay for before any command runs
+    code = (
+        "import sys\n"
+        "import jepa_cli.main\n"
+        "print(','.join(m for m in ('torch', 'datasets', 'textual', 'safetensors', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_profile_completion_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from jepa_cli.completion import complete_profile\n"
+        "assert 'tiny' in complete_profile('ti')\n"
+        "print(','.join(m for m in ('torch', 'datasets', 'textual', 'safetensors', 'numpy', 'pydantic') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_typo_in_set_is_a_clean_error():
     r = jepa("profiles", "show", "tiny", "--set", "model.d_modle=64")
     assert r.returncode == 2
