@@ -450,11 +450,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_profile_path(name: str, referrer: str | None = None) -> Path:
-    path = find_profile(name)
+    path = find_profile(name, after=Path(referrer) if referrer else None)
     if path is None:
         known = list(list_profiles())
         match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         near = f" Did you mean `{match[0]}`?" if match else ""
+        if referrer and Path(referrer).stem == name:
+            near = f" {referrer} extends its own name, and no profile of that name comes after it on the search path."
         ctx = f" (extended by {referrer})" if referrer else ""
         raise ConfigError(
             f"No profile named `{name}`{ctx}.{near}",

@@ -3,7 +3,7 @@ without an argument), and short labels from what differs between runs (the dashb
 
 Reads run directories only (metrics.jsonl, config.toml, train.pid, heartbeat.json),
 through `RunLog`; standard library only, except `overrides_vs_profile`, which loads
-the profile (pydantic) to say which `--set` values a run was started with.
+the profile (pydantic) to reconstruct the `--set` values of a run that did not record them.
 """
 
 from __future__ import annotations
@@ -117,6 +117,28 @@ def overrides_vs_profile(config: Mapping[str, Any], profile: str) -> list[str] |
         return None
     run = flatten_config(config)
     return [f"{k}={fmt_value(v)}" for k, v in run.items() if k not in _IGNORED_KEYS and k in base and base[k] != v]
+
+
+def recorded_overrides(events: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """The `--set` values a run was started (and resumed) with, as its run_start events recorded them.
+
+    A resume's `--set` of a key replaces the start's. None when some segment did not record
+    them (a run from before they were recorded, or one started through the library without
+    them): then only a comparison with the profile can tell.
+    """
+    starts = [e for e in events if e.get("event") == "run_start"]
+    if not starts:
+        return None
+    merged: dict[str, str] = {}
+    for start in starts:
+        given = start.get("overrides")
+        if not isinstance(given, list) or not all(isinstance(o, str) for o in given):
+            return None
+        for item in given:
+            key, _, value = item.partition("=")
+            merged.pop(key.strip(), None)  # a resume's value is shown where it was given, after the start's
+            merged[key.strip()] = f"{key.strip()}={value.strip()}"
+    return list(merged.values())
 
 
 def distinct_labels(names: Sequence[str], profiles: Sequence[str], configs: Sequence[Mapping[str, Any]], max_len: int = 32) -> list[str]:
@@ -236,8 +258,12 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
     if st.state in ("running", "stopping") and isinstance(hb.get("step"), int):
         step = max(step, hb["step"])
     overrides: list[str] | None = []
-    if with_overrides and cfg:
-        overrides = overrides_vs_profile(cfg, run.profile) if run.profile != "?" else None
+    if with_overrides:
+        recorded = recorded_overrides(run.events)
+        if recorded is not None:
+            overrides = recorded
+        elif cfg:
+            overrides = overrides_vs_profile(cfg, run.profile) if run.profile != "?" else None
     epoch = None
     for source in (ev, run.train.last_row()):
         epoch = _finite(source.get("epoch"))
@@ -307,6 +333,7 @@ __all__ = [
     "list_runs",
     "newest_run_dir",
     "overrides_vs_profile",
+    "recorded_overrides",
     "run_info",
     "run_labels",
 ]

@@ -350,6 +350,7 @@ class Checker:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env["PYTHONUNBUFFERED"] = "1"
         env["JEPA_HOME"] = str(self.work / "jepa_home")
+        env["XDG_CONFIG_HOME"] = str(self.work / "config")  # the shipped profiles, not a user's copies of them
         env["HF_HOME"] = str(self.work / "hf")
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")

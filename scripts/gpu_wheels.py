@@ -4,7 +4,7 @@ The lent GPU machine has no network and its own Python 3.12 with torch, typer,
 rich, tokenizers and safetensors, but not pydantic, textual, tomli-w or
 datasets. This script, run here where PyPI is reachable, fills `.whl/` with:
 
-- the project's own wheel (`pip wheel --no-deps .`);
+- the project's own wheel (`pip wheel --no-deps .`), the shipped profiles inside;
 - for each of the project's requirements the image lacks, a cp312
   manylinux x86-64 wheel, and the same for everything those need that the
   image lacks too (walked through each wheel's Requires-Dist, markers and
@@ -240,6 +240,11 @@ def build_project_wheel(dest: Path) -> Path:
     return next(dest.glob("jepa-*.whl"))
 
 
+def _carries_profiles(wheel: Path) -> bool:
+    with zipfile.ZipFile(wheel) as z:
+        return any(n.startswith("jepa_core/profiles_data/") and n.endswith(".toml") for n in z.namelist())
+
+
 def copy_data(dest: Path) -> Path | None:
     src = Path(os.environ.get("JEPA_DATA_MIRROR") or ROOT.parent / "shared" / "data")
     text = src / "tiny_shakespeare" / "input.txt"
@@ -285,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                 walk.problems.append(f"{top} (installed by gpu-check) has no wheel")
     if "jepa" not in have:
         walk.problems.append("the project's own wheel is missing")
+    elif not _carries_profiles(have["jepa"][1]):
+        # a wheel built before the profiles were package data: installed, it finds no profile
+        walk.problems.append(f"{have['jepa'][1].name} carries no profiles (jepa_core/profiles_data/): build it again")
     if not (dest / "data" / "tiny_shakespeare" / "input.txt").is_file():
         walk.problems.append("data/tiny_shakespeare/input.txt is missing (set JEPA_DATA_MIRROR and re-run)")
     if walk.problems:

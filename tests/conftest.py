@@ -26,10 +26,13 @@ def mirror() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Every test gets a private JEPA_HOME unless it asks for the shared one."""
+    """Every test gets a private JEPA_HOME (and profiles folder) unless it asks for the shared one."""
     home = tmp_path_factory.mktemp("jepa_home")
     monkeypatch.setenv("JEPA_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    # the user's own profiles (~/.config/jepa/profiles) would shadow the shipped ones
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.delenv("JEPA_PROFILES", raising=False)
     yield
 
 

@@ -49,6 +49,28 @@ def test_help_does_not_import_heavy_modules():
     assert out.stdout.strip() == ""
 
 
+def test_importing_the_cli_imports_nothing_heavy():
+    # what `jepa --help` and every tab completion pay for before any command runs
+    code = (
+        "import sys\n"
+        "import jepa_cli.main\n"
+        "print(','.join(m for m in ('torch', 'datasets', 'textual', 'safetensors', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_profile_completion_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from jepa_cli.completion import complete_profile\n"
+        "assert 'tiny' in complete_profile('ti')\n"
+        "print(','.join(m for m in ('torch', 'datasets', 'textual', 'safetensors', 'numpy', 'pydantic') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
 def test_typo_in_set_is_a_clean_error():
     r = jepa("profiles", "show", "tiny", "--set", "model.d_modle=64")
     assert r.returncode == 2
@@ -203,6 +225,14 @@ def test_resume_without_dead_ends(tmp_path, monkeypatch, cli, one_thread):
     import tomllib
 
     assert tomllib.loads((run / "config.toml").read_text())["jepa"]["tau"] == 0.2
+    # every segment recorded the --set values it was given; `jepa runs` shows them merged, the last max_steps winning
+    from jepa_core.runlog import read_records
+    from jepa_core.runs import run_info
+
+    starts = [x for x in read_records(run) if x.get("event") == "run_start"]
+    assert len(starts) == 3 and starts[0]["overrides"] == ["jepa.tau=0.2"] and starts[-1]["overrides"] == ["train.max_steps=8"]
+    shown = run_info(run).overrides
+    assert "jepa.tau=0.2" in shown and "train.max_steps=8" in shown and "train.max_steps=6" not in shown
     # the next steps are printed once: no second "resume with" after the run's own message
     assert r.stdout.count("jepa train --resume") == 1
 
@@ -239,7 +269,8 @@ def test_every_refused_resume_prints_a_command(tmp_path, monkeypatch, cli):
 
 @pytest.mark.parametrize(
     "sub",
-    [["train"], ["watch"], ["preflight"], ["ablate"], ["inspect"], ["bench"], ["sample"], ["runs"], ["profiles", "list"], ["profiles", "show"]],
+    [["train"], ["watch"], ["preflight"], ["ablate"], ["inspect"], ["bench"], ["sample"], ["runs"], ["profiles", "list"], ["profiles", "show"],
+     ["profiles", "new"]],
 )
 def test_every_command_help_has_an_example(sub):
     result = runner.invoke(app, [*sub, "--help"], env={"COLUMNS": "160"})

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,13 @@ def test_a_failing_step_is_recorded_and_the_rest_still_run(tmp_path, mirror):
     assert steps["bench:shakespeare"]["status"] == "pass"
     assert steps["resume"]["status"] == "skip" and "--only" in steps["resume"]["detail"]
     assert doc["ok"] is False and "FAILED" in md and "## failures" in md
+
+
+def test_wheel_check_names_a_project_wheel_without_profiles(tmp_path):
+    # a .whl/ folder made before the profiles were package data: that wheel, installed, finds no profile
+    with zipfile.ZipFile(tmp_path / "jepa-0.1.0-py3-none-any.whl", "w") as z:
+        z.writestr("jepa_core/__init__.py", "")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_wheels.py"), "--check", "--dest", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "carries no profiles" in r.stdout and "the project's own wheel is missing" not in r.stdout

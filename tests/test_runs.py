@@ -176,3 +176,35 @@ def test_best_val_bpb_is_the_trainers_when_it_says(tmp_path):
     plain = write_fake_run(tmp_path / "p", steps=100)
     info = run_info(plain)
     assert info.best_val_bpb == min(json.loads(ln).get("val_bpb", 9) for ln in (plain / rd.METRICS).read_text().splitlines())
+
+
+def _rewrite_start(run: Path, **fields) -> None:
+    lines = (run / rd.METRICS).read_text().splitlines()
+    start = json.loads(lines[0])
+    assert start["event"] == "run_start"
+    start.update(fields)
+    (run / rd.METRICS).write_text("\n".join([json.dumps(start), *lines[1:]]) + "\n")
+
+
+def test_recorded_overrides_are_shown_even_when_the_profile_is_gone(tmp_path):
+    # a profile given as a path that has moved since: nothing to diff against
+    run = write_fake_run(tmp_path / "runs" / "r", steps=100, overrides=("optim.lr=0.002",))
+    _rewrite_start(run, profile="/moved/away.toml")
+    assert run_info(run).overrides is None  # a run from before they were recorded: "?"
+    _rewrite_start(run, overrides=["optim.lr=0.002", " train.max_steps = 100"])
+    assert run_info(run).overrides == ["optim.lr=0.002", "train.max_steps=100"]
+    r = CliRunner().invoke(app, ["runs", str(tmp_path / "runs")], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "optim.lr=0.002 train.max_steps=100" in r.output and "?" not in r.output
+
+
+def test_recorded_overrides_are_what_was_typed_not_a_diff(tmp_path):
+    # the profile changed since the run started: a diff would name keys nobody set
+    run = write_fake_run(tmp_path / "r", steps=100, overrides=("optim.lr=0.002",))
+    _rewrite_start(run, overrides=["optim.lr=2e-3"])
+    _append(run, {"type": "event", "step": 100, "time": T0 + 40, "event": "run_start", "profile": "tiny", "overrides": ["train.max_steps=200", "optim.lr=1e-3"]})
+    # a resume's value of a key replaces the start's
+    assert run_info(run).overrides == ["train.max_steps=200", "optim.lr=1e-3"]
+    # one segment that did not record them (an older trainer): back to comparing with the profile
+    _append(run, {"type": "event", "step": 150, "time": T0 + 50, "event": "run_start", "profile": "tiny"})
+    assert "optim.lr=0.002" in run_info(run).overrides
+    assert run_info(run, with_overrides=False).overrides == []

@@ -324,3 +324,27 @@ async def test_truncated_file_starts_over(tmp_path):
         assert "RUNNING" in screen_text(app) and "FINISHED" not in screen_text(app)
         assert app.runs[0].train.n == 2 and app.runs[0].resets == 1
         assert "run_end" not in screen_text(app)  # the log pane was rewritten too
+
+
+def test_a_legend_too_wide_for_its_chart_goes_on_to_a_second_line(tmp_path):
+    from jepa_cli.tui.charts import CHARTS, View
+    from jepa_core.runlog import RunLog
+
+    run = RunLog(write_fake_run(tmp_path / "r", steps=100))
+    run.poll()
+    spec = next(s for s in CHARTS if s.id == "jepa")
+    # 40 wide, as at 80x24: the words for the VICReg terms are on the screen, none cut
+    narrow = render_chart(spec, [run], ["r"], View(), 40, 8).plain.splitlines()
+    assert len(narrow) == 8 and "JEPA terms" in narrow[0]
+    head = " ".join(narrow[:2])
+    assert "━info_nce" in head and "━variance" in head and "━covariance" in head and "…" not in head
+    assert "┤" in narrow[2] and "┤" not in narrow[1]  # the plot starts below the two legend lines
+    # room for it on one line: the plot keeps its row
+    wide = render_chart(spec, [run], ["r"], View(), 120, 8).plain.splitlines()
+    assert "━covariance" in wide[0] and "┤" in wide[1]
+    # hovering reads values in the same lines: the plot does not move
+    hovered = render_chart(spec, [run], ["r"], View(), 40, 8, hover_x=50.0).plain.splitlines()
+    assert len(hovered) == 8 and hovered[0].startswith(" JEPA terms step") and "┤" in hovered[2] and "┤" not in hovered[1]
+    # too short for a second line: the plot keeps 3 rows and the legend is cut instead
+    short = render_chart(spec, [run], ["r"], View(), 40, 5).plain.splitlines()
+    assert len(short) == 5 and "┤" in short[1]

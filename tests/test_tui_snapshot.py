@@ -71,6 +71,8 @@ def test_single_run_snapshot(tiny_run, size):
     text = _render([tiny_run], size)
     for word in ("loss", "JEPA terms", "latent std", "grad norm · LR", "FINISHED", "step 600/600", "●"):
         assert word in text  # ●: the eval points of the val loss
+    # the JEPA terms in words a reader recognises, whole at either size
+    assert "━variance " in text and "━covariance " in text
     if size[0] >= 120:  # the large layout adds the schedule and retrieval charts and the eval table
         for word in ("EMA · loss weights", "jepa_w→ 0.5", "grads", "cos→", "retrieval top-1", "lift vs copy h2", "chance-norm h2"):
             assert word in text

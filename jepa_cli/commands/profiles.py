@@ -1,4 +1,4 @@
-"""`jepa profiles list | show NAME`."""
+"""`jepa profiles list | show NAME | new NAME --from PROFILE`."""
 
 from __future__ import annotations
 
@@ -8,27 +8,72 @@ import typer
 
 from jepa_cli.completion import complete_profile
 
-app = typer.Typer(help="List and show named TOML profiles.", no_args_is_help=True)
+app = typer.Typer(help="List, show and copy named TOML profiles.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_cmd() -> None:
-    """List the profiles found on the search path, with each one's purpose.
+    """List the profiles found on the search path: each one's purpose, where it comes from and its file.
+
+    Search order: `$JEPA_PROFILES`, `./profiles`, the user's folder (`~/.config/jepa/profiles`,
+    or `$XDG_CONFIG_HOME/jepa/profiles`), `$JEPA_HOME/profiles`, then the shipped profiles;
+    the first profile of a name wins, and `from` says which folder that was.
 
     Example: `jepa profiles list`
     """
+    from rich.markup import escape
     from rich.table import Table
 
     from jepa_cli.console import console
-    from jepa_core.profiles import list_profiles, profile_purpose
+    from jepa_core.profiles import profile_entries, profile_purpose
 
     table = Table(title="profiles", title_justify="left")
-    table.add_column("name", style="bold cyan")
+    table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("purpose")
+    table.add_column("from", no_wrap=True)
     table.add_column("file", style="dim")
-    for name, path in list_profiles().items():
-        table.add_row(name, profile_purpose(path), str(path))
+    for e in profile_entries():
+        origin = e.source + (f" [dim](over {', '.join(e.shadows)})[/]" if e.shadows else "")
+        table.add_row(escape(e.name), escape(profile_purpose(e.path)), origin, escape(str(e.path)))
     console.print(table)
+
+
+@app.command("new")
+def new_cmd(
+    name: Annotated[str, typer.Argument(help="Name of the new profile (its file is NAME.toml in the user's folder).")],
+    from_: Annotated[
+        str,
+        typer.Option("--from", "-f", help="Profile to copy: a name or a path to a .toml file.", autocompletion=complete_profile),
+    ] = "tiny",
+) -> None:
+    """Write an editable copy of a profile into the user's folder (never overwrites).
+
+    The folder is `$XDG_CONFIG_HOME/jepa/profiles` (default `~/.config/jepa/profiles`);
+    profiles there are found from any directory. A copy named like the profile it
+    copies takes its place: `jepa profiles new tiny --from tiny` makes `tiny` yours.
+
+    Examples:
+
+    * `jepa profiles new my-tiny --from tiny`, then edit the file and `jepa train --profile my-tiny`
+    * `jepa profiles new big --from gpt2-small`
+    """
+    from rich.markup import escape
+
+    from jepa_cli.console import console
+    from jepa_core.profiles import find_profile, new_profile, source_of
+
+    dest, src = new_profile(name, from_)
+    console.print(f"wrote [bold]{escape(str(dest))}[/] (a copy of {escape(str(src))})", soft_wrap=True)
+    winner = find_profile(name)
+    if winner is not None and winner.resolve() != dest.resolve():
+        # an earlier folder on the search path has this name: say so, or the edits seem to do nothing
+        console.print(
+            f"[yellow]note:[/] `--profile {escape(name)}` still loads {escape(str(winner))} "
+            f"({source_of(winner) or 'elsewhere'} comes first on the search path); rename one of them.",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"Edit it, then: jepa train --profile {escape(name)}", soft_wrap=True)
 
 
 @app.command("show")

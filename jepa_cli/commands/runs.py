@@ -14,14 +14,15 @@ def runs(
         typer.Argument(metavar="[DIR]", help="Folder of run directories (default: runs/, the default train.out_dir); ablation folders inside are listed too.", show_default=False),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per run (a JSON list).")] = False,
-    no_overrides: Annotated[bool, typer.Option("--no-overrides", help="Skip the --set column (it loads each run's profile to compare).")] = False,
+    no_overrides: Annotated[bool, typer.Option("--no-overrides", help="Skip the --set column (for older runs it loads each run's profile to compare).")] = False,
 ) -> None:
     """List the runs in a folder: one line each with name, profile, status, step/max, val BPB, tok/s, age and --set values.
 
     Status is read from each run's files: running, stopping, stale (the trainer is gone or
     silent without having ended), or how it ended: finished, early_stopped, interrupted,
-    diverged, write_failed, failed. The `--set` column shows where a run's config differs
-    from its profile as the profile is now.
+    diverged, write_failed, failed. The `--set` column shows the values the run was started
+    (and resumed) with, as its run_start recorded them; for a run from before they were
+    recorded, where its config differs from its profile as the profile is now.
 
     Examples:
 

@@ -222,7 +222,8 @@ def fresh_start_command(run_dir: Path) -> str | None:
 
     from jepa_core import rundir as rd
     from jepa_core.config import load_config
-    from jepa_core.runs import overrides_vs_profile
+    from jepa_core.runlog import read_records
+    from jepa_core.runs import overrides_vs_profile, recorded_overrides
 
     try:
         cfg = tomllib.loads((Path(run_dir) / rd.CONFIG).read_text(encoding="utf-8"))
@@ -231,7 +232,9 @@ def fresh_start_command(run_dir: Path) -> str | None:
     profile = cfg.get("name")
     if not isinstance(profile, str):
         return None
-    sets = overrides_vs_profile(cfg, profile) or []
+    sets = recorded_overrides(read_records(run_dir))
+    if sets is None:
+        sets = overrides_vs_profile(cfg, profile) or []
     # overrides_vs_profile leaves train.out_dir out (where a run lives is not what it is), but a
     # restart that drops it lands under ./runs, away from the run it replaces: beside that one instead
     try:
@@ -239,7 +242,7 @@ def fresh_start_command(run_dir: Path) -> str | None:
     except JepaError:
         base = "runs"
     here = Path(run_dir).parent
-    if os.path.abspath(here) != os.path.abspath(base):
+    if os.path.abspath(here) != os.path.abspath(base) and not any(s.startswith("train.out_dir=") for s in sets):
         sets.append(f"train.out_dir={json.dumps(str(here))}")
     words = ["jepa", "train", "--profile", profile]
     for s in sets:
@@ -343,7 +346,8 @@ def run_train(
     out_guard = guard(console, err_console)
     t0 = time.time()
     try:
-        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force)
+        result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
+                       overrides=overrides)
     finally:
         with out_guard:
             progress.close()

@@ -46,7 +46,7 @@ HELP_TEXT = """\
   [b]mouse[/b]  click to focus, hover a chart to read its values
 [b]charts[/b]  (● marks an eval point; a key with → is on the right axis)
   loss          total, lm, jepa (train) and val (eval)
-  JEPA terms    info_nce, var (VICReg variance), cov (covariance)
+  JEPA terms    info_nce, variance and covariance (the VICReg terms)
   latent std    std_anchor, std_pred (per-dim std of z; falls on collapse)
   grad norm·LR  grad_norm, and the backbone LR on its own axis
   large screens also: EMA · loss weights (EMA momentum, lm_w, jepa_w);

@@ -74,7 +74,7 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec(
         "jepa",
         "JEPA terms",
-        (Metric("info_nce", "info_nce"), Metric("var_loss", "var"), Metric("cov_loss", "cov")),
+        (Metric("info_nce", "info_nce"), Metric("var_loss", "variance"), Metric("cov_loss", "covariance")),
         jepa_only=True,
     ),
     ChartSpec("variance", "latent std", (Metric("std_anchor", "std_anchor"), Metric("std_pred", "std_pred")), jepa_only=True),
@@ -273,6 +273,19 @@ def _axis_labels(lo: float, hi: float, log: bool) -> list[str]:
     return [lab(hi), lab((hi + lo) / 2), lab(lo)]
 
 
+def _flow(prefix: Text, items: Sequence[Text], width: int, max_lines: int) -> list[Text]:
+    """`prefix` then `items` on lines of `width` cells, an item never split across two
+    (the last line is cut with an ellipsis when `max_lines` run out)."""
+    lines = [prefix.copy()]
+    for item in items:
+        if lines[-1].cell_len + item.cell_len > width and lines[-1].cell_len > 0 and len(lines) < max_lines:
+            lines.append(Text())
+        lines[-1].append_text(item)
+    for line in lines:
+        line.no_wrap, line.overflow = True, "ellipsis"
+    return lines
+
+
 def render_chart(
     spec: ChartSpec,
     runs: Sequence[RunLog],
@@ -307,7 +320,40 @@ def render_chart(
         y_lo, y_hi = 0.0, 1.0
     r_lo, r_hi = (nice_range(min(sr.data.y_lo for sr in rights), max(sr.data.y_hi for sr in rights)) if rights else (0.0, 1.0))
 
-    plot_h = max(1, height - 2)
+    # title line: title, modes, legend (or the hover readout); a legend too wide for the chart
+    # goes on to a second line rather than losing its last names (at 80x24 every chart is 40 wide)
+    prefix = Text()
+    title = spec.title + ("" if sel_label == "all" else f": {sel_label}")
+    prefix.append(f" {title} ", Style(bold=True, reverse=focused))
+    modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
+    if modes:
+        prefix.append("[" + ",".join(modes) + "] ", Style(dim=True))
+    legend: list[Text] = []
+    for sr in series:
+        item = Text()
+        item.append(f" {MARKER if sr.markers else '━'}", Style(color=sr.color, bold=True))
+        item.append(f"{sr.label}{'→' if sr.right else ''} ", Style(color=sr.color))
+        item.append(fmt_num(sr.data.latest))
+        legend.append(item)
+    # a second line only where the plot keeps at least 3 rows
+    n_head = len(_flow(prefix, legend, width, 2 if height >= 6 else 1))
+    if hover_x is not None and series:
+        # name the x of the nearest logged point, not the pixel's fractional x
+        d0 = series[0].data
+        snap = float(d0.x[int(np.argmin(np.abs(d0.x - hover_x)))])
+        readout = [Text(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))]
+        for sr in series:
+            j = int(np.argmin(np.abs(sr.data.x - hover_x)))
+            v = (10 ** sr.data.y[j]) if (log and not sr.right) else sr.data.y[j]
+            item = Text(f" {sr.label} ", Style(color=sr.color))
+            item.append(fmt_num(float(v)))
+            readout.append(item)
+        # the readout fills the legend's lines and no more: hovering never moves the plot
+        head_lines = _flow(prefix, readout, width, n_head)
+    else:
+        head_lines = _flow(prefix, legend, width, n_head)
+    head_lines += [Text() for _ in range(n_head - len(head_lines))]
+    plot_h = max(1, height - 1 - n_head)
     y_labels = _axis_labels(y_lo, y_hi, log)
     lab_w = min(9, max(len(s) for s in y_labels) + 1)
     r_labels = _axis_labels(r_lo, r_hi, False) if rights else []
@@ -328,30 +374,7 @@ def render_chart(
         if sr.markers:
             canvas.mark(d.x, d.y, x0, x1, lo, hi, Style(color=sr.color, bold=True))
 
-    lines: list[Text] = []
-    # title line: title, modes, legend (or the hover readout)
-    head = Text(no_wrap=True, overflow="ellipsis")
-    title = spec.title + ("" if sel_label == "all" else f": {sel_label}")
-    head.append(f" {title} ", Style(bold=True, reverse=focused))
-    modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
-    if modes:
-        head.append("[" + ",".join(modes) + "] ", Style(dim=True))
-    if hover_x is not None and series:
-        # name the x of the nearest logged point, not the pixel's fractional x
-        d0 = series[0].data
-        snap = float(d0.x[int(np.argmin(np.abs(d0.x - hover_x)))])
-        head.append(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))
-        for sr in series:
-            j = int(np.argmin(np.abs(sr.data.x - hover_x)))
-            v = (10 ** sr.data.y[j]) if (log and not sr.right) else sr.data.y[j]
-            head.append(f" {sr.label} ", Style(color=sr.color))
-            head.append(fmt_num(float(v)))
-    else:
-        for sr in series:
-            head.append(f" {MARKER if sr.markers else '━'}", Style(color=sr.color, bold=True))
-            head.append(f"{sr.label}{'→' if sr.right else ''} ", Style(color=sr.color))
-            head.append(fmt_num(sr.data.latest))
-    lines.append(head)
+    lines: list[Text] = list(head_lines)
 
     # plot rows with the y labels at top, middle and bottom (right-axis labels in their series' colour)
     rows = canvas.rows()

@@ -40,6 +40,8 @@ class Run:
     notes: list[str]
     watch_state: dict[str, Any] | None = None  # the EvalWatch saved with the resumed checkpoint
     init_digest: str | None = None  # the shared LM weights at initialisation (before any resume)
+    # the `--set` values this segment was started with, as typed (None: the caller did not say)
+    overrides: list[str] | None = None
 
     @property
     def train_tokens(self) -> int:
@@ -80,6 +82,9 @@ class Run:
             "init_digest": self.init_digest,
             "code": code_version(),
         }
+        if self.overrides is not None:
+            # recorded, so that `jepa runs` need not reconstruct them by diffing against a profile that may have changed
+            info["overrides"] = [o.strip() for o in self.overrides]
         if ns := ns_dtype_label(self.cfg.optim.optimizer, self.cfg.optim.muon_ns_dtype, self.device):
             info["muon_ns_dtype"] = ns
         if self.notes:
@@ -118,6 +123,7 @@ def build_run(
     resume: rd.CheckpointRef | None,
     on_prepare: Callable[[str, int, int], None] | None = None,
     force_memory: bool = False,
+    overrides: list[str] | tuple[str, ...] | None = None,
 ) -> Run:
     from jepa_core.data import TrainBatcher, ensure_prepared, load_prepared
     from jepa_core.train.checkpoint import load_state_into, load_weights_into
@@ -178,7 +184,8 @@ def build_run(
         st = load_state_into(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
-    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest)
+    return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest,
+               list(overrides) if overrides is not None else None)
 
 
 def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:

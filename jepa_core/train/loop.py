@@ -110,14 +110,16 @@ def train(
     stop_after: int | None = None,
     handle_signals: bool = True,
     force_memory: bool = False,
+    overrides: list[str] | tuple[str, ...] | None = None,
 ) -> TrainResult:
     """Run (or resume) the run described by `cfg`; `resume` comes from `resolve_resume`.
 
     `stop_after` ends the run after that step as if interrupted (tests and ablations use it to split a run).
     `force_memory` starts a run whose memory estimate says it does not fit (`jepa train --force`).
+    `overrides`: the `--set` values `cfg` was made with, recorded in run_start for `jepa runs`.
     """
     cb = callbacks or TrainCallbacks()
-    run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory)
+    run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory, overrides=overrides)
     try:
         with RunSession(run, cb) as session, SignalFlag(handle_signals) as signals:
             return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after))
