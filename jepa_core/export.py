@@ -103,7 +103,6 @@ def llama_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, sp
         "max_position_embeddings": cfg.data.block_size,
         "rms_norm_eps": m.norm_eps,
         "rope_theta": m.rope_base,
-        "rope_scaling": None,
         # transformers >= 5 reads rope_parameters; older versions keep it as an unused attribute
         "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_base},
         "attention_bias": False,

@@ -49,7 +49,8 @@ def baseline_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def jepa_run(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory, "jepa", *EXPORTABLE, "model.weight_tying=true", baseline=False)
+    # a RoPE base other than the default: an export that lost it would not match
+    return _train(tmp_path_factory, "jepa", *EXPORTABLE, "model.weight_tying=true", "model.rope_base=500.0", baseline=False)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,8 @@ def test_jepa_export_is_its_lm_part_and_matches(jepa_run, tmp_path):
         assert f.metadata()["format"] == "pt"
     assert not any(n.startswith(("jepa", "teacher", "transformer")) for n in names)
     assert "lm_head.weight" not in names  # tied: transformers ties it to the embedding
-    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is True and config["rope_theta"] == 500.0
     _check_matches(jepa_run, out)
 
 
@@ -217,7 +219,8 @@ def test_logit_bias_false_has_no_bias_and_bridge_false_has_no_bridge():
     from jepa_core.config import load_config
     from jepa_core.model import JepaLM
 
-    small = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "data.block_size=32", "jepa.latent_dim=16"]
+    small = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "data.block_size=32", "jepa.latent_dim=16",
+             "jepa.horizons=[1, 4]", "jepa.horizon_probs=[0.5, 0.5]", "jepa.pairs_per_seq=2"]
     cfg = load_config("tiny", [*small, *EXPORTABLE])
     torch.manual_seed(0)
     m = JepaLM.from_config(cfg, 300)
