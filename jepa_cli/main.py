@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from jepa_cli.commands import ablate, bench, data, inspect, preflight, profiles, runs, sample, train, watch
+from jepa_cli.commands import ablate, bench, data, export, inspect, preflight, profiles, runs, sample, train, watch
 
 app = typer.Typer(
     name="jepa",
@@ -53,6 +53,7 @@ preflight.register(app)
 ablate.register(app)
 inspect.register(app)
 sample.register(app)
+export.register(app)
 runs.register(app)
 bench.register(app)
 

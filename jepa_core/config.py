@@ -66,6 +66,13 @@ class ModelConfig(_Section):
         False, description="Detach the tap for the layers above it: blocks 0..tap learn from the JEPA loss only."
     )
     weight_tying: bool = Field(True, description="Tie the LM head to the token embedding (with learnable logit scale and bias).")
+    logit_bias: bool = Field(
+        True, description="A learnable per-token bias on the logits (out_bias); false keeps the head bias-free, as Llama's (`jepa export`)."
+    )
+    lm_bridge: bool = Field(
+        True,
+        description="JEPA arms: the layers above the tap read it through the gated residual lm_bridge; false passes it straight up (a plain stack, as Llama's).",
+    )
 
     @property
     def tap_index(self) -> int:

@@ -619,7 +619,7 @@ def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str =
     per_token = L * (10 * d + 4 * h) * a + d * a + V * (a + 12)
     pairs = 0
     if not cfg.jepa.run_baseline:
-        per_token += 4 * d * a
+        per_token += 4 * d * a if m.lm_bridge else 0
         n_pairs = B * cfg.jepa.pairs_per_seq
         pairs = 12 * n_pairs * n_pairs
     return MemoryEstimate(

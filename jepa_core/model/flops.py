@@ -6,7 +6,7 @@ token, plus attention scores and values, 12 * n_layers * d_model * T
 (forward 4*L*d*T, twice that backward; causal masking is not discounted, as
 in the usual MFU figures). Embedding lookups, norms, activations and
 biases are ignored. JEPA adds:
-- the lm_bridge (two d x d matmuls on every token), trained: 6 * 2d^2;
+- the lm_bridge (two d x d matmuls on every token; model.lm_bridge), trained: 6 * 2d^2;
 - the heads, which run on pairs_per_seq of every T tokens (ratio r = P/T):
   online projector and predictor trained (6x), target projector forward only
   (2x); the InfoNCE logits, an N x N x latent matmul per batch (N =
@@ -40,7 +40,8 @@ def estimate_flops_per_token(cfg: Config, vocab_size: int) -> float:
     flops = 6.0 * n_matmul + 12.0 * L * d * T
     if j.run_baseline:
         return flops
-    flops += 6.0 * 2 * d * d  # lm_bridge
+    if m.lm_bridge:
+        flops += 6.0 * 2 * d * d  # lm_bridge
     lat, hid = j.latent_dim, j.hidden_mult * j.latent_dim
     r = j.pairs_per_seq / T
     proj = d * hid + hid * lat

@@ -3,7 +3,9 @@
 `DecoderOnlyTransformer` is the online network shared by the LM and the JEPA
 objective (DESIGN.md section 2). With `with_tap`, the output of block `tl`
 (the tap) is returned for the JEPA heads, and the layers above it read it
-through an optional gradient barrier and a gated residual `lm_bridge`.
+through an optional gradient barrier and a gated residual `lm_bridge` (none with
+`model.lm_bridge = false`; `model.logit_bias = false` drops the logits' bias: the
+LM is then a plain Llama-shaped stack that `jepa export` writes as `LlamaForCausalLM`).
 
 Initialisation (chosen so the first steps already train well, GPT-2 style):
 - every Linear and the token embedding: normal(0, init_std) (0.02 by default).
@@ -276,13 +278,15 @@ class DecoderOnlyTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(m, block_size) for _ in range(m.n_layers))
         self.norm_f = RMSNorm(m.d_model, m.norm_eps)
         self.logit_scale = nn.Parameter(torch.tensor(1.0 / math.sqrt(m.d_model)))
-        self.out_bias = nn.Parameter(torch.zeros(vocab_size))
+        # model.logit_bias = false: no bias on the logits (a bias-free head, as Llama's)
+        self.out_bias = nn.Parameter(torch.zeros(vocab_size)) if m.logit_bias else None
         if not m.weight_tying:
             self.lm_head = nn.Linear(m.d_model, vocab_size, bias=False)
         if with_tap:
             self.tap_norm = RMSNorm(m.d_model, m.norm_eps) if m.tap_norm else None
-            self.lm_bridge = make_lm_bridge(m.d_model, m.norm_eps, m.dropout)
-            self.bridge_gate = nn.Parameter(torch.tensor(-2.0))
+            # model.lm_bridge = false: the layers above the tap read it as it is (a plain stack)
+            self.lm_bridge = make_lm_bridge(m.d_model, m.norm_eps, m.dropout) if m.lm_bridge else None
+            self.bridge_gate = nn.Parameter(torch.tensor(-2.0)) if m.lm_bridge else None
         init_weights(self, m.init_std, m.n_layers, default_seed(seed), prefix="transformer.")
 
     def forward(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -294,7 +298,7 @@ class DecoderOnlyTransformer(nn.Module):
                 h_tap = x
                 # with the barrier the LM loss cannot reach blocks 0..tl: they learn from JEPA alone
                 x_up = x.detach() if self.grad_barrier else x
-                x = x_up + torch.sigmoid(self.bridge_gate) * self.lm_bridge(x_up)
+                x = x_up if self.lm_bridge is None else x_up + torch.sigmoid(self.bridge_gate) * self.lm_bridge(x_up)
         if h_tap is not None and self.tap_norm is not None:
             h_tap = self.tap_norm(h_tap)
         return self.norm_f(x), h_tap
