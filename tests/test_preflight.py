@@ -33,11 +33,16 @@ def test_default_profile_passes_every_check(mirror):
     # a fresh JEPA_HOME has no prepared data: the data check says so, and the epochs check
     # (which needs the split's size) is skipped; everything else must pass
     unprepared = "not prepared yet" in by_name["data"].detail
-    bad = [(r.name, r.status, r.detail) for r in results if r.status != "pass" and not (unprepared and r.name == "epochs" and r.status == "skip")]
+    # step_phases times real steps: on a loaded machine a phase's share can drift past its
+    # threshold, and a warning (not a failure) is then the honest answer
+    excused = {("epochs", "skip")} if unprepared else set()
+    excused.add(("step_phases", "warn"))
+    bad = [(r.name, r.status, r.detail) for r in results if r.status != "pass" and (r.name, r.status) not in excused]
     assert not bad, bad
     assert [r.name for r in results] == pf.check_names()
     summary = pf.summarize_results(results)
-    assert summary["ok"] and summary["failed"] == 0 and summary["passed"] + summary["skipped"] == len(pf.CHECKS)
+    assert summary["ok"] and summary["failed"] == 0
+    assert summary["passed"] + summary["skipped"] + summary["warned"] == len(pf.CHECKS)
 
 
 # --------------------------------------------------------------------------- broken on purpose
@@ -321,10 +326,14 @@ def test_step_phases_warns_in_benchs_words(monkeypatch):
 
 
 def test_step_phases_reports_the_split_and_skips_big_cpu_profiles(monkeypatch):
+    from jepa_core.train import phases
+
+    # the steps really run; the split is fixed, since a loaded machine can skew a real one
+    split = {"forward": 40.0, "backward": 50.0, "optimizer": 8.0, "teacher": 2.0}
+    monkeypatch.setattr(phases.PhaseClock, "per_step", lambda self: dict(split))
     r = _one("step_phases")
     assert r.status == "pass", r.detail
-    for phase in ("forward", "backward", "optimizer", "teacher"):
-        assert phase in r.detail
+    assert r.detail.startswith("forward 40 ms (40%), backward 50 ms (50%), optimizer 8 ms (8%), teacher 2 ms (2%) per step")
     monkeypatch.setattr(pf, "PHASES_MAX_CPU_FLOPS", 1.0)
     r = _one("step_phases")
     assert r.status == "skip" and "jepa bench --profile tiny" in r.detail
