@@ -73,6 +73,7 @@ def _launch(tmp_path, fault: str):
     return r, run
 
 
+@pytest.mark.slow  # two gloo ranks in subprocesses: about 9 s on 2 cores
 @pytest.mark.timeout(240)
 def test_nan_on_one_rank_stops_both_as_diverged(tmp_path):
     from jepa_core.rundir import read_latest
@@ -88,6 +89,7 @@ def test_nan_on_one_rank_stops_both_as_diverged(tmp_path):
     load_tensors(ref.weights)
 
 
+@pytest.mark.slow  # two gloo ranks in subprocesses: about 9 s on 2 cores
 @pytest.mark.timeout(240)
 def test_checkpoint_write_failure_on_rank0_stops_both(tmp_path):
     from jepa_core.rundir import read_latest

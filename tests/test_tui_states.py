@@ -108,7 +108,9 @@ async def test_compiling_then_the_step_counter_moves(tmp_path, trainer, size):
 # ---------------------------------------------------------------- the metric picker
 
 
-@pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x48"])
+# each key typed into the picker redraws the dashboard: about 20 s of keys at 160x48 on 2
+# cores, so that size runs in the slow suite (80x24 covers the same path in the fast one)
+@pytest.mark.parametrize("size", [SIZES[0], pytest.param(SIZES[1], marks=pytest.mark.slow)], ids=["80x24", "160x48"])
 @async_test
 async def test_metric_picker_filters_and_puts_any_key_on_the_focused_chart(tmp_path, size):
     run = write_fake_run(tmp_path / "tiny-20251125-101500", steps=300)
@@ -142,6 +144,7 @@ async def test_metric_picker_filters_and_puts_any_key_on_the_focused_chart(tmp_p
         assert loss.render().plain.startswith(" loss ")
 
 
+@pytest.mark.slow  # about 20 s of typed keys on 2 cores
 @async_test
 async def test_picker_on_an_unfocused_dashboard_and_with_no_match(tmp_path):
     run = write_fake_run(tmp_path / "r", steps=100)
