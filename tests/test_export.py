@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from cli_helpers import cli  # noqa: F401  (fixture)
-from train_helpers import small_config, small_text
+from train_helpers import finished_run
 
 transformers = pytest.importorskip("transformers")  # the dev extra installs it
 
@@ -24,22 +23,8 @@ EXPORTABLE = ("model.logit_bias=false", "model.lm_bridge=false")
 
 
 def _train(tmp_path_factory, name: str, *extra: str, baseline: bool) -> Path:
-    from jepa_core.train.loop import train
-
-    tmp = tmp_path_factory.mktemp(name)
-    old = os.environ.get("JEPA_HOME")
-    os.environ["JEPA_HOME"] = str(tmp / "home")
-    try:
-        torch.set_num_threads(1)
-        cfg = small_config(small_text(tmp), tmp / "runs", *extra, baseline=baseline)
-        result = train(cfg, run_dir=tmp / "runs" / name, handle_signals=False)
-    finally:
-        if old is None:
-            os.environ.pop("JEPA_HOME", None)
-        else:
-            os.environ["JEPA_HOME"] = old
-    assert result.status == "finished"
-    return result.run_dir
+    torch.set_num_threads(1)
+    return finished_run(tmp_path_factory.mktemp(name), name, *extra, baseline=baseline)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from jepa_core import rundir as rd
 from jepa_core.errors import ConfigError, JepaError
 from jepa_core.profiles import jepa_home
 from cli_helpers import cli  # noqa: F401  (fixture)
-from train_helpers import _use_home, home, small_config, small_overrides, text  # noqa: F401 (fixtures)
+from train_helpers import _use_home, finished_run, home, small_overrides, text  # noqa: F401 (fixtures)
 
 
 def _flat(s: str) -> str:
@@ -87,20 +87,7 @@ def test_profiles_still_list_with_a_jepa_home_file(tmp_path, monkeypatch, cli):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, text) -> Path:
     """A finished small run (8 steps, checkpoints at 4 and 8), under <tmp>/runs/old."""
-    from jepa_core.train.loop import train
-
-    tmp = tmp_path_factory.mktemp("nest")
-    old = os.environ.get("JEPA_HOME")
-    os.environ["JEPA_HOME"] = str(tmp / "home")
-    try:
-        result = train(small_config(text, tmp / "runs"), run_dir=tmp / "runs" / "old", handle_signals=False)
-    finally:
-        if old is None:
-            os.environ.pop("JEPA_HOME", None)
-        else:
-            os.environ["JEPA_HOME"] = old
-    assert result.status == "finished"
-    return result.run_dir
+    return finished_run(tmp_path_factory.mktemp("nest"), "old", text=text)
 
 
 def _train_sets(text: Path, *extra: str) -> list[str]:

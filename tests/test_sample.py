@@ -14,28 +14,14 @@ import torch
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.sample import encode_prompt, load_for_sampling, sample_text, stream_sample
 from cli_helpers import cli  # noqa: F401  (fixture)
-from train_helpers import small_config, small_text
+from train_helpers import finished_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A run of the small shape, trained for 8 steps on CPU (a few seconds), with checkpoints."""
-    from jepa_core.train.loop import train
-
-    tmp = tmp_path_factory.mktemp("sample")
-    old = os.environ.get("JEPA_HOME")
-    os.environ["JEPA_HOME"] = str(tmp / "home")
-    try:
-        torch.set_num_threads(1)
-        cfg = small_config(small_text(tmp), tmp / "runs", "train.sample_prompt=\"ROMEO:\"")
-        result = train(cfg, run_dir=tmp / "runs" / "small", handle_signals=False)
-    finally:
-        if old is None:
-            os.environ.pop("JEPA_HOME", None)
-        else:
-            os.environ["JEPA_HOME"] = old
-    assert result.status == "finished"
-    return result.run_dir
+    torch.set_num_threads(1)
+    return finished_run(tmp_path_factory.mktemp("sample"), "small", 'train.sample_prompt="ROMEO:"')
 
 
 def jepa(*args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,25 @@ def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False,
         *extra,
     )
     return load_config("tiny", overrides)
+
+
+def finished_run(tmp: Path, name: str, *extra: str, baseline: bool = False, text: Path | None = None) -> Path:
+    """A small finished run at tmp/runs/NAME, for module-scoped fixtures: trained with JEPA_HOME
+    at tmp/home (the per-test home fixture is not there yet) and JEPA_HOME restored after."""
+    from jepa_core.train.loop import train
+
+    old = os.environ.get("JEPA_HOME")
+    os.environ["JEPA_HOME"] = str(tmp / "home")
+    try:
+        cfg = small_config(text or small_text(tmp), tmp / "runs", *extra, baseline=baseline)
+        result = train(cfg, run_dir=tmp / "runs" / name, handle_signals=False)
+    finally:
+        if old is None:
+            os.environ.pop("JEPA_HOME", None)
+        else:
+            os.environ["JEPA_HOME"] = old
+    assert result.status == "finished"
+    return result.run_dir
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
