@@ -7,16 +7,11 @@ from typing import Annotated
 
 import typer
 
+from jepa_cli.commands import CheckpointArg
+
 
 def export(
-    run: Annotated[
-        str,
-        typer.Argument(
-            metavar="RUN_OR_CHECKPOINT",
-            help="A run directory (its latest checkpoint), its checkpoints/ folder, a step-*.safetensors file, or RUN:best.",
-            show_default=False,
-        ),
-    ],
+    run: CheckpointArg,
     out: Annotated[Path, typer.Argument(metavar="OUT", help="The folder to write (created when missing).", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help="hf: the Hugging Face layout (LlamaForCausalLM), for transformers, lm-evaluation-harness, vLLM.")] = "hf",
     dtype: Annotated[str, typer.Option("--dtype", help="Weights dtype: float32 (exactly the trained weights), bfloat16 or float16.")] = "float32",

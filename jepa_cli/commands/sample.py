@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from jepa_cli.commands import CheckpointArg
+
 # the defaults of jepa_core.sample, repeated here so that `--help` imports no torch
 DEFAULT_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
@@ -13,14 +15,7 @@ DEFAULT_TOP_K = 50
 
 
 def sample(
-    run: Annotated[
-        str,
-        typer.Argument(
-            metavar="RUN_OR_CHECKPOINT",
-            help="A run directory (its latest checkpoint), its checkpoints/ folder, a step-*.safetensors file, or RUN:best.",
-            show_default=False,
-        ),
-    ],
+    run: CheckpointArg,
     prompt: Annotated[
         Optional[str],
         typer.Option("--prompt", "-p", help="Text to continue (default: the run's train.sample_prompt, a newline). `-` reads it from stdin."),
