@@ -91,6 +91,8 @@ async def test_compiling_then_the_step_counter_moves(tmp_path, trainer, size):
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: "COMPILING (first step)... 42s" in screen_text(app))
         await _settle(pilot, app)
+        # the key footer is drawn last: on a loaded machine the settle pause can end before it
+        await wait_for(pilot, lambda: "p pick" in screen_text(app))
         text = screen_text(app)
         assert "compiling (first step)..." in text  # the empty charts say why they are empty
         assert "STALE" not in text and "no data yet" not in text
