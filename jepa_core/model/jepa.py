@@ -106,7 +106,9 @@ def _pair_tables(seq_len: int, horizons: tuple[int, ...], horizon_probs: tuple[f
     caps = tuple(min(seq_len - k, math.ceil(P * p - 1e-9)) if p > 0 else 0 for k, p in zip(horizons, probs))
     edges = torch.cumsum(torch.tensor([P * p for p in probs], dtype=torch.float64), 0)
     edges[-1] = P
-    slot_block = torch.repeat_interleave(torch.arange(len(caps)), torch.tensor(caps))
+    # from Python ints, not repeat_interleave of a tensor: the table is also built while tracing
+    # (under torch.compile), where an output shape read from tensor data is a graph break
+    slot_block = torch.tensor([h for h, c in enumerate(caps) for _ in range(c)], dtype=torch.long)
     slot_rank = torch.cat([torch.arange(c) for c in caps])
     return _PairTables(
         edges.to(device),
