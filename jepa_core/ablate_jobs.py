@@ -134,6 +134,8 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
     from .train.stops import SignalFlag
 
     with SignalFlag() as early:  # a stop asked for while the run is being built
+        # in-memory hand-over to a child this process spawned, never a file: multiprocessing
+        # pickles a Process's arguments anyway; this only delays the unpickling (see above)
         cfg, ref, run_dir, filters = pickle.loads(payload)
         warnings.filters[:] = filters  # as quiet (or as loud) as the parent
         import torch

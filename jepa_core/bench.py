@@ -300,6 +300,16 @@ class _Arm:
             res.loss.item()
 
 
+def _time_phases(arm: _Arm, res: ArmResult, batches: list, steps: int, device: torch.device) -> None:
+    """Where the time goes: extra steps with a clock that syncs at every phase boundary (apart
+    from the timed repeats, whose throughput the syncs would lower on a GPU)."""
+    clock = PhaseClock(device)
+    for i in range(steps):
+        arm.step(*batches[i % len(batches)], clock=clock)
+    res.phase_ms = clock.per_step()
+    res.phase_notes = phase_notes(res.phase_ms, arm.cfg, device)
+
+
 def run_bench(
     cfg: Config,
     *,
@@ -395,15 +405,9 @@ def run_bench(
                 res = results[arm.name]
                 res.peak_mem_bytes = max(res.peak_mem_bytes or 0, int(torch.cuda.max_memory_allocated(device)))
 
-    # where the time goes: extra steps with a clock that syncs at every phase boundary (apart
-    # from the timed repeats above, whose throughput the syncs would lower on a GPU)
     for arm in built:
         say(f"timing {arm.name}'s phases")
-        clock = PhaseClock(device)
-        for i in range(steps):
-            arm.step(*batches[i % len(batches)], clock=clock)
-        results[arm.name].phase_ms = clock.per_step()
-        results[arm.name].phase_notes = phase_notes(results[arm.name].phase_ms, arm.cfg, device)
+        _time_phases(arm, results[arm.name], batches, steps, device)
 
     for arm in built:
         res = results[arm.name]
