@@ -587,7 +587,10 @@ def test_inspect_reads_only_the_header(tmp_path):
 # --------------------------------------------------------------------------- the trainer's own writer
 
 
-@pytest.mark.parametrize("overrides", [[], ["jepa.teacher=encoder", "model.weight_tying=false"], ["jepa.run_baseline=true"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["jepa.teacher=encoder", "model.weight_tying=false"], ["jepa.run_baseline=true"], ["model.weight_tying=true"]],
+)
 def test_checkpoint_written_by_the_trainer(tmp_path, overrides):
     """The real writer (jepa_core.train.checkpoint) and model: the split matches the model's own parameters."""
     ckpt = pytest.importorskip("jepa_core.train.checkpoint")
@@ -613,6 +616,12 @@ def test_checkpoint_written_by_the_trainer(tmp_path, overrides):
     assert r.params["teacher"] == sum(p.numel() for n, p in named.items() if not p.requires_grad)
     assert r.params["jepa_heads"] == sum(p.numel() for n, p in named.items() if n.startswith("jepa."))
     assert r.params["buffers"] == 0 and r.params["other"] == 0
+    # run_start's counts (the model's own) and inspect's split of its checkpoint agree, tied or not
+    counts = model.param_counts()
+    assert {k: r.params[k] for k in ("backbone", "lm_head", "jepa_heads", "teacher")} == {
+        k: counts[k] for k in ("backbone", "lm_head", "jepa_heads", "teacher")
+    }
+    assert r.params["trainable"] == counts["total_trainable"]
     s = inspect_checkpoint(Path(r.state_file))
     assert s.kind == "state" and s.optimizer["groups"][0]["n_params"] == len(trainable)
     assert s.optimizer["step"] == 1 and s.optimizer["params_with_moments"] == len(trainable)

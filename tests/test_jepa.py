@@ -571,4 +571,7 @@ def test_param_counts_partition_the_parameters():
     assert c["backbone"] + c["lm_head"] + c["jepa_heads"] + c["teacher"] == total
     assert c["total_trainable"] == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert c["lm_head"] == V * 32 + 1 + V
+    # tied: the embedding is the head's weight, so it counts with the head (as `jepa inspect` counts it)
+    t = JepaLM.from_config(small_cfg(model={"weight_tying": True}), V).param_counts()
+    assert t["lm_head"] == V * 32 + 1 + V and t["backbone"] == c["backbone"] - V * 32
     assert c["teacher"] == sum(p.numel() for p in model.teacher_parameters())

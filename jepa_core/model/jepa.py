@@ -27,7 +27,7 @@ from torch import nn
 from ..config import Config, JepaConfig, ModelConfig
 from .flops import estimate_flops_per_token
 from .param_groups import build_param_groups, check_param_groups
-from .roles import in_shared_lm
+from .roles import COUNT_OF_ROLE, in_shared_lm, param_role
 from .transformer import DecoderOnlyTransformer, RotaryEmbedding, TapEncoder, default_seed, normal_by_name_
 
 __all__ = [
@@ -610,18 +610,12 @@ class JepaLM(nn.Module):
         return h.hexdigest()
 
     def param_counts(self) -> dict[str, int]:
-        """backbone (embedding, blocks, norms, tap norm, bridge), lm_head (untied head,
-        logit_scale, out_bias; the tied embedding counts as backbone), jepa_heads,
-        teacher (EMA, not trained) and total_trainable."""
-        counts = {"backbone": 0, "lm_head": 0, "jepa_heads": 0, "teacher": 0}
+        """Parameters per count of `roles.COUNT_OF_ROLE` (backbone, lm_head, jepa_heads, teacher)
+        and total_trainable; `jepa inspect` splits a checkpoint the same way, so a tied
+        embedding counts with the LM head in both."""
+        tied = self.transformer.weight_tying
+        counts = dict.fromkeys(("backbone", "lm_head", "jepa_heads", "teacher"), 0)
         for name, p in self.named_parameters():
-            if name.startswith("teacher."):
-                counts["teacher"] += p.numel()
-            elif name.startswith("jepa."):
-                counts["jepa_heads"] += p.numel()
-            elif name in ("transformer.lm_head.weight", "transformer.logit_scale", "transformer.out_bias"):
-                counts["lm_head"] += p.numel()
-            else:
-                counts["backbone"] += p.numel()
+            counts[COUNT_OF_ROLE[param_role(name, p.ndim, tied)]] += p.numel()
         counts["total_trainable"] = counts["backbone"] + counts["lm_head"] + counts["jepa_heads"]
         return counts
