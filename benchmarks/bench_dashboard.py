@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from jepa_cli.tui.charts import CHARTS, View, render_chart  # noqa: E402
 from jepa_cli.tui.fakerun import eval_record, train_record  # noqa: E402
-from jepa_core.runlog import RunLog  # noqa: E402
+from jepa_core.rundir.live import RunLog  # noqa: E402
 
 
 def write_metrics(run_dir: Path, n: int) -> None:

@@ -21,26 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from . import rundir
+from .rundir.header import FLOAT_DTYPES, HeaderError
+from .rundir.header import read_header as read_safetensors_header
 from .model.roles import COUNT_OF_ROLE, EMBEDDING, param_role
 from .errors import CheckpointError
-
-#: Refuse headers above this size before reading them (the safetensors library uses the same cap).
-MAX_HEADER_BYTES = 100_000_000
 
 WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"
 KNOWN_FORMATS = {WEIGHTS_FORMAT: "weights", STATE_FORMAT: "state"}
 
-
-#: Bytes per element of each safetensors dtype (None: packed sub-byte types, sizes not checked).
-DTYPE_SIZES: dict[str, int | None] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-    "F4": None, "F6_E2M3": None, "F6_E3M2": None,
-}  # fmt: skip
-FLOAT_DTYPES = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
 
 #: State-dict leaves that are buffers, not parameters (RoPE tables, masks), should a model persist them.
 BUFFER_LEAVES = {"inv_freq", "cos", "sin", "cos_cached", "sin_cached", "freqs_cis", "mask", "causal_mask"}
@@ -137,142 +126,38 @@ class InspectReport:
 # --------------------------------------------------------------------------- header
 
 
-def _describe_non_safetensors(head: bytes) -> str | None:
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive (the format of torch.save .pt/.pth files)"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "a Python pickle (the format of older torch.save files)"
-    if head.startswith(b"\x1f\x8b"):
-        return "a gzip file"
-    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        return "a text file"
-    return None
-
-
-def _not_safetensors(path: Path, what: str | None) -> CheckpointError:
-    looks = f" It looks like {what}." if what else ""
-    pickled = what is not None and ("pickle" in what or "zip" in what)
-    never = " jepa never unpickles files: loading a pickle can run arbitrary code." if pickled else ""
-    return CheckpointError(
-        f"{path} is not a safetensors file.{looks}{never}",
-        hint="`jepa inspect` reads the .safetensors checkpoints that `jepa train` writes under runs/<run>/checkpoints/.",
-    )
-
-
 def read_header(path: str | Path) -> SafetensorsHeader:
-    """Parse and validate a safetensors header; reads nothing beyond it.
+    """Parse and validate a safetensors header (`rundir.header.read_header`); reads nothing beyond it.
 
     Every problem is a `CheckpointError` naming the file and what is wrong.
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        f = open(path, "rb")
+        h = read_safetensors_header(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist.", hint="Pass a .safetensors checkpoint or a run directory.") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file.") from None
+    except HeaderError as e:
+        raise CheckpointError(e.about(path), hint=e.hint or None) from None
     except OSError as e:
         raise CheckpointError(f"Cannot read {path}: {e.strerror or e}.") from None
-    with f:
-        head = f.read(16)
-        if size < 8:
-            raise CheckpointError(
-                f"{path} is truncated or not a safetensors file: it holds {size} bytes, "
-                "fewer than the 8-byte header length every safetensors file starts with.",
-                hint="Re-copy the file, or use an earlier checkpoint from the same checkpoints/ folder.",
-            )
-        n = int.from_bytes(head[:8], "little")
-        looks_like_header = len(head) > 8 and head[8:9] == b"{"
-        if not looks_like_header:
-            what = _describe_non_safetensors(head)
-            if what is not None or size > 8 or n == 0:
-                raise _not_safetensors(path, what)
-        if n > MAX_HEADER_BYTES:
-            raise CheckpointError(
-                f"{path}: the header length field claims {n:,} bytes, over the {MAX_HEADER_BYTES // 1_000_000} MB "
-                "limit; refusing to read it. The file is corrupt or not a jepa checkpoint.",
-                hint="A jepa checkpoint's header is a few kB to a few MB.",
-            )
-        if 8 + n > size:
-            raise CheckpointError(
-                f"{path} is truncated: its header claims {n:,} bytes but only {size - 8:,} bytes follow "
-                "the length field.",
-                hint="The file was cut short (an interrupted copy or write?); re-copy it or use an earlier checkpoint.",
-            )
-        f.seek(8)
-        raw = f.read(n)
-    if len(raw) != n:  # the file shrank under us
-        raise CheckpointError(f"{path} is truncated: read {len(raw):,} of {n:,} header bytes.")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: the safetensors header is not valid JSON ({e}). The file is corrupt.",
-            hint="Re-copy the file, or use an earlier checkpoint from the same checkpoints/ folder.",
-        ) from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: the safetensors header is JSON but not an object. The file is corrupt.")
-    return _parse_header(path, size, n, header)
-
-
-def _parse_header(path: Path, size: int, n: int, header: dict[str, Any]) -> SafetensorsHeader:
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise CheckpointError(f"{path}: `__metadata__` must map strings to strings. The file is corrupt.")
-    data_size = size - 8 - n
-    tensors: list[TensorInfo] = []
-    for name, entry in header.items():
-        bad = _check_entry(entry)
-        if bad:
-            raise CheckpointError(f"{path}: tensor `{name}` has a malformed header entry ({bad}). The file is corrupt.")
-        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-        numel = math.prod(shape)
-        item = DTYPE_SIZES.get(dtype)
-        if item is not None and end - begin != numel * item:
-            raise CheckpointError(
-                f"{path}: tensor `{name}` ({dtype} {shape}) needs {numel * item:,} bytes but its offsets "
-                f"span {end - begin:,}. The file is corrupt."
-            )
-        if end > data_size:
-            raise CheckpointError(
-                f"{path} is truncated: tensor `{name}` ends at byte {8 + n + end:,} but the file holds "
-                f"{size:,} bytes.",
-                hint="The file was cut short (an interrupted copy or write?); re-copy it or use an earlier checkpoint.",
-            )
-        tensors.append(
-            TensorInfo(
-                name=name,
-                dtype=dtype,
-                shape=list(shape),
-                params=numel,
-                nbytes=end - begin,
-                offsets=[begin, end],
-                category=param_category(name, dtype, len(shape)),
-                module=module_of(name),
-            )
+    tensors = [
+        TensorInfo(
+            name=e.name,
+            dtype=e.dtype,
+            shape=list(e.shape),
+            params=e.numel,
+            nbytes=e.end - e.begin,
+            offsets=[e.begin, e.end],
+            category=param_category(e.name, e.dtype, len(e.shape)),
+            module=module_of(e.name),
         )
+        for e in h.entries
+    ]
     # the file orders tensors by offset; sort by part, then name, so blocks read 0, 1, 2, ... and output is stable
     tensors.sort(key=lambda t: (_section_rank(t.name), _natural_key(t.name)))
-    return SafetensorsHeader(path=path, file_size=size, header_size=n, metadata=meta, tensors=tensors)
-
-
-def _check_entry(entry: Any) -> str | None:
-    if not isinstance(entry, dict):
-        return "not an object"
-    dtype, shape, offs = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if not isinstance(dtype, str):
-        return "no dtype"
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        return f"shape {shape!r}"
-    if (
-        not isinstance(offs, list)
-        or len(offs) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)
-        or offs[0] > offs[1]
-    ):
-        return f"data_offsets {offs!r}"
-    return None
+    return SafetensorsHeader(path=path, file_size=h.file_size, header_size=h.header_size, metadata=h.metadata, tensors=tensors)
 
 
 _SECTION_ORDER = ("transformer", "jepa", "teacher", "optim", "rng")

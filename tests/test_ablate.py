@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from jepa_cli.main import app
 import jepa_core
 from jepa_core import ablate as ab
-from jepa_core import runlog
+from jepa_core.rundir import summary as runlog
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.stats import paired_t_test, welch_t_test
 

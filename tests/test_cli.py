@@ -226,8 +226,8 @@ def test_resume_without_dead_ends(tmp_path, monkeypatch, cli, one_thread):
 
     assert tomllib.loads((run / "config.toml").read_text())["jepa"]["tau"] == 0.2
     # every segment recorded the --set values it was given; `jepa runs` shows them merged, the last max_steps winning
-    from jepa_core.runlog import read_records
-    from jepa_core.runs import run_info
+    from jepa_core.rundir.summary import read_records
+    from jepa_core.rundir.listing import run_info
 
     starts = [x for x in read_records(run) if x.get("event") == "run_start"]
     assert len(starts) == 3 and starts[0]["overrides"] == ["jepa.tau=0.2"] and starts[-1]["overrides"] == ["train.max_steps=8"]

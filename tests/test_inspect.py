@@ -23,8 +23,8 @@ torch = pytest.importorskip("torch")
 from safetensors.torch import save_file  # noqa: E402
 
 from jepa_core.errors import CheckpointError  # noqa: E402
+from jepa_core.rundir.header import MAX_HEADER_BYTES  # noqa: E402
 from jepa_core.inspect import (  # noqa: E402
-    MAX_HEADER_BYTES,
     inspect_checkpoint,
     metric_items,
     module_of,

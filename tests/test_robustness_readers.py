@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from jepa_cli.tui.fakerun import T0, eval_record, train_record
-from jepa_core import runlog
+from jepa_core.rundir import live as runlog
 
 HUGE = 10**400  # json writes and reads it as an int; float() of it raises OverflowError
 BAD_VALUES = [HUGE, -HUGE, math.nan, math.inf, -math.inf, "12", True, None, [1], {"a": 1}]

@@ -1,4 +1,4 @@
-"""jepa_core.runlog: tailing metrics.jsonl, columns, alerts, status, discovery."""
+"""jepa_core.rundir.live: tailing metrics.jsonl, columns, alerts, status, discovery."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from jepa_core.errors import CheckpointError, JepaError
-from jepa_core.runlog import MetricsTail, RunLog, RunSet, Table, discover_runs, pid_is_local_and_alive, read_pid_file
+from jepa_core.rundir.listing import discover_runs
+from jepa_core.rundir.live import MetricsTail, RunLog, RunSet, Table
+from jepa_core.rundir.lock import pid_is_local_and_alive
+from jepa_core.rundir.lock import read_pidfile as read_pid_file
 
 
 def _line(**kw) -> str:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from jepa_cli.main import app
 from jepa_cli.tui.fakerun import T0, write_fake_run
 from jepa_core import rundir as rd
-from jepa_core.runs import distinct_labels, find_run_dirs, list_runs, newest_run_dir, run_info
+from jepa_core.rundir.listing import distinct_labels, find_run_dirs, list_runs, newest_run_dir, run_info
 
 from cli_helpers import cli  # noqa: F401 (fixture)
 

@@ -328,7 +328,7 @@ async def test_truncated_file_starts_over(tmp_path):
 
 def test_a_legend_too_wide_for_its_chart_goes_on_to_a_second_line(tmp_path):
     from jepa_cli.tui.charts import CHARTS, View
-    from jepa_core.runlog import RunLog
+    from jepa_core.rundir.live import RunLog
 
     run = RunLog(write_fake_run(tmp_path / "r", steps=100))
     run.poll()

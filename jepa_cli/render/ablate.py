@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jepa_cli.console import console, err_console, quiet_library_warnings
+from jepa_core.rundir.status import status_style
 
 ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
@@ -187,7 +188,7 @@ class AblateProgress:
         run = self.runs.pop(spec.name, {"step": 0, "max": 0, "t0": time.monotonic(), "action": "", "task": None})
         if self.progress is not None and run["task"] is not None:
             self.progress.remove_task(run["task"])
-        colour = {"finished": "green", "interrupted": "yellow", "early_stopped": "green"}.get(status, "red")
+        colour = status_style(status)
         action = f" ({escape(run['action'])})" if run["action"] and run["action"] != "start" else ""
         line = (f"[{self.done}/{self.total}] {_run_label(spec)}  {_steps(run)}  {time.monotonic() - run['t0']:.1f} s  [{colour}]{status}[/]{action}"
                 + (f" [dim]{escape(message)}[/]" if message and status != "finished" else ""))
@@ -282,7 +283,7 @@ def render_report(rep: dict[str, Any]) -> None:
     for a in rep["arms"]:
         for run in a["runs"]:
             st = run["status"]
-            colour = {"finished": "green", "interrupted": "yellow", "pending": "dim", "incomplete": "yellow"}.get(st, "red")
+            colour = status_style(st)
             runs.add_row(
                 f"[{colours[a['name']]}]{escape(run['name'])}[/]", str(run["train_seed"]), f"[{colour}]{st}[/]", str(run["step"]),
                 fmt_metric("val_bpb", run["val_bpb"]), fmt_metric("tok_per_s", run["tok_per_s"]), fmt_metric("train_time", run["train_time"]),

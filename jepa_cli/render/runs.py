@@ -8,19 +8,7 @@ from pathlib import Path
 
 from jepa_cli.console import console
 from jepa_core.errors import JepaError
-
-STATUS_STYLE = {
-    "running": "bold green",
-    "stopping": "yellow",
-    "waiting": "dim",
-    "stale": "bold yellow",
-    "finished": "cyan",
-    "early_stopped": "cyan",
-    "interrupted": "yellow",
-    "diverged": "bold red",
-    "write_failed": "bold red",
-    "failed": "bold red",
-}
+from jepa_core.rundir.status import status_style
 
 
 def _num(v, spec: str) -> str:
@@ -28,7 +16,7 @@ def _num(v, spec: str) -> str:
 
 
 def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> None:
-    from jepa_core.runs import age_of, fmt_age, list_runs
+    from jepa_core.rundir.listing import age_of, fmt_age, list_runs
 
     folder = Path(folder) if folder is not None else Path("runs")
     if folder.exists() and not folder.is_dir():
@@ -80,7 +68,7 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
     if with_set:
         tbl.add_column("--set", style="dim", no_wrap=True, overflow="ellipsis", max_width=left)
     for r in rows:
-        status = f"[{STATUS_STYLE.get(r[2], 'bold')}]{escape(r[2])}[/]"
+        status = f"[{status_style(r[2])}]{escape(r[2])}[/]"
         cells = [escape(r[0]), escape(r[1]), status, *r[3:7]]
         tbl.add_row(*cells, *([escape(r[7])] if with_set else []))
     console.print(tbl)

@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from jepa_cli.console import console, err_console, quiet_library_warnings
 from jepa_core.errors import ConfigError, JepaError
+from jepa_core.rundir.status import COMPLETED, status_style
 
 
 def _fmt(v: Any, spec: str = ".4f") -> str:
@@ -222,8 +223,8 @@ def fresh_start_command(run_dir: Path) -> str | None:
 
     from jepa_core import rundir as rd
     from jepa_core.config import load_config
-    from jepa_core.runlog import read_records
-    from jepa_core.runs import overrides_vs_profile, recorded_overrides
+    from jepa_core.rundir.summary import read_records
+    from jepa_core.rundir.listing import overrides_vs_profile, recorded_overrides
 
     try:
         cfg = tomllib.loads((Path(run_dir) / rd.CONFIG).read_text(encoding="utf-8"))
@@ -355,7 +356,7 @@ def run_train(
         raise typer.Exit(result.exit_code)
     with out_guard:  # the summary is lost with the stream; the exit code still says how it ended
         ev = result.last_eval
-        colour = {"finished": "green", "early_stopped": "green", "interrupted": "yellow"}.get(result.status, "red")
+        colour = status_style(result.status)
         console.print(
             f"[bold {colour}]{result.status}[/] at step {result.step} in {time.time() - t0:.1f} s "
             f"({result.tok_per_s:,.0f} tok/s)"
@@ -367,7 +368,7 @@ def run_train(
             run_q = shlex.quote(str(result.run_dir))
             nexts = [f"inspect: jepa inspect {run_q}", f"sample: jepa sample {run_q}"]
             # the trainer's message already says how to resume an interrupted run: say it once
-            if result.status in ("finished", "early_stopped"):
+            if result.status in COMPLETED:
                 nexts.append(f"train longer: jepa train --resume {run_q} --set train.max_steps={2 * result.step}")
             elif "jepa train --resume" not in (result.message or ""):
                 nexts.append(f"resume: jepa train --resume {run_q}")

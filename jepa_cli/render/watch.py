@@ -18,7 +18,7 @@ def _interactive() -> bool:
 
 def newest_or_explain(folder: Path = Path("runs")) -> Path:
     """The run `jepa watch` opens without an argument: the one under runs/ that wrote last."""
-    from jepa_core.runs import newest_run_dir
+    from jepa_core.rundir.listing import newest_run_dir
 
     newest = newest_run_dir(folder) if folder.is_dir() else None
     if newest is None:
@@ -30,7 +30,7 @@ def newest_or_explain(folder: Path = Path("runs")) -> Path:
 
 
 def run_watch(run_dirs: list[Path]) -> None:
-    from jepa_core.runlog import discover_runs
+    from jepa_core.rundir.listing import discover_runs
 
     if not run_dirs:
         run_dirs = [newest_or_explain()]

@@ -23,8 +23,9 @@ from textual.geometry import Size
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, RichLog, Static
 
-from jepa_core.runlog import RunLog, RunSet, pid_is_local_and_alive, read_pid_file
-from jepa_core.runs import run_labels
+from jepa_core.rundir.listing import run_labels
+from jepa_core.rundir.live import RunLog, RunSet
+from jepa_core.rundir.lock import pid_is_local_and_alive, read_pidfile
 
 from .charts import CHARTS, METRIC_COLORS, RUN_COLORS, X_AXES, ChartWidget, View
 from .control import request_stop
@@ -344,7 +345,7 @@ class Dashboard(App[str]):
         for run in self.runs:
             if run.end is not None:
                 continue
-            info = read_pid_file(run.run_dir)
+            info = read_pidfile(run.run_dir)
             alive = pid_is_local_and_alive(info)
             if alive:
                 pids.append(int(info["pid"]))  # type: ignore[index]
@@ -432,7 +433,7 @@ class Dashboard(App[str]):
         for i, run in enumerate(self.runs):
             if run.end is not None:
                 continue
-            alive = pid_is_local_and_alive(read_pid_file(run.run_dir))
+            alive = pid_is_local_and_alive(read_pidfile(run.run_dir))
             if alive is None and self.child is not None and self.child_returncode is None:
                 alive = True  # the trainer this dashboard started, before it wrote train.pid
             if alive is True or (alive is None and run.status().state in ("running", "stopping", "waiting")):

@@ -29,7 +29,7 @@ from textual.widget import Widget
 from .plot import MARKER, Canvas, bucket, ema, finite_xy, fmt_duration, fmt_num, nice_range, smoothing_alpha
 
 if TYPE_CHECKING:
-    from jepa_core.runlog import RunLog
+    from jepa_core.rundir.live import RunLog
 
 X_AXES = ("step", "tokens", "time")
 _X_COLUMN = {"step": "step", "tokens": "tokens", "time": "elapsed"}

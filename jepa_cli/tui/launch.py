@@ -45,7 +45,7 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
     finishes, otherwise the training process's exit code.
     """
     from jepa_cli.console import console, err_console
-    from jepa_core.runlog import RunLog
+    from jepa_core.rundir.live import RunLog
 
     from .app import Dashboard
 

@@ -9,23 +9,12 @@ from rich.style import Style
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from jepa_core.rundir.status import badge_style
+
 from .plot import fmt_duration, fmt_num
 
 if TYPE_CHECKING:
-    from jepa_core.runlog import RunLog
-
-STATUS_STYLES = {
-    "waiting": "dim",
-    "running": "bold green",
-    "stopping": "bold yellow",
-    "stale": "bold yellow",
-    "finished": "bold cyan",
-    "early_stopped": "bold cyan",
-    "interrupted": "bold yellow",
-    "write_failed": "bold white on red",
-    "diverged": "bold white on red",
-    "failed": "bold white on red",
-}
+    from jepa_core.rundir.live import RunLog
 
 
 def start_phase(run: RunLog) -> tuple[str, float] | None:
@@ -53,7 +42,7 @@ def _status(run: RunLog) -> Text:
         t = Text(label, Style.parse("bold magenta"))
         t.append(f" {since:.0f}s", Style(bold=True))
         return t
-    t = Text(st.state.upper(), Style.parse(STATUS_STYLES.get(st.state, "bold")))
+    t = Text(st.state.upper(), Style.parse(badge_style(st.state)))
     if st.detail and st.state in ("stale", "stopping", "diverged", "failed", "interrupted"):
         t.append(f" {st.detail}", Style(dim=True))
     return t
@@ -305,7 +294,7 @@ def event_line(rec: dict[str, Any], label: str | None = None, color: str | None 
         t.append(str(rec.get("text", "")).replace("\r", "").replace("\n", "⏎"), Style(italic=True))
     elif ev == "run_end":
         status = str(rec.get("status", "?"))
-        t.append(f"■ run_end {status}", Style.parse(STATUS_STYLES.get(status, "bold")))
+        t.append(f"■ run_end {status}", Style.parse(badge_style(status)))
         if rec.get("message"):
             t.append(f": {rec['message']}")
     elif ev == "resume":

@@ -22,7 +22,7 @@ from textual.widgets.option_list import Option
 from .plot import fmt_num
 
 if TYPE_CHECKING:
-    from jepa_core.runlog import RunLog
+    from jepa_core.rundir.live import RunLog
 
 #: Columns that are axes or bookkeeping, not metrics worth a chart.
 NOT_METRICS = frozenset({"step", "time"})

@@ -31,7 +31,8 @@ from jepa_core.train.gradprobe import FIELDS as GRAD_FIELDS
 from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
-from jepa_core.train.stops import EXIT_CODES, SignalFlag, Stop, StopConditions, last_good
+from jepa_core.rundir.status import EXIT_CODES
+from jepa_core.train.stops import SignalFlag, Stop, StopConditions, last_good
 
 __all__ = ["train", "TrainCallbacks", "TrainResult", "resolve_resume", "EXIT_CODES"]
 

@@ -20,9 +20,6 @@ from typing import Any
 from jepa_core.config import TrainConfig
 from jepa_core.rundir import STOPFILE
 
-# exit codes (README and DESIGN section 7); "write_failed" is a user-fixable condition, like bad input
-EXIT_CODES = {"finished": 0, "early_stopped": 0, "interrupted": 130, "diverged": 3, "write_failed": 2, "failed": 1}
-
 _STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
 

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .errors import CheckpointError
+from . import layout
+from .lock import pid_is_local_and_alive, read_heartbeat, read_pidfile
+from .status import LIVE_STATES
 
-METRICS_FILE = rundir.METRICS
-END_STATES = ("finished", "early_stopped", "interrupted", "diverged", "write_failed", "failed")
 # Bytes of the file's start remembered to notice a rewrite that is not a shrink.
 _HEAD_BYTES = 64
 
@@ -131,6 +130,31 @@ _NAN1 = (math.nan,)
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: The largest step a reader believes: past it a "step" is a corrupt field, not a place in training.
+MAX_STEP = 2**53
+
+
+def finite_number(v: Any) -> float | None:
+    """A metrics field as a finite float, or None: bools, strings, NaN, infinities and integers too
+    large for a float (a 400-digit number) all count as missing."""
+    if not _is_number(v):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def step_number(v: Any) -> int | None:
+    """A `step`-like field as a whole number in [0, MAX_STEP], or None."""
+    f = finite_number(v)
+    if f is None or f < 0 or f > MAX_STEP or f != int(f):
+        return None
+    return int(f)
+
 
 
 class Table:
@@ -237,12 +261,9 @@ class RunStatus:
 
     @property
     def live(self) -> bool:
-        return self.state in ("waiting", "running", "stopping", "stale")
+        return self.state in LIVE_STATES
 
 
-# the trainer's pid file belongs to the run-directory contract; kept here under the readers' names
-read_pid_file = rundir.read_pidfile
-pid_is_local_and_alive = rundir.pid_is_local_and_alive
 
 
 def _fmt_age(s: float) -> str:
@@ -279,7 +300,7 @@ class RunLog:
         self.run_dir = Path(run_dir)
         self.stale_after = stale_after
         self.clock = clock
-        self.tail = MetricsTail(self.run_dir / METRICS_FILE)
+        self.tail = MetricsTail(self.run_dir / layout.METRICS)
         self.version = 0  # bumped whenever the data changes; caches key on it
         self.resets = 0  # times the file was truncated or replaced and reading started over
         self._hb: dict[str, Any] | None = None
@@ -385,7 +406,7 @@ class RunLog:
             try:
                 import tomllib
 
-                self._toml_config = tomllib.loads((self.run_dir / rundir.CONFIG).read_text())
+                self._toml_config = tomllib.loads((self.run_dir / layout.CONFIG).read_text())
             except (OSError, ValueError):
                 self._toml_config = {}
         return self._toml_config
@@ -475,7 +496,7 @@ class RunLog:
         """The trainer's heartbeat.json ({"step", "max_steps", "phase", "time"}), re-read at most every 0.2 s."""
         now = time.monotonic()
         if now - self._hb_read_at >= 0.2:
-            hb = rundir.read_heartbeat(self.run_dir)
+            hb = read_heartbeat(self.run_dir)
             if hb is not None:  # its numbers as the metrics' are: malformed means missing
                 hb = {**hb, "step": step_number(hb.get("step")), "max_steps": step_number(hb.get("max_steps")),
                       "time": finite_number(hb.get("time"))}
@@ -490,7 +511,7 @@ class RunLog:
             return RunStatus(st, str(self.end.get("message") or ""))
         if self.tail.mtime is None:
             return RunStatus("waiting", "no metrics.jsonl yet")
-        pid_alive = pid_is_local_and_alive(read_pid_file(self.run_dir))
+        pid_alive = pid_is_local_and_alive(read_pidfile(self.run_dir))
         hb = self.heartbeat()
         hb_time = _num(hb.get("time")) if hb else None
         # the heartbeat moves between log lines, so it is the fresher sign of life
@@ -503,7 +524,7 @@ class RunLog:
         compiling = bool(hb) and hb.get("phase") in ("compiling", "starting") and pid_alive is True
         if quiet > limit and not compiling:
             return RunStatus("stale", f"no new metrics for {_fmt_age(quiet)}")
-        if (self.run_dir / rundir.STOPFILE).exists():
+        if (self.run_dir / layout.STOPFILE).exists():
             return RunStatus("stopping", "stop requested")
         if not self.events and not self.train.n and not self.evals.n:
             return RunStatus("waiting", "no metrics yet")
@@ -525,48 +546,6 @@ class RunLog:
 
     def alert_list(self) -> list[Alert]:
         return sorted(self.alerts.values(), key=lambda a: (a.first_step, a.kind))
-
-
-# ---------------------------------------------------------------- discovery
-
-
-def is_run_dir(path: Path) -> bool:
-    p = Path(path)
-    return rundir.holds_run(p)
-
-
-def discover_runs(paths: Iterable[Path], max_depth: int = 3) -> list[Path]:
-    """Run directories named by `paths`: each a run dir, or a folder of them (an ablation).
-
-    Raises CheckpointError for a path that is neither.
-    """
-    out: list[Path] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_file() and p.name == METRICS_FILE:
-            p = p.parent
-        if not p.exists():
-            raise CheckpointError(
-                f"{p} does not exist.",
-                hint="Pass a run directory (runs/<profile>-<time>) or a folder of run directories; `ls runs/` lists them.",
-            )
-        if is_run_dir(p):
-            found = [p]
-        elif p.is_dir():
-            found = []
-            for depth in range(1, max_depth + 1):
-                found += sorted({m.parent for m in p.glob("/".join(["*"] * depth) + "/" + METRICS_FILE)})
-        else:
-            found = []
-        if not found:
-            raise CheckpointError(
-                f"{p} is not a run directory: it has no {METRICS_FILE} or config.toml, and no sub-folder holds a run.",
-                hint="Pass a directory written by `jepa train` (runs/<profile>-<time>) or an ablation folder that contains them.",
-            )
-        for f in found:
-            if f.resolve() not in {o.resolve() for o in out}:
-                out.append(f)
-    return out
 
 
 @dataclass
@@ -598,182 +577,3 @@ class RunSet:
             return [str(r.run_dir.resolve().relative_to(common)) or r.name for r in self.runs]
         except ValueError:
             return [str(r.run_dir) for r in self.runs]
-
-
-# ---------------------------------------------------------------- whole-run summaries (ablate)
-
-#: The largest step a reader believes: past it a "step" is a corrupt field, not a place in training.
-MAX_STEP = 2**53
-
-
-def finite_number(v: Any) -> float | None:
-    """A metrics field as a finite float, or None: bools, strings, NaN, infinities and integers too
-    large for a float (a 400-digit number) all count as missing."""
-    if not _is_number(v):
-        return None
-    try:
-        f = float(v)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def step_number(v: Any) -> int | None:
-    """A `step`-like field as a whole number in [0, MAX_STEP], or None."""
-    f = finite_number(v)
-    if f is None or f < 0 or f > MAX_STEP or f != int(f):
-        return None
-    return int(f)
-
-
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """Every complete record of a run's metrics.jsonl (none when the file is missing); a half-written
-    last line and lines that are not JSON objects are left out."""
-    return MetricsTail(Path(run_dir) / METRICS_FILE).read().records
-
-
-@dataclass
-class RunSummary:
-    """What a finished (or stopped) run amounts to, read from its metrics.jsonl alone.
-
-    A resumed run is several segments (run_start ... run_end); the evals and train
-    lines a segment logged past the step the next one resumed from are replayed
-    work, so they are dropped from `curve`, `final_eval` and `train_time_to_step`.
-    `tokens` and `train_time` keep the replayed work: it was paid for, and
-    throughput is tokens per second of step time.
-    """
-
-    status: str  # "pending" (no records), "incomplete" (last segment has no run_end: killed), or run_end's status
-    step: int  # the step the run got to
-    message: str = ""
-    segments: int = 0
-    final_eval: dict[str, float] = field(default_factory=dict)  # finite numeric fields of the last eval
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val_bpb) of every kept eval
-    tokens: int = 0
-    train_time: float = 0.0  # seconds of step time, all segments
-    train_time_to_step: float | None = None  # step time up to `step`, replayed steps not counted
-    wall_s: float = 0.0
-    max_steps: int | None = None  # as the last segment planned it
-    config: dict[str, Any] = field(default_factory=dict)  # from the last run_start
-    bad_fields: int = 0  # train/eval lines skipped because their step was unusable
-    # distinct values over the segments, in order: a resume on other code adds one
-    init_digests: list[str] = field(default_factory=list)  # the shared LM weights at initialisation
-    code: list[dict[str, str | None]] = field(default_factory=list)  # {"version", "commit"} of the code
-
-    @property
-    def tok_per_s(self) -> float | None:
-        return self.tokens / self.train_time if self.train_time > 0 else None
-
-    @property
-    def final_eval_step(self) -> int | None:
-        return step_number(self.final_eval.get("step"))
-
-
-def _code_field(v: Any) -> dict[str, str | None] | None:
-    if not isinstance(v, dict) or not isinstance(v.get("version"), str):
-        return None
-    commit = v.get("commit")
-    return {"version": v["version"], "commit": commit if isinstance(commit, str) else None}
-
-
-def _add_start_identity(out: RunSummary, start: dict[str, Any]) -> None:
-    """Record a run_start's init digest and code version (runs before they were logged have neither)."""
-    dig = start.get("init_digest")
-    if isinstance(dig, str) and dig not in out.init_digests:
-        out.init_digests.append(dig)
-    code = _code_field(start.get("code"))
-    if code is not None and code not in out.code:
-        out.code.append(code)
-
-
-def summarize_run(run_dir: Path, records: list[dict[str, Any]] | None = None) -> RunSummary:
-    """The RunSummary of a run directory (or of `records`, as `read_records` returns them).
-
-    Never raises on the file's content: unusable fields count as missing.
-    """
-    recs = read_records(run_dir) if records is None else records
-    if not recs:
-        return RunSummary("pending", 0)
-    out = RunSummary("incomplete", 0)
-    evals: list[tuple[int, dict[str, Any]]] = []
-    times: list[tuple[int, float]] = []  # (step, step time since step 0), replayed points dropped
-    base_time = 0.0  # step time before the current segment's resume point
-    seg: dict[str, Any] = {}  # the current segment: start tokens, last tokens / train_time seen
-
-    def close_segment() -> None:
-        if seg:
-            out.tokens += max(0, seg.get("tokens", 0) - seg.get("start_tokens", 0))
-            out.train_time += seg.get("train_time", 0.0)
-            out.wall_s += seg.get("wall_s", 0.0)
-            seg.clear()
-
-    def rewind(to: int) -> None:
-        nonlocal base_time
-        evals[:] = [e for e in evals if e[0] <= to]
-        times[:] = [t for t in times if t[0] <= to]
-        base_time = times[-1][1] if times else 0.0
-        out.step = to
-
-    for r in recs:
-        kind = r.get("type")
-        step = step_number(r.get("step"))
-        if kind in ("train", "eval") and step is None:
-            out.bad_fields += 1
-            continue
-        if kind == "eval":
-            evals.append((step, r))
-            out.step = step
-        elif kind == "train":
-            out.step = step
-            t = finite_number(r.get("train_time"))
-            if t is not None:
-                times.append((step, base_time + t))
-                seg["train_time"] = t
-            tok = step_number(r.get("tokens"))
-            if tok is not None:
-                seg["tokens"] = tok
-        elif kind == "event":
-            ev = r.get("event")
-            if ev == "run_start":
-                close_segment()
-                out.segments += 1
-                out.status, out.message = "incomplete", ""
-                start = step_number(r.get("start_step")) or 0
-                per_step = step_number(r.get("tokens_per_step")) or 0
-                seg["start_tokens"] = seg["tokens"] = start * per_step
-                out.max_steps = step_number(r.get("max_steps"))
-                cfg = r.get("config")
-                out.config = cfg if isinstance(cfg, dict) else {}
-                _add_start_identity(out, r)
-                if start:
-                    rewind(start)
-            elif ev == "resume":
-                frm = step_number(r.get("from_step"))
-                if frm is not None:
-                    rewind(frm)
-            elif ev == "run_end":
-                out.status = str(r.get("status") or "failed")
-                out.message = str(r.get("message") or "")
-                if step is not None:
-                    out.step = step
-                tok = step_number(r.get("tokens"))
-                if tok is not None:
-                    seg["tokens"] = tok
-                t = finite_number(r.get("train_time"))
-                if t is not None:
-                    seg["train_time"] = t
-                    times.append((out.step, base_time + t))
-                w = finite_number(r.get("wall_s"))
-                if w is not None:
-                    seg["wall_s"] = w
-                close_segment()
-    close_segment()
-    out.curve = []
-    for s, e in evals:
-        bpb = finite_number(e.get("val_bpb"))
-        if bpb is not None:
-            out.curve.append((s, bpb))
-    if evals:
-        out.final_eval = {k: f for k, v in evals[-1][1].items() if (f := finite_number(v)) is not None}
-    out.train_time_to_step = times[-1][1] if times else None
-    return out

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .runlog import RunLog
+from jepa_core.errors import CheckpointError, JepaError
+
+from . import layout
+from .layout import holds_run
+from .live import RunLog
 
 #: Config keys never worth a label or an override column: names, where runs go, and sinks.
 _IGNORED_KEYS = frozenset({"name", "description", "train.out_dir", "log.tensorboard", "log.wandb", "log.wandb_project"})
@@ -26,8 +29,13 @@ _IGNORED_KEYS = frozenset({"name", "description", "train.out_dir", "log.tensorbo
 # --------------------------------------------------------------------------- finding runs
 
 
-def find_run_dirs(folder: Path, max_depth: int = 2) -> list[Path]:
-    """Run directories in `folder`: its children, and theirs when a child is not a run (an ablation)."""
+#: How deep below a folder runs are looked for: runs/<run>, runs/<ablation>/<arm-seed>, one more level.
+MAX_DEPTH = 3
+
+
+def find_run_dirs(folder: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """Run directories in `folder` (`holds_run`): the folder itself when it is one, else its
+    children, and theirs when a child is not a run (an ablation), down to `max_depth` levels."""
     folder = Path(folder)
     out: list[Path] = []
 
@@ -37,21 +45,45 @@ def find_run_dirs(folder: Path, max_depth: int = 2) -> list[Path]:
         except OSError:
             return
         for c in children:
-            if rundir.holds_run(c):
+            if holds_run(c):
                 out.append(c)
             elif depth < max_depth:
                 walk(c, depth + 1)
 
-    if rundir.holds_run(folder):
+    if holds_run(folder):
         return [folder]
     walk(folder, 1)
+    return out
+
+
+def discover_runs(paths: Iterable[Path]) -> list[Path]:
+    """Run directories named by `paths` (`jepa watch`): each a run dir (or its metrics.jsonl), or a
+    folder of them (an ablation), in order and without repeats. CheckpointError for a path that is neither."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.name == layout.METRICS:
+            p = p.parent
+        if not p.exists():
+            raise CheckpointError(
+                f"{p} does not exist.",
+                hint="Pass a run directory (runs/<profile>-<time>) or a folder of run directories; `ls runs/` lists them.",
+            )
+        found = find_run_dirs(p) if p.is_dir() else []
+        if not found:
+            raise CheckpointError(
+                f"{p} is not a run directory: it has no {layout.METRICS} or config.toml, and no sub-folder holds a run.",
+                hint="Pass a directory written by `jepa train` (runs/<profile>-<time>) or an ablation folder that contains them.",
+            )
+        seen = {o.resolve() for o in out}
+        out += [f for f in found if f.resolve() not in seen]
     return out
 
 
 def last_activity(run_dir: Path) -> float:
     """When the run last wrote anything the readers look at (metrics, heartbeat, config)."""
     best = -math.inf
-    for name in (rundir.METRICS, rundir.HEARTBEAT, rundir.CONFIG):
+    for name in (layout.METRICS, layout.HEARTBEAT, layout.CONFIG):
         try:
             best = max(best, (Path(run_dir) / name).stat().st_mtime)
         except OSError:
@@ -67,7 +99,7 @@ def last_activity(run_dir: Path) -> float:
 def newest_run_dir(folder: Path) -> Path | None:
     """The run under `folder` (ablation runs included) that wrote last; None when there is none.
 
-    Unlike `rundir.newest_run` (what `--resume auto` continues), a run needs no
+    Unlike `checkpoints.newest_run` (what `--resume auto` continues), a run needs no
     checkpoint to count: `jepa watch` wants the run that is training now.
     """
     runs = find_run_dirs(Path(folder))
@@ -108,8 +140,7 @@ def overrides_vs_profile(config: Mapping[str, Any], profile: str) -> list[str] |
     That is what the run was started with `--set` (or the profile was edited since).
     None when the profile cannot be loaded (renamed, or a path that is gone).
     """
-    from .config import load_config
-    from .errors import JepaError
+    from jepa_core.config import load_config
 
     try:
         base = flatten_config(load_config(profile).to_dict())
@@ -325,6 +356,7 @@ __all__ = [
     "RunInfo",
     "age_of",
     "distinct_labels",
+    "discover_runs",
     "find_run_dirs",
     "flatten_config",
     "fmt_age",

@@ -1,0 +1,131 @@
+"""The trainer's presence in a run directory: its pid file, the one-trainer lock and the heartbeat (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jepa_core.errors import JepaError
+
+from .layout import HEARTBEAT, LOCKFILE, PIDFILE, STOPFILE
+
+
+
+def write_pidfile(run_dir: Path) -> None:
+    (Path(run_dir) / PIDFILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+
+
+def remove_pidfile(run_dir: Path) -> None:
+    try:
+        (Path(run_dir) / PIDFILE).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def read_pidfile(run_dir: Path) -> dict[str, Any] | None:
+    """`train.pid` as a dict ({"pid", "host", "started"}), or None if absent or unreadable."""
+    try:
+        info = json.loads((Path(run_dir) / PIDFILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int) or isinstance(info.get("pid"), bool):
+        return None
+    return info
+
+
+def pid_is_local_and_alive(info: Mapping[str, Any] | None) -> bool | None:
+    """True/False for a pid file written on this host; None when it names another host."""
+    if not info:
+        return None
+    host = info.get("host")
+    if host and host != socket.gethostname():
+        return None
+    pid = int(info["pid"])
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunBusy(JepaError):
+    """Another trainer holds this run directory."""
+
+
+class RunLock:
+    """One trainer per run directory: an exclusive flock on `train.lock`, held for the run's life.
+
+    The OS drops the lock when the process dies however it dies, so a stale pid
+    file never blocks a resume. Where flock is unavailable (not POSIX) the lock
+    is advisory only and always succeeds.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCKFILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            info = read_pidfile(self.path.parent)
+            who = f"process {info['pid']} on {info.get('host', '?')}" if info else "another process"
+            raise RunBusy(
+                f"{self.path.parent} is being trained by {who}: one trainer per run directory.",
+                hint=f"Watch it with `jepa watch {self.path.parent}`, stop it with `touch {self.path.parent / STOPFILE}`, "
+                "or start a separate run without --run-dir/--resume.",
+            ) from None
+        self._fd = fd
+        return self
+
+    def probe(self) -> None:
+        """Raise RunBusy if a trainer holds the lock now (an early, cheap check; `acquire` is the real one)."""
+        if self.path.exists():
+            try:
+                self.acquire()
+            except OSError:
+                return  # cannot even open the lock file: `acquire` will say so when it matters
+            self.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def write_heartbeat(run_dir: Path, **fields: Any) -> None:
+    """Replace heartbeat.json (no fsync: it is a liveness hint, rewritten many times a second at most)."""
+    path = Path(run_dir) / HEARTBEAT
+    tmp = path.with_name(f".{HEARTBEAT}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps({**fields, "time": time.time()}))
+        os.replace(tmp, path)
+    except OSError:  # a missing heartbeat only makes the dashboard less lively; the run goes on
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def read_heartbeat(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads((Path(run_dir) / HEARTBEAT).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
