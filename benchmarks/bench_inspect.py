@@ -93,7 +93,7 @@ def time_cli(path: Path, extra: list[str], repeats: int) -> list[float]:
 
 
 def time_engine(path: Path, stats: bool, repeats: int) -> list[float]:
-    from jepa_core.inspect import inspect_checkpoint
+    from jepa_core.tools.inspect import inspect_checkpoint
 
     times = []
     for _ in range(repeats):

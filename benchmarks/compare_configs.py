@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from jepa_core.bench import _Arm, arm_config, plan_step
+from jepa_core.tools.bench import _Arm, arm_config, plan_step
 from jepa_core.config import load_config
 from jepa_core.train.device import resolve_runtime
 

@@ -29,7 +29,7 @@ ARMS = {"baseline": "jepa.run_baseline=true", "jepa": "jepa.run_baseline=false"}
 
 def step_times(profile: str, optimizer: str) -> dict[str, float]:
     """Median ms per step of the baseline and projector arms at the profile's shape (compiled if it is)."""
-    from jepa_core.bench import run_bench
+    from jepa_core.tools.bench import run_bench
     from jepa_core.config import load_config
 
     cfg = load_config(profile, [f"optim.optimizer={optimizer}"])
@@ -60,7 +60,7 @@ def best_within(evals: list[dict], t: float) -> dict | None:
 
 
 def main() -> None:
-    from jepa_core.bench import cpu_name
+    from jepa_core.tools.bench import cpu_name
     from jepa_core.train.device import cpu_flags
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -12,7 +12,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from jepa_core.bench import _Arm, arm_config, plan_step
+from jepa_core.tools.bench import _Arm, arm_config, plan_step
 from jepa_core.config import load_config
 from jepa_core.train.device import resolve_runtime
 

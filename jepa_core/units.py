@@ -1,4 +1,4 @@
-"""Human-readable sizes, the one formatter every report uses (decimal SI units, as `ls -h --si` and disk vendors)."""
+"""Human-readable sizes and counts, the one formatter every report uses (decimal SI units, as `ls -h --si` and disk vendors)."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ def fmt_bytes(n: float | None) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{int(n):,} B"
+
+
+def fmt_count(n: int) -> str:
+    """A parameter or token count in short form: 1.2M, 3.4k."""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return str(n)

@@ -68,7 +68,7 @@ def probe_env(_: argparse.Namespace) -> None:
         "machine": platform.machine(),
     }
     try:
-        from jepa_core.bench import cpu_name
+        from jepa_core.tools.bench import cpu_name
 
         doc["cpu_name"] = cpu_name()
     except Exception as e:  # an informational field: never fail the probe for it
@@ -126,8 +126,8 @@ def probe_memory(args: argparse.Namespace) -> None:
 def _memory_of(cfg) -> dict:
     import torch
 
-    from jepa_core.bench import run_bench
-    from jepa_core.preflight import MEMORY_BUDGET_FRACTION, estimate_memory
+    from jepa_core.tools.bench import run_bench
+    from jepa_core.model.memory import MEMORY_BUDGET_FRACTION, estimate_memory
     from jepa_core.train.device import resolve_runtime
 
     rt = resolve_runtime(cfg.train.device, cfg.train.precision)

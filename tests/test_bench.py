@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from jepa_core import bench
-from jepa_core.bench import ArmResult, BenchReport, MatmulPeak, arm_config, measure_matmul_peak, move_batch, plan_step, run_bench
+from jepa_core.tools import bench
+from jepa_core.tools.bench import ArmResult, BenchReport, MatmulPeak, arm_config, measure_matmul_peak, move_batch, plan_step, run_bench
 from jepa_core.config import load_config, validate
 from jepa_core.errors import ConfigError
 from jepa_core.model import estimate_flops_per_token

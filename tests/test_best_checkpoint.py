@@ -135,7 +135,7 @@ def test_early_stop_and_resume_from_best(overfit, tmp_path, one_thread):
 def test_preflight_warns_about_many_epochs(tmp_path, monkeypatch):
     """The epochs check: a pass under EPOCHS_WARN passes, a profile planning more gets a warning naming
     the count (and preflight still succeeds); without prepared data it is skipped."""
-    from jepa_core import preflight as pf
+    from jepa_core.tools import preflight as pf
     from jepa_core.data import ensure_prepared
 
     text = small_text(tmp_path, n_bytes=2_500)
@@ -152,6 +152,6 @@ def test_preflight_warns_about_many_epochs(tmp_path, monkeypatch):
 
 
 def _ctx(cfg):
-    from jepa_core.preflight import PreflightContext
+    from jepa_core.tools.preflight import PreflightContext
 
     return PreflightContext(cfg.name, (), cfg, cfg, cfg, [])

@@ -44,7 +44,7 @@ def default_jepa_run(tmp_path_factory) -> Path:
 
 
 def _export(run, out: Path, **kw):
-    from jepa_core.export import export_hf
+    from jepa_core.tools.export import export_hf
 
     return export_hf(run, out, **kw)
 
@@ -53,7 +53,7 @@ def _check_matches(run: Path, out: Path) -> None:
     """Logits within 1e-4 of jepa's, and the same greedy continuation as `jepa sample --temperature 0`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from jepa_core.sample import load_for_sampling, sample_text
+    from jepa_core.tools.sample import load_for_sampling, sample_text
 
     sm = load_for_sampling(run, "cpu")
     hf = AutoModelForCausalLM.from_pretrained(out)  # no trust_remote_code
@@ -158,7 +158,7 @@ def test_default_jepa_arm_is_refused_naming_the_settings(default_jepa_run, tmp_p
 
 def test_blockers_one_at_a_time():
     from jepa_core.config import load_config
-    from jepa_core.export import llama_blockers
+    from jepa_core.tools.export import llama_blockers
 
     base = load_config("tiny-baseline")
     jepa = load_config("tiny")

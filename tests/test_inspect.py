@@ -24,7 +24,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from jepa_core.errors import CheckpointError  # noqa: E402
 from jepa_core.rundir.header import MAX_HEADER_BYTES  # noqa: E402
-from jepa_core.inspect import (  # noqa: E402
+from jepa_core.tools.inspect import (  # noqa: E402
     inspect_checkpoint,
     metric_items,
     module_of,

@@ -11,7 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from jepa_cli.main import app
-from jepa_core import preflight as pf
+from jepa_core.tools import preflight as pf
+from jepa_core.model.memory import MEMORY_BUDGET_FRACTION, estimate_memory, memory_verdict
+from jepa_core.tools.preflight import checks as pf_checks
 from jepa_core.config import load_config
 from jepa_core.errors import ConfigError
 
@@ -194,7 +196,7 @@ def test_data_missing_text_file_fails(tmp_path):
 def test_memory_estimate_formula_by_hand():
     cfg = load_config("tiny", ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.tap_layer=-1", "jepa.latent_dim=16",
                                "data.vocab_size=300", "data.block_size=40", "train.batch_size=3", "jepa.pairs_per_seq=4"])
-    est = pf.estimate_memory(cfg)
+    est = estimate_memory(cfg)
     from jepa_core.model import JepaLM
 
     m = JepaLM.from_config(cfg, 300)
@@ -208,22 +210,22 @@ def test_memory_estimate_formula_by_hand():
     assert est.activations_per_seq == T * per_token == 40 * 12_096
     assert est.activations_per_batch_extra == 12 * (3 * 4) ** 2
     assert est.total == est.static + 3 * est.activations_per_seq + 12 * 144
-    bf = pf.estimate_memory(cfg, precision="bf16")
+    bf = estimate_memory(cfg, precision="bf16")
     assert bf.activations_per_seq == T * (L * (10 * d + 4 * h) * 2 + d * 2 + V * 14 + 4 * d * 2)
 
 
 def test_memory_verdict_suggests_a_batch_that_fits():
     cfg = load_config("tiny")
-    est = pf.estimate_memory(cfg)
-    capacity = int((est.static + 5.5 * est.activations_per_seq) / pf.MEMORY_BUDGET_FRACTION)
-    fits, detail = pf.memory_verdict(est, cfg, capacity, "test memory")
+    est = estimate_memory(cfg)
+    capacity = int((est.static + 5.5 * est.activations_per_seq) / MEMORY_BUDGET_FRACTION)
+    fits, detail = memory_verdict(est, cfg, capacity, "test memory")
     assert not fits
-    b = est.max_batch_size(pf.MEMORY_BUDGET_FRACTION * capacity)
+    b = est.max_batch_size(MEMORY_BUDGET_FRACTION * capacity)
     assert b == 5  # 5.5 sequences' worth of activations minus the small pair term
     assert f"train.batch_size={b}" in detail and f"grad_accum_steps={math.ceil(cfg.train.batch_size / b)}" in detail
-    fits, detail = pf.memory_verdict(est, cfg, 10 * est.total, "test memory")
+    fits, detail = memory_verdict(est, cfg, 10 * est.total, "test memory")
     assert fits and "of" in detail
-    fits, detail = pf.memory_verdict(est, cfg, est.static // 2, "test memory")
+    fits, detail = memory_verdict(est, cfg, est.static // 2, "test memory")
     assert not fits and "weights and optimizer alone" in detail
 
 
@@ -334,6 +336,6 @@ def test_step_phases_reports_the_split_and_skips_big_cpu_profiles(monkeypatch):
     r = _one("step_phases")
     assert r.status == "pass", r.detail
     assert r.detail.startswith("forward 40 ms (40%), backward 50 ms (50%), optimizer 8 ms (8%), teacher 2 ms (2%) per step")
-    monkeypatch.setattr(pf, "PHASES_MAX_CPU_FLOPS", 1.0)
+    monkeypatch.setattr(pf_checks, "PHASES_MAX_CPU_FLOPS", 1.0)
     r = _one("step_phases")
     assert r.status == "skip" and "jepa bench --profile tiny" in r.detail

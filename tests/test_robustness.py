@@ -448,9 +448,9 @@ def test_sweep_and_verify_units(tmp_path):
 
 
 def test_run_that_cannot_fit_is_refused_before_allocating(tmp_path, text, monkeypatch):
-    from jepa_core import preflight
+    from jepa_core.train import device
 
-    monkeypatch.setattr(preflight, "device_memory", lambda device: (1 << 20, "test memory"))
+    monkeypatch.setattr(device, "device_memory", lambda device: (1 << 20, "test memory"))
     cfg = _cfg(text, tmp_path, "train.max_steps=2")
     with pytest.raises(ConfigError) as e:
         train(cfg, handle_signals=False)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jepa_core.errors import CheckpointError, ConfigError
-from jepa_core.sample import encode_prompt, load_for_sampling, sample_text, stream_sample
+from jepa_core.tools.sample import encode_prompt, load_for_sampling, sample_text, stream_sample
 from cli_helpers import cli  # noqa: F401  (fixture)
 from train_helpers import finished_run
 
@@ -150,7 +150,7 @@ ISSUE_BYTES = b"ROMEO:\xff\xfe abc"
 
 
 def test_prompt_text_replaces_invalid_bytes_and_says_so():
-    from jepa_core.sample import prompt_text
+    from jepa_core.tools.sample import prompt_text
 
     assert prompt_text("ROMEO: caf\u00e9 \ufffd") == ("ROMEO: caf\u00e9 \ufffd", None)  # valid text, a real U+FFFD included
     for raw in (ISSUE_BYTES, ISSUE_BYTES.decode("utf-8", "surrogateescape")):  # stdin bytes; argv as Python decodes it

@@ -276,7 +276,7 @@ def test_resume_is_bitwise_exact_with_muon(tmp_path, text):
     # run_start says which Newton-Schulz dtype `auto` chose on this machine, and why
     start = next(r for r in read_metrics(tmp_path / "one") if r.get("event") == "run_start")
     assert start["muon_ns_dtype"].split(" (auto: ")[0] in ("float32", "bfloat16")
-    from jepa_core.inspect import inspect_checkpoint
+    from jepa_core.tools.inspect import inspect_checkpoint
 
     opt = inspect_checkpoint(read_latest(tmp_path / "two").state).optimizer
     assert opt["algorithm"] == "muon+adamw" and opt["step"] == 4

@@ -8,7 +8,7 @@ import typer
 
 from jepa_cli.commands import CheckpointArg
 
-# the defaults of jepa_core.sample, repeated here so that `--help` imports no torch
+# the defaults of jepa_core.tools.sample, repeated here so that `--help` imports no torch
 DEFAULT_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 50

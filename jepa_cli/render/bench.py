@@ -10,7 +10,7 @@ from jepa_cli.console import console, err_console
 
 
 def run_bench(profile: str, steps: int, overrides, json_out: bool, repeats: int = 5, warmup: int = 3) -> None:
-    from jepa_core.bench import run_bench as engine
+    from jepa_core.tools.bench import run_bench as engine
     from jepa_core.config import load_config
 
     cfg = load_config(profile, list(overrides or ()))

@@ -11,7 +11,7 @@ def run_export(run: str, out: Path, *, fmt: str, dtype: str, force: bool) -> Non
     quiet_library_warnings()
     from rich.markup import escape
 
-    from jepa_core.export import check_export_args, export_hf
+    from jepa_core.tools.export import check_export_args, export_hf
 
     check_export_args(fmt, dtype)  # before the (slower) load
     r = export_hf(run, out, dtype=dtype, force=force)

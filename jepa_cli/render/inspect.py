@@ -22,7 +22,7 @@ _CATEGORY_LABELS = {
 _ALGORITHM_NAMES = {"adamw": "AdamW", "muon+adamw": "Muon + AdamW", None: "AdamW"}
 
 def run_inspect(path: Path, json_out: bool, show_config: bool, stats: bool, expand: bool = False) -> None:
-    from jepa_core.inspect import inspect_checkpoint
+    from jepa_core.tools.inspect import inspect_checkpoint
 
     report = inspect_checkpoint(path, stats=stats)
     if json_out:
@@ -151,7 +151,7 @@ def _render(report, show_config: bool, expand: bool) -> None:
 def _metrics_text(metrics: dict[str, Any] | None) -> str:
     from rich.markup import escape
 
-    from jepa_core.inspect import metric_items
+    from jepa_core.tools.inspect import metric_items
 
     items = metric_items(metrics)
     if not items:

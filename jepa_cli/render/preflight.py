@@ -16,7 +16,7 @@ _STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red", "skip
 def run_preflight(profile, overrides, json_out, only=()) -> None:
     from functools import partial
 
-    from jepa_core.preflight import make_context, run_preflight as run_checks, select_checks, summarize_results
+    from jepa_core.tools.preflight import make_context, run_preflight as run_checks, select_checks, summarize_results
 
     t0 = time.perf_counter()
     # a bad profile, --set or --check is a user error (exit 2) before any check runs

@@ -16,7 +16,7 @@ def _fmt(v, spec: str = ".4f") -> str:
 
 def run_sample(run: str, *, prompt: str | None, tokens: int, temperature: float, top_k: int, seed: int | None, device: str) -> None:
     quiet_library_warnings()
-    from jepa_core.sample import check_sampling_args, encode_prompt, load_for_sampling, prompt_text, stream_sample
+    from jepa_core.tools.sample import check_sampling_args, encode_prompt, load_for_sampling, prompt_text, stream_sample
 
     check_sampling_args(tokens, temperature, top_k, seed)  # before the (slower) load
     if prompt == "-":

@@ -195,7 +195,8 @@ def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
     mid-step and without a checkpoint. The estimate is a formula, so --force
     (force_memory) lets a user who knows better start anyway.
     """
-    from jepa_core.preflight import device_memory, estimate_memory, memory_verdict
+    from jepa_core.model.memory import estimate_memory, memory_verdict
+    from jepa_core.train.device import device_memory
 
     est = estimate_memory(cfg, vocab_size, precision=rt.precision)
     capacity, what = device_memory(rt.device)

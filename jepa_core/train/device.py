@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -174,3 +175,12 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     except Exception as e:  # InvalidCxxCompiler and friends
         return f"torch.compile on CPU needs a C++ compiler and none works here ({type(e).__name__}); running eagerly"
     return None
+
+
+def device_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what they are) of the device the run would use."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return int(props.total_memory), f"{props.name} memory"
+    pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return int(pages * page), "physical RAM"

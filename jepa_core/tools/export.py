@@ -211,7 +211,7 @@ def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", forc
     from safetensors.torch import save_file
 
     from jepa_core.fsutil import atomic_path, atomic_write_text
-    from jepa_core.sample import load_for_sampling
+    from jepa_core.tools.sample import load_for_sampling
 
     check_export_args("hf", dtype)
     out = Path(out)

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rundir
-from .rundir.header import FLOAT_DTYPES, HeaderError
-from .rundir.header import read_header as read_safetensors_header
-from .model.roles import COUNT_OF_ROLE, EMBEDDING, param_role
-from .errors import CheckpointError
+from jepa_core import rundir
+from jepa_core.rundir.header import FLOAT_DTYPES, HeaderError
+from jepa_core.rundir.header import read_header as read_safetensors_header
+from jepa_core.model.roles import COUNT_OF_ROLE, EMBEDDING, param_role
+from jepa_core.errors import CheckpointError
 
 WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"

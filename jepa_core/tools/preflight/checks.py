@@ -1,22 +1,5 @@
-"""`jepa preflight`: fast correctness checks to run before a commit or an expensive run.
-
-Each check is a function of a `PreflightContext` (the resolved profile and a
-reduced copy of it) that returns a one-line detail on success, raises `Skip`
-when it does not apply, and raises anything else to fail. `run_preflight`
-runs every check in `CHECKS` in isolation: an exception in one is that check's
-failure (its message becomes the detail), never a crash of the others.
-
-Model checks run on a reduced copy of the profile (d_model <= 128,
-n_layers <= 4, block_size <= 128, latent_dim <= 64) so they take a second or
-two on a CPU whatever the profile; the memory estimate uses the full profile.
-Mechanism checks (EMA, grad barrier, RoPE causality) exercise the JEPA model
-even for a baseline profile, so the code under them is always checked.
-
-Fault injection, for testing the plumbing end to end: the environment variable
-`JEPA_PREFLIGHT_FAULT=name[,name...]` makes the named checks fail with an
-"injected fault" message. Tests that break a real mechanism monkeypatch the
-model code instead (see tests/test_preflight.py).
-"""
+"""The preflight checks: each a function of a `PreflightContext` returning a one-line detail,
+raising `Skip` when it does not apply, `Warn` for a caveat, anything else to fail."""
 
 from __future__ import annotations
 
@@ -24,178 +7,26 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .config import Config, load_config, validate
-from .errors import ConfigError, JepaError
-from .units import fmt_bytes
-
-FAULT_ENV = "JEPA_PREFLIGHT_FAULT"
-DEFAULT_PROFILE = "tiny"
-
-# Reduced-model caps: a forward/backward at this size takes well under a second on 2 cores.
-CAP_D_MODEL = 128
-CAP_LAYERS = 4
-CAP_BLOCK = 128
-CAP_LATENT = 64
-SMALL_BATCH = 4
-
-# The memory estimate may use this fraction of the device's memory (the rest: CUDA
-# context, allocator fragmentation, the OS and other processes on a CPU box).
-MEMORY_BUDGET_FRACTION = 0.9
-
-
-class Skip(Exception):
-    """Raised by a check that does not apply here; the message says why."""
-
-
-class Warn(Exception):
-    """Raised by a check that passed with a caveat worth reading (preflight still succeeds)."""
-
+from jepa_core.config import load_config
+from jepa_core.errors import JepaError
+from jepa_core.model.memory import estimate_memory, memory_verdict
+from jepa_core.train.device import device_memory
+from jepa_core.units import fmt_bytes
+from .context import PreflightContext, Skip, Warn, _build, _tokens, _with
 
 # Passes over the training split above which a run is likely to overfit: `tiny` plans 4.8 and
 # still improves at its last eval, while a 466 kB text at ~10 passes peaked at about 6.7.
 EPOCHS_WARN = 5.0
 
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str  # "pass" | "warn" | "fail" | "skip"
-    seconds: float
-    detail: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    title: str  # what it verifies, one line (for --help-like listings and the table)
-    fn: Callable[["PreflightContext"], str]
-
-
-@dataclass
-class PreflightContext:
-    profile: str
-    overrides: tuple[str, ...]
-    cfg: Config  # the resolved profile
-    small: Config  # reduced copy for model checks (the profile's own variant)
-    small_jepa: Config  # reduced copy with run_baseline = false (mechanism checks)
-    reduced: list[str]  # what was reduced, e.g. ["d_model 768->128", ...]
-    _cache: dict[str, Any] = field(default_factory=dict)
-
-    def runtime(self):
-        """The profile's resolved device and precision (raises ConfigError like `jepa train` would)."""
-        if "runtime" not in self._cache:
-            from .train.device import resolve_runtime
-
-            try:
-                self._cache["runtime"] = resolve_runtime(self.cfg.train.device, self.cfg.train.precision)
-            except JepaError as e:
-                self._cache["runtime"] = e
-        rt = self._cache["runtime"]
-        if isinstance(rt, Exception):
-            raise rt
-        return rt
-
-    def device(self) -> torch.device:
-        """The profile's device, or the CPU when it cannot be resolved (the runtime check says why)."""
-        try:
-            return self.runtime().device
-        except JepaError:
-            return torch.device("cpu")
-
-    @property
-    def reduced_note(self) -> str:
-        return f" (reduced: {', '.join(self.reduced)})" if self.reduced else ""
-
-
-# --------------------------------------------------------------------------- the reduced config
-
-
-def _pick_heads(d_model: int, want: int) -> int:
-    """The most heads <= want that divide d_model with an even head size (RoPE)."""
-    for h in range(min(want, d_model // 2), 0, -1):
-        if d_model % h == 0 and (d_model // h) % 2 == 0:
-            return h
-    return 1
-
-
-def reduce_config(cfg: Config, *, baseline: bool | None = None) -> tuple[Config, list[str]]:
-    """A copy of `cfg` small enough for a quick CPU step, and a list of what changed."""
-    raw = cfg.to_dict()
-    m, j, d, t = raw["model"], raw["jepa"], raw["data"], raw["train"]
-    notes: list[str] = []
-    if m["d_model"] > CAP_D_MODEL:
-        notes.append(f"d_model {m['d_model']}->{CAP_D_MODEL}")
-        m["d_model"] = CAP_D_MODEL
-    heads = _pick_heads(m["d_model"], m["n_heads"])
-    if heads != m["n_heads"]:
-        notes.append(f"n_heads {m['n_heads']}->{heads}")
-        m["n_heads"] = heads
-    if m["n_layers"] > CAP_LAYERS:
-        L, tl = m["n_layers"], cfg.tap_index
-        # keep the tap at the same relative depth
-        new_tl = round(tl * (CAP_LAYERS - 1) / max(1, L - 1))
-        notes.append(f"n_layers {L}->{CAP_LAYERS} (tap block {tl}->{new_tl})")
-        m["n_layers"], m["tap_layer"] = CAP_LAYERS, new_tl
-    block = max(min(d["block_size"], CAP_BLOCK), max(j["horizons"]) + 1)
-    if block != d["block_size"]:
-        notes.append(f"block_size {d['block_size']}->{block}")
-        d["block_size"] = block
-    if j["latent_dim"] > CAP_LATENT:
-        notes.append(f"latent_dim {j['latent_dim']}->{CAP_LATENT}")
-        j["latent_dim"] = CAP_LATENT
-    if t["batch_size"] > SMALL_BATCH:
-        notes.append(f"batch {t['batch_size']}->{SMALL_BATCH}")
-        t["batch_size"] = SMALL_BATCH
-    if baseline is not None:
-        j["run_baseline"] = baseline
-    return validate(raw, source="<reduced profile>"), notes
-
-
-def _with(cfg: Config, **changes: Any) -> Config:
-    """A copy of cfg with dotted-key changes, e.g. _with(cfg, **{"model.grad_barrier": True})."""
-    raw = cfg.to_dict()
-    for key, value in changes.items():
-        sec, k = key.split(".")
-        raw[sec][k] = value
-    return validate(raw, source="<preflight variant>")
-
-
-def _build(cfg: Config, seed: int = 0, device: torch.device | str = "cpu"):
-    from .model import JepaLM
-
-    torch.manual_seed(seed)
-    return JepaLM.from_config(cfg, cfg.data.vocab_size).to(device)
-
-
-def _tokens(cfg: Config, batch: int, seed: int, device: torch.device | str = "cpu", length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    T = length or cfg.data.block_size
-    ids = torch.randint(0, cfg.data.vocab_size, (batch, T + 1), generator=g)
-    return ids[:, :-1].to(device), ids[:, 1:].to(device)
-
-
-def _fmt_count(n: int) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(n)
-
-
 # --------------------------------------------------------------------------- checks
 
 
 def check_profiles(ctx: PreflightContext) -> str:
-    from .profiles import list_profiles
+    from jepa_core.profiles import list_profiles
 
     found = list_profiles()
     bad = []
@@ -210,7 +41,7 @@ def check_profiles(ctx: PreflightContext) -> str:
 
 
 def check_horizon_sampling(ctx: PreflightContext) -> str:
-    from .model import sample_anchor_target_pairs
+    from jepa_core.model import sample_anchor_target_pairs
 
     j, T = ctx.cfg.jepa, ctx.cfg.data.block_size
     B, P = 2000, 50
@@ -249,7 +80,7 @@ def check_horizon_sampling(ctx: PreflightContext) -> str:
 
 
 def check_ema(ctx: PreflightContext) -> str:
-    from .model import ema_momentum_at
+    from jepa_core.model import ema_momentum_at
 
     j = ctx.cfg.jepa
     S = j.ema_schedule_steps or ctx.cfg.train.max_steps
@@ -296,7 +127,7 @@ def check_ema(ctx: PreflightContext) -> str:
 
 
 def check_rope_causality(ctx: PreflightContext) -> str:
-    from .model.transformer import RotaryEmbedding
+    from jepa_core.model.transformer import RotaryEmbedding
 
     cfg = ctx.small_jepa
     model = _build(cfg, seed=3).eval()
@@ -377,7 +208,7 @@ def check_grad_barrier(ctx: PreflightContext) -> str:
 
 
 def check_optimizer_coverage(ctx: PreflightContext) -> str:
-    from .model import build_param_groups, check_param_groups
+    from jepa_core.model import build_param_groups, check_param_groups
 
     model = _build(ctx.small, seed=9)
     groups = build_param_groups(model, ctx.cfg.optim)
@@ -436,10 +267,10 @@ def check_forward_backward(ctx: PreflightContext) -> str:
 def check_checkpoint_roundtrip(ctx: PreflightContext) -> str:
     """One real training step (`train_step`, the loop's own, with the profile's optimizer), then a
     save and a load into a fresh model and optimizer: everything must come back bit-identical."""
-    from .config import config_to_toml
-    from .train.checkpoint import CheckpointMeta, load_state_into, load_weights_into, save_checkpoint
-    from .train.optimizer import optimizer_algorithm
-    from .train.step import build_trainee, plan_step, train_step
+    from jepa_core.config import config_to_toml
+    from jepa_core.train.checkpoint import CheckpointMeta, load_state_into, load_weights_into, save_checkpoint
+    from jepa_core.train.optimizer import optimizer_algorithm
+    from jepa_core.train.step import build_trainee, plan_step, train_step
 
     cfg = _with(ctx.small, **{"train.grad_accum_steps": 1})
     cpu = torch.device("cpu")
@@ -497,7 +328,7 @@ def check_checkpoint_roundtrip(ctx: PreflightContext) -> str:
 
 def check_epochs(ctx: PreflightContext) -> str:
     """How many passes over its training split the profile plans; a warning past EPOCHS_WARN."""
-    from .data import CacheMiss, load_prepared
+    from jepa_core.data import CacheMiss, load_prepared
 
     cfg = ctx.cfg
     try:
@@ -517,9 +348,9 @@ def check_epochs(ctx: PreflightContext) -> str:
 
 
 def check_data(ctx: PreflightContext) -> str:
-    from .data import CacheMiss, load_prepared, resolve_dataset
-    from .data.registry import TextSpec
-    from .data.sources import locate
+    from jepa_core.data import CacheMiss, load_prepared, resolve_dataset
+    from jepa_core.data.registry import TextSpec
+    from jepa_core.data.sources import locate
 
     dcfg = ctx.cfg.data
     try:
@@ -546,123 +377,6 @@ def check_data(ctx: PreflightContext) -> str:
     return f"not prepared yet; preparable ({found}); nothing was downloaded"
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Training memory, in bytes, by the formula in `estimate_memory`."""
-
-    params_total: int
-    params_trainable: int
-    weights: int
-    grads: int
-    optimizer: int
-    activations_per_seq: int
-    activations_per_batch_extra: int
-    batch_size: int
-
-    @property
-    def static(self) -> int:
-        return self.weights + self.grads + self.optimizer
-
-    @property
-    def activations(self) -> int:
-        return self.batch_size * self.activations_per_seq + self.activations_per_batch_extra
-
-    @property
-    def total(self) -> int:
-        return self.static + self.activations
-
-    def max_batch_size(self, budget: float) -> int:
-        """The largest micro-batch whose estimate fits `budget` bytes (0 when none does)."""
-        extra_per_seq = self.activations_per_batch_extra / max(1, self.batch_size**2)
-        lo, hi = 0, max(1, self.batch_size) * 1024
-        # the pair term grows as B^2, so search instead of solving
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.static + mid * self.activations_per_seq + extra_per_seq * mid * mid <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
-
-
-def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str = "fp32") -> MemoryEstimate:
-    """Training memory of one rank, by formula (an estimate, meant to catch gross misfits).
-
-    P_total: every parameter incl. the EMA teacher; P_train: trainable ones
-    (exact counts, from the model built on the meta device: no memory used).
-      weights    = 4 * P_total            fp32 master weights (autocast keeps them fp32)
-      grads      = 4 * P_train
-      optimizer  = 8 * P_train            AdamW exp_avg and exp_avg_sq, fp32
-      activations per sequence = T * (L * (10 d + 4 h) * a + [JEPA] 4 d * a + d * a + V * (a + 12))
-        saved per block and token: ~10 d (norm inputs/outputs, q/k/v, attention
-        output, projections) + 4 h (SwiGLU u, v, silu(u), product), h the SwiGLU
-        width; 4 d for the lm_bridge; d for the embedding output; the logits in
-        the compute dtype plus their fp32 copy, log-softmax and gradient (3 x 4 bytes);
-        a = 2 bytes under bf16, 4 under fp32. SDPA is assumed flash/memory-efficient
-        (no T^2 attention matrix stored).
-      pairs      = 12 * (B * P)^2 per micro-batch: the InfoNCE logits, mask and softmax.
-    total = weights + grads + optimizer + B * activations_per_sequence + pairs
-    """
-    from .model import JepaLM
-    from .model.transformer import swiglu_hidden
-
-    V = vocab_size or cfg.data.vocab_size
-    with torch.device("meta"):
-        model = JepaLM.from_config(cfg, V)
-    p_total = sum(p.numel() for p in model.parameters())
-    teacher = {id(p) for p in model.teacher_parameters()}
-    p_train = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in teacher)
-    m = cfg.model
-    d, L, T, B = m.d_model, m.n_layers, cfg.data.block_size, cfg.train.batch_size
-    h = swiglu_hidden(d, m.ff_multiplier, m.ff_round)
-    a = 2 if precision == "bf16" else 4
-    per_token = L * (10 * d + 4 * h) * a + d * a + V * (a + 12)
-    pairs = 0
-    if not cfg.jepa.run_baseline:
-        per_token += 4 * d * a if m.lm_bridge else 0
-        n_pairs = B * cfg.jepa.pairs_per_seq
-        pairs = 12 * n_pairs * n_pairs
-    return MemoryEstimate(
-        params_total=p_total,
-        params_trainable=p_train,
-        weights=4 * p_total,
-        grads=4 * p_train,
-        optimizer=8 * p_train,
-        activations_per_seq=T * per_token,
-        activations_per_batch_extra=pairs,
-        batch_size=B,
-    )
-
-
-def device_memory(device: torch.device) -> tuple[int, str]:
-    """(bytes, what they are) of the device the run would use."""
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return int(props.total_memory), f"{props.name} memory"
-    pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    return int(pages * page), "physical RAM"
-
-
-def memory_verdict(est: MemoryEstimate, cfg: Config, capacity: int, what: str) -> tuple[bool, str]:
-    """(fits, detail) of an estimate against `capacity` bytes, with a batch-size suggestion."""
-    budget = MEMORY_BUDGET_FRACTION * capacity
-    B, accum = cfg.train.batch_size, cfg.train.grad_accum_steps
-    head = (
-        f"params {_fmt_count(est.params_total)} ({_fmt_count(est.params_trainable)} trainable): weights {fmt_bytes(est.weights)} + grads "
-        f"{fmt_bytes(est.grads)} + AdamW {fmt_bytes(est.optimizer)} + activations {fmt_bytes(est.activations)} "
-        f"(batch {B} x {cfg.data.block_size}) = {fmt_bytes(est.total)} of {fmt_bytes(capacity)} {what}"
-    )
-    if est.total <= budget:
-        return True, f"{head} ({100 * est.total / capacity:.0f}%)"
-    b = est.max_batch_size(budget)
-    if b >= 1:
-        new_accum = math.ceil(B * accum / b)
-        hint = f"suggest --set train.batch_size={b} --set train.grad_accum_steps={new_accum} (same tokens per step)"
-    else:
-        hint = f"the weights and optimizer alone need {fmt_bytes(est.static)}: use a smaller model (d_model, n_layers) or vocab"
-    return False, f"does not fit: {head}; {hint}"
-
-
 def check_memory(ctx: PreflightContext) -> str:
     try:
         rt = ctx.runtime()
@@ -684,8 +398,8 @@ def check_runtime(ctx: PreflightContext) -> str:
 
 
 def check_bf16(ctx: PreflightContext) -> str:
-    from .model import build_param_groups
-    from .train.device import bf16_supported
+    from jepa_core.model import build_param_groups
+    from jepa_core.train.device import bf16_supported
 
     device = ctx.device()
     if not bf16_supported(device):
@@ -728,9 +442,9 @@ PHASES_WARMUP, PHASES_STEPS = 2, 3
 
 def check_step_phases(ctx: PreflightContext) -> str:
     """A few eager steps of the profile's own shape, timed by phase; an unusual split is a warning."""
-    from .model import estimate_flops_per_token
-    from .train.phases import PhaseClock, phase_notes, phase_shares
-    from .train.step import build_trainee, plan_step, train_step
+    from jepa_core.model import estimate_flops_per_token
+    from jepa_core.train.phases import PhaseClock, phase_notes, phase_shares
+    from jepa_core.train.step import build_trainee, plan_step, train_step
 
     try:
         rt = ctx.runtime()
@@ -753,114 +467,3 @@ def check_step_phases(ctx: PreflightContext) -> str:
     share = phase_shares(ms)
     split = ", ".join(f"{k} {v:.0f} ms ({share[k]:.0%})" for k, v in ms.items())
     return f"{split} per step (eager, {PHASES_STEPS} steps at the profile's shape)"
-
-
-CHECKS: list[Check] = [
-    Check("profiles", "every profile on the search path resolves", check_profiles),
-    Check("runtime", "the profile's device and precision resolve", check_runtime),
-    Check("horizon_sampling", "pair sampling: horizon frequencies, anchors uniform, t+k < T", check_horizon_sampling),
-    Check("ema", "EMA momentum schedule and teacher update match the closed form", check_ema),
-    Check("rope_causality", "future tokens never change past logits; RoPE is relative", check_rope_causality),
-    Check("grad_barrier", "with grad_barrier the LM loss does not reach blocks 0..tap", check_grad_barrier),
-    Check("optimizer_coverage", "every trainable parameter in exactly one group, teacher in none", check_optimizer_coverage),
-    Check("forward_backward", "one step: finite loss near ln V, finite gradients on every parameter", check_forward_backward),
-    Check("checkpoint_roundtrip", "save/load of weights, AdamW, RNG and data position is bitwise", check_checkpoint_roundtrip),
-    Check("data", "the profile's data is prepared or preparable (without downloading)", check_data),
-    Check("epochs", f"the run plans at most {EPOCHS_WARN:g} passes over its training split (else a warning)", check_epochs),
-    Check("memory", "estimated training memory fits the device", check_memory),
-    Check("bf16", "a bf16 autocast step is finite and close to fp32", check_bf16),
-    Check("step_phases", "no phase of a step (forward, backward, optimizer, teacher) takes an unusual share", check_step_phases),
-]
-
-
-def check_names() -> list[str]:
-    return [c.name for c in CHECKS]
-
-
-def _injected_faults(checks: Sequence[Check]) -> set[str]:
-    raw = os.environ.get(FAULT_ENV, "").strip()
-    if not raw:
-        return set()
-    names = {n.strip() for n in raw.split(",") if n.strip()}
-    known = {c.name for c in checks}
-    unknown = names - known
-    if unknown:
-        raise ConfigError(
-            f"{FAULT_ENV} names unknown check(s): {', '.join(sorted(unknown))}.",
-            hint=f"Known checks: {', '.join(c.name for c in checks)}.",
-        )
-    return names
-
-
-def make_context(profile: str | None, overrides: Sequence[str] = ()) -> PreflightContext:
-    """Resolve the profile (a ConfigError here is a user error, exit 2) and its reduced copies."""
-    name = profile or DEFAULT_PROFILE
-    cfg = load_config(name, list(overrides))
-    small, notes = reduce_config(cfg)
-    small_jepa, _ = reduce_config(cfg, baseline=False)
-    return PreflightContext(profile=name, overrides=tuple(overrides), cfg=cfg, small=small, small_jepa=small_jepa, reduced=notes)
-
-
-def run_check(check: Check, ctx: PreflightContext, fault: bool = False) -> CheckResult:
-    t0 = time.perf_counter()
-    try:
-        if fault:
-            raise AssertionError(f"injected fault ({FAULT_ENV} names `{check.name}`)")
-        detail = check.fn(ctx)
-        status = "pass"
-    except Skip as e:
-        status, detail = "skip", str(e)
-    except Warn as e:
-        status, detail = "warn", str(e)
-    except JepaError as e:
-        status, detail = "fail", e.message + (f" {e.hint}" if e.hint else "")
-    except AssertionError as e:
-        status, detail = "fail", str(e) or "assertion failed"
-    except Exception as e:  # any other error is this check's failure, not preflight's crash
-        status, detail = "fail", f"{type(e).__name__}: {e}"
-    return CheckResult(check.name, status, time.perf_counter() - t0, detail)
-
-
-def select_checks(names: Sequence[str]) -> list[Check]:
-    """The checks named (in registry order); an unknown name is a ConfigError."""
-    known = {c.name: c for c in CHECKS}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ConfigError(f"Unknown check(s): {', '.join(unknown)}.", hint=f"Known checks: {', '.join(known)}.")
-    wanted = set(names)
-    return [c for c in CHECKS if c.name in wanted]
-
-
-def run_preflight(
-    profile: str | None = None,
-    overrides: Sequence[str] = (),
-    *,
-    checks: Sequence[Check] | None = None,
-    on_result: Callable[[CheckResult], None] | None = None,
-    on_start: Callable[[Check], None] | None = None,
-) -> list[CheckResult]:
-    """Run the checks for a profile (default `tiny`); a bad profile raises ConfigError."""
-    checks = list(CHECKS if checks is None else checks)
-    faults = _injected_faults(checks)
-    ctx = make_context(profile, overrides)
-    results = []
-    for check in checks:
-        if on_start:
-            on_start(check)
-        r = run_check(check, ctx, fault=check.name in faults)
-        results.append(r)
-        if on_result:
-            on_result(r)
-    return results
-
-
-def summarize_results(results: Sequence[CheckResult]) -> dict[str, Any]:
-    counts = {s: sum(r.status == s for r in results) for s in ("pass", "warn", "fail", "skip")}
-    return {
-        "passed": counts["pass"],
-        "warned": counts["warn"],
-        "failed": counts["fail"],
-        "skipped": counts["skip"],
-        "seconds": round(sum(r.seconds for r in results), 3),
-        "ok": counts["fail"] == 0,
-    }
