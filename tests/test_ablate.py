@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from jepa_cli.main import app
 import jepa_core
-from jepa_core import ablate as ab
+from jepa_core.tools import ablate as ab
 from jepa_core.rundir import summary as runlog
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.stats import paired_t_test, welch_t_test
@@ -677,7 +677,7 @@ def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path, one_thread):
 
 
 def test_threads_split_and_slots():
-    from jepa_core.ablate_jobs import Slots, check_jobs, plan_slots, threads_per_job
+    from jepa_core.tools.ablate.jobs import Slots, check_jobs, plan_slots, threads_per_job
 
     assert [threads_per_job(2, n) for n in (1, 2, 3, 4)] == [2, 1, 1, 1]  # never zero threads
     assert [threads_per_job(16, n) for n in (1, 2, 3, 5)] == [16, 8, 5, 3]  # an equal share, rounded down

@@ -41,7 +41,7 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs
 
 
 def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1) -> None:
-    from jepa_core.ablate import extend_plan, load_plan, plan_ablation, run_ablation
+    from jepa_core.tools.ablate import extend_plan, load_plan, plan_ablation, run_ablation
     from jepa_core.errors import ConfigError
 
     quiet_library_warnings()  # as `jepa train`: torch's chatter (inductor FutureWarnings) per run would bury the progress
@@ -215,7 +215,7 @@ def _run_label(spec) -> str:
 
 
 def render_report(rep: dict[str, Any]) -> None:
-    from jepa_core.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines
+    from jepa_core.tools.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines
 
     colours = {a["name"]: ARM_COLOURS[i % len(ARM_COLOURS)] for i, a in enumerate(rep["arms"])}
     ref = rep["reference"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, JepaError
+from jepa_core.errors import ConfigError, JepaError
 
 #: Environment variables that size a child's thread pools (read when torch loads its OpenMP/MKL runtime).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -114,7 +114,7 @@ class _Forward:
         if not self._checked:
             self._checked = True
             if self.early.requested:
-                from .rundir import STOPFILE
+                from jepa_core.rundir import STOPFILE
 
                 (self.run_dir / STOPFILE).touch()
         self.events.put((self.name, "step", (step, max_steps)))
@@ -131,7 +131,7 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
         os.environ[var] = str(threads)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from .train.stops import SignalFlag
+    from jepa_core.train.stops import SignalFlag
 
     with SignalFlag() as early:  # a stop asked for while the run is being built
         # in-memory hand-over to a child this process spawned, never a file: multiprocessing
@@ -141,8 +141,8 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
         import torch
 
         torch.set_num_threads(threads)
-        from .ablate import RecordingCallbacks
-        from .train.loop import train
+        from .run import RecordingCallbacks
+        from jepa_core.train.loop import train
 
         recorder = RecordingCallbacks(run_dir, _Forward(events, name, early, run_dir))
         try:
@@ -262,7 +262,7 @@ class ParallelRunner:
         self.stopped = True
 
     def _launch(self, pos: int, spec, slot: int) -> None:
-        from .ablate import _prepare_run
+        from .run import _prepare_run
 
         try:
             cfg, ref, action = _prepare_run(self.plan, spec)
@@ -307,7 +307,7 @@ class ParallelRunner:
             self._end(r, status, self.plan.state[r.spec.name]["step"] if step is None else step, message)
         elif kind == "error":
             cls_name, message, hint = data
-            from . import errors
+            from jepa_core import errors
 
             cls = getattr(errors, cls_name, JepaError)
             self._record(r, "failed", 0, message)
