@@ -314,7 +314,7 @@ def test_huge_counts_are_refused_with_the_bound(key):
 
 def test_every_count_has_an_upper_bound():
     """A new integer key without `le=` would let a 31-digit typo into config.toml again."""
-    from jepa_core.config import SECTION_MODELS, _upper_bound
+    from jepa_core.config import SECTION_MODELS, upper_bound as _upper_bound
 
     # tap_layer and eval_stride are bounded by rules between keys (n_layers, block_size)
     unbounded = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jepa_core.config import Config, apply_overrides, config_to_toml, load_config, parse_override, validate
+from jepa_core.config import SAME_ACROSS_ARMS_KEYS, Config, apply_overrides, config_to_toml, load_config, parse_override, validate
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.fsutil import atomic_write_text
 from jepa_core.rundir import utc_now_iso, utc_stamp
@@ -28,26 +28,8 @@ REPORT_MD = "report.md"
 BATCH_LOG = "batches.txt"
 
 
-#: Settings every arm must share (for the same seed index). Keys this version's config lacks are skipped.
-SAME_KEYS = (
-    "data.dataset",
-    "data.vocab_size",
-    "data.lowercase",
-    "data.block_size",
-    "data.train_fraction",
-    "data.val_fraction",
-    "train.seed",
-    "train.batch_size",
-    "train.grad_accum_steps",
-    "train.max_steps",
-    "train.time_budget_s",
-    "train.eval_every",
-    "train.eval_batches",
-    "train.eval_tokens",
-    "train.eval_stride",
-    "jepa.eval_pairs",
-    "train.compile",
-)
+#: Settings every arm must share (for the same seed index): the config fields marked SAME_ACROSS_ARMS.
+SAME_KEYS = SAME_ACROSS_ARMS_KEYS
 
 #: Grid and arm names longer than this are cut and given a hash suffix (run dirs add "-s<i>").
 MAX_ARM_NAME = 60
