@@ -360,3 +360,28 @@ def test_huge_max_steps_exits_2_from_the_cli_and_writes_nothing(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.count("error:") == 1 and "train.max_steps" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_key_lists_are_derived_from_field_properties(monkeypatch):
+    """RESUME_SAFE_KEYS and ablate's SAME_KEYS come from the fields themselves: a new key marked
+    at its definition joins them with no list to edit."""
+    from pydantic import Field
+
+    from jepa_core.config import RESUME_SAFE_KEYS, SAME_ACROSS_ARMS_KEYS, keys_with
+    from jepa_core.config import schema
+    from jepa_core.tools.ablate import SAME_KEYS
+
+    assert {"name", "description", "train.max_steps", "train.checkpoint_every", "log.every"} <= RESUME_SAFE_KEYS
+    assert "model.d_model" not in RESUME_SAFE_KEYS and "optim.lr" not in RESUME_SAFE_KEYS  # they change the run
+    assert {"data.dataset", "data.max_train_tokens", "train.seed", "train.max_steps", "jepa.eval_pairs"} <= set(SAME_ACROSS_ARMS_KEYS)
+    assert "train.eval_batches" not in SAME_ACROSS_ARMS_KEYS  # ignored by the code: arms may differ in it
+    assert "jepa.jepa_weight" not in SAME_ACROSS_ARMS_KEYS  # what arms are for
+    assert SAME_KEYS == SAME_ACROSS_ARMS_KEYS
+
+    class Extra(schema._Section):
+        knob: int = Field(1, ge=0, le=10, json_schema_extra=schema.BOTH)
+        other: int = Field(1, ge=0, le=10)
+
+    monkeypatch.setitem(schema.SECTION_MODELS, "extra", Extra)
+    assert "extra.knob" in keys_with("resume_safe") and "extra.knob" in keys_with("same_across_arms")
+    assert "extra.other" not in keys_with("resume_safe") + keys_with("same_across_arms")
