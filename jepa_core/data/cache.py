@@ -22,11 +22,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..errors import DataError
 from ..fsutil import _fsync_dir, atomic_write_text
 
@@ -129,3 +132,46 @@ def open_split(folder: Path, manifest: dict, split: str) -> np.ndarray:
         return open_shard(path, dtype, count)
     except ShardCorrupt as e:
         raise CacheMiss(f"{e.message.rstrip('.')}: the cache is incomplete.") from None
+
+
+def cache_manifest(
+    *,
+    format: str,
+    dataset: str,
+    settings: dict,
+    source: dict,
+    splits: dict,
+    vocab_size: int,
+    requested_vocab_size: int,
+    dtype: str,
+    tokenizer: dict,
+    external: bool,
+    lowercase: bool,
+    t0: float,
+    **extra,
+) -> dict:
+    """The manifest.json of a token cache: one builder for both layouts (whole-file splits and
+    shards), so their common fields and the tokenizer block cannot drift apart. `tokenizer` holds
+    what differs (where the file is, its hash, how it was made); `extra`, the layout's own fields."""
+    from .tokenizer import SPECIAL_TOKENS, TOKENIZER_KIND
+
+    return {
+        "format": format,
+        "dataset": dataset,
+        "settings": settings,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "jepa_version": __version__,
+        "source": source,
+        "splits": splits,
+        "vocab_size": vocab_size,
+        "requested_vocab_size": None if external else requested_vocab_size,
+        "dtype": dtype,
+        **extra,
+        "tokenizer": {
+            "kind": "external" if external else TOKENIZER_KIND,
+            "lowercase": None if external else lowercase,
+            "special_tokens": None if external else list(SPECIAL_TOKENS),
+            **tokenizer,
+        },
+        "prepare_seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -40,20 +40,18 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import DataError
 from ..fsutil import atomic_write_text
-from .cache import MANIFEST, install, token_dtype
+from .cache import MANIFEST, cache_manifest, install, token_dtype
 from .records import HELDOUT, Chunk, Source, iter_chunks, resolve_source, resolve_splits
 from .registry import RecordSpec
 from .shards import ShardWriter, sha256_file
-from .tokenizer import SPECIAL_TOKENS, TOKENIZER_KIND, BPETokenizer, split_for_encoding
+from .tokenizer import BPETokenizer, split_for_encoding
 
 CACHE_FORMAT_V2 = "jepa-token-cache/2"
 PROGRESS_FORMAT = "jepa-prepare-progress/1"
@@ -375,6 +373,12 @@ class _Job:
             for w in self.writers.values():
                 w.close()
 
+        return self._install(src, train_split, val_split, fingerprint, tok, sep, dtype)
+
+    def _install(self, src, train_split: str, val_split: str, fingerprint, tok, sep, dtype) -> dict:
+        """Close the shards, write the manifest and move the finished cache into place."""
+        prog = self.prog
+        vocab = tok.vocab_size
         self.say("write", 0, 1)
         splits = {}
         for name, w in self.writers.items():
@@ -387,13 +391,11 @@ class _Job:
                 "shards": shards,
             }
         tok_info = dict(prog["tokenizer"])
-        manifest = {
-            "format": CACHE_FORMAT_V2,
-            "dataset": self.spec.name,
-            "settings": self.settings,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "jepa_version": __version__,
-            "source": {
+        manifest = cache_manifest(
+            format=CACHE_FORMAT_V2,
+            dataset=self.spec.name,
+            settings=self.settings,
+            source={
                 **src.describe(),
                 "text_field": self.cfg.text_field,
                 "train_split": train_split,
@@ -403,26 +405,20 @@ class _Job:
                 "files": prog["files"] or [],
                 "rows": prog["rows"],
             },
-            "splits": splits,
-            "vocab_size": vocab,
-            "requested_vocab_size": self.cfg.vocab_size if self.external is None else None,
-            "dtype": dtype.name,
-            "shard_tokens": SHARD_TOKENS,
-            "separator": {"token": tok.inner.id_to_token(sep), "id": sep} if sep is not None else None,
-            "max_train_tokens": self.cfg.max_train_tokens,
-            "truncated": bool(self.writers["train"].full),
-            "tokenizer": {
-                "file": TOKENIZER_FILE,
-                "relative_to": "cache",
-                "sha256": sha256_file(self.partial / TOKENIZER_FILE),
-                "kind": TOKENIZER_KIND if self.external is None else "external",
-                "lowercase": self.cfg.lowercase if self.external is None else None,
-                "special_tokens": list(SPECIAL_TOKENS) if self.external is None else None,
-                **tok_info,
-            },
-            "encode_seconds": round(self.seconds_before + time.perf_counter() - self.t_encode, 3),
-            "prepare_seconds": round(time.perf_counter() - self.t0, 3),
-        }
+            splits=splits,
+            vocab_size=vocab,
+            requested_vocab_size=self.cfg.vocab_size,
+            dtype=dtype.name,
+            tokenizer={"file": TOKENIZER_FILE, "relative_to": "cache", "sha256": sha256_file(self.partial / TOKENIZER_FILE), **tok_info},
+            external=self.external is not None,
+            lowercase=self.cfg.lowercase,
+            t0=self.t0,
+            shard_tokens=SHARD_TOKENS,
+            separator={"token": tok.inner.id_to_token(sep), "id": sep} if sep is not None else None,
+            max_train_tokens=self.cfg.max_train_tokens,
+            truncated=bool(self.writers["train"].full),
+            encode_seconds=round(self.seconds_before + time.perf_counter() - self.t_encode, 3),
+        )
         (self.partial / PROGRESS).unlink()
         install(self.partial, self.dest, manifest)
         self.say("write", 1, 1)

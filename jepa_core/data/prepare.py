@@ -24,22 +24,20 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..config import DataConfig
 from ..errors import DataError
 from ..fsutil import atomic_write_text
 from ..profiles import jepa_home
-from .cache import CACHE_FORMAT, CacheMiss, install, open_split, read_manifest, staging_dir, token_dtype, write_split
+from .cache import CACHE_FORMAT, CacheMiss, cache_manifest, install, open_split, read_manifest, staging_dir, token_dtype, write_split
 from .registry import DatasetSpec, RecordSpec, TextSpec, resolve_dataset
 from .shards import ShardCorrupt, ShardedTokens, count_bytes
 from .sources import ProgressFn, WarnFn, default_warn, fetch_alias, fetch_text
 from .textfiles import sha256_text, split_stream, text_fingerprint
-from .tokenizer import SPECIAL_TOKENS, TOKENIZER_KIND, BPETokenizer, check_vocab_size, split_for_encoding
+from .tokenizer import TOKENIZER_KIND, BPETokenizer, check_vocab_size, split_for_encoding
 
 Spec = DatasetSpec | TextSpec | RecordSpec
 _DEFAULT_SAMPLE_BYTES = DataConfig.model_fields["tokenizer_sample_bytes"].default
@@ -489,35 +487,27 @@ def _build(
             splits[split] = entry
         if new_tokenizer or not tok_path.is_file():
             atomic_write_text(tok_path, tok_text)
-        manifest = {
-            "format": CACHE_FORMAT,
-            "dataset": spec.name,
-            "settings": cache_settings(data_cfg, spec),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "jepa_version": __version__,
-            "source": {
-                "origin": raw.origin,
-                "files": raw.files,
-                "verified_sha256": raw.verified,
-                "fingerprint": fingerprint,
-            },
-            "splits": splits,
-            "val_fraction": data_cfg.val_fraction if spec.stream else None,
-            "vocab_size": vocab,
-            "requested_vocab_size": data_cfg.vocab_size if ext is None else None,
-            "dtype": token_dtype(vocab).name,
-            "tokenizer": {
+        manifest = cache_manifest(
+            format=CACHE_FORMAT,
+            dataset=spec.name,
+            settings=cache_settings(data_cfg, spec),
+            source={"origin": raw.origin, "files": raw.files, "verified_sha256": raw.verified, "fingerprint": fingerprint},
+            splits=splits,
+            vocab_size=vocab,
+            requested_vocab_size=data_cfg.vocab_size,
+            dtype=token_dtype(vocab).name,
+            tokenizer={
                 "file": tok_path.relative_to(jepa_home()).as_posix(),
                 "sha256": hashlib.sha256(tok_path.read_bytes()).hexdigest(),
-                "kind": TOKENIZER_KIND if ext is None else "external",
-                "lowercase": data_cfg.lowercase if ext is None else None,
-                "special_tokens": list(SPECIAL_TOKENS) if ext is None else None,
                 "reused": not new_tokenizer,
                 "source": "trained" if ext is None else str(ext[0]),
                 "sample_bytes": (sample_bytes if sample_bytes is not None else splits["train"]["bytes"]) if ext is None else 0,
             },
-            "prepare_seconds": round(time.perf_counter() - t0, 3),
-        }
+            external=ext is not None,
+            lowercase=data_cfg.lowercase,
+            t0=t0,
+            val_fraction=data_cfg.val_fraction if spec.stream else None,
+        )
         install(tmp, dest, manifest)
     say("write", 1, 1)
     prepared = _load(data_cfg, spec)
