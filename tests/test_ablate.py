@@ -302,8 +302,9 @@ def test_remaining_budget_counts_time_up_to_the_checkpoint(tmp_path):
 # --------------------------------------------------------------------------- the report, by hand
 
 
-def _fake_run(folder: Path, name: str, bpb: float | None, status: str = "finished", top1=None, copy=None, steps: int = 4, tok_s: float = 1000.0, **start):
+def _fake_run(folder: Path, name: str, bpb: float | None, status: str = "finished", top1=None, copy=None, steps: int = 4, tok_s: float = 1000.0, early=(), **start):
     recs = [_ev(step=0, event="run_start", start_step=0, tokens_per_step=100, max_steps=4, **start)]
+    recs += [{"type": "eval", "step": st, "time": 0, "val_loss": b * 0.5, "val_bpb": b} for st, b in early]  # evals before the last
     recs.append({"type": "train", "step": steps, "time": 0, "train_time": steps * 100 / tok_s, "tokens": steps * 100})
     if bpb is not None:
         ev = {"type": "eval", "step": steps, "time": 0, "val_loss": bpb * 0.5, "val_bpb": bpb, "eff_rank": 5.0}
@@ -492,6 +493,27 @@ def test_early_stopped_runs_count_and_are_not_trained_again(tmp_path):
     outcome = ab.run_ablation(ab.load_plan(out), callbacks=cb)  # nothing left to train: no data, no model
     assert cb.actions == {} and sorted(cb.skipped) == ["baseline-s0", "baseline-s1", "j-s0", "j-s1"]
     assert ab.load_plan(out).state["j-s1"]["status"] == "early_stopped" and outcome.report["arms"][1]["n"] == 2
+
+
+def test_best_val_bpb_is_compared_paired_beside_the_final(tmp_path):
+    """Runs that got worse before their end (many passes over small data) deliver their best eval with
+    train.keep_best: the report compares it too, paired, against hand-worked values."""
+    out = tmp_path / "abl"
+    ab.plan_ablation("tiny", 3, ["baseline:jepa.run_baseline=true", "j:jepa.tau=0.2"], out=out).save()
+    base_best, j_best = [2.0, 2.1, 2.3], [1.9, 1.95, 2.1]  # per-seed differences -0.1, -0.15, -0.2
+    for i in range(3):
+        _fake_run(out, f"baseline-s{i}", base_best[i] + 0.5, init_digest=_digest(i), early=[(2, base_best[i])])
+        _fake_run(out, f"j-s{i}", j_best[i] + 0.1, init_digest=_digest(i), early=[(2, j_best[i])])
+    rep = ab.write_report(out)
+    best, final = rep["comparisons_best"][0], rep["comparisons"][0]
+    assert best["metric"] == "best_val_bpb" and best["test"] == "paired" and best["n_pairs"] == 3
+    t = -0.15 / (0.05 / math.sqrt(3))  # mean difference over its standard error (sd of the differences 0.05), df 2
+    assert best["diff"] == pytest.approx(-0.15) and best["t"] == pytest.approx(t)
+    assert best["p"] == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t), rel=1e-9)  # closed-form t CDF at df 2
+    assert final["metric"] == "val_bpb" and final["diff"] == pytest.approx(-0.55)  # the final evals: -0.15 - 0.4
+    runs = {r["name"]: r for a in rep["arms"] for r in a["runs"]}
+    assert runs["j-s1"]["best_val_bpb"] == pytest.approx(1.95) and runs["j-s1"]["best_step"] == 2
+    assert "## Best val BPB" in (out / ab.REPORT_MD).read_text()
 
 
 def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):

@@ -103,7 +103,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
             f"{fmt_diff(w) if c else ''} | {fmt_p(w['p'] if w else None) if c else ''} | {fmt_p(w['p_holm'] if w else None) if c else ''} | "
             f"{fmt_mean_sd('eff_rank', a['eff_rank'])} | {fmt_mean_sd('tok_per_s', a['tok_per_s'])} | {fmt_mean_sd('steps', a['steps'])} |"
         )
-    lines += ["", *mde_lines(rep)]
+    lines += ["", *mde_lines(rep), *best_lines(rep)]
     horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
     if horizons:
         any_copy = any(a["has_copy_control"] for a in rep["arms"])
@@ -170,3 +170,27 @@ def mde_lines(rep: dict[str, Any]) -> list[str]:
         if c["mde"] is not None
     ]
     return [head, "", *rows] if rows else [head + " none (no comparison is paired)."]
+
+
+def best_lines(rep: dict[str, Any]) -> list[str]:
+    """The comparison on each run's best val BPB over its evals, when that differs from the final
+    one somewhere (runs that got worse before the end: overfitting, many passes over small data)."""
+    runs = [r for a in rep["arms"] for r in a["runs"] if not r["excluded"]]
+    if not any(r.get("best_val_bpb") is not None and r["best_val_bpb"] < r["val_bpb"] for r in runs):
+        return []
+    ref = rep["reference"]
+    by_arm = {c["arm"]: c for c in rep.get("comparisons_best", [])}
+    lines = [
+        "",
+        f"## Best val BPB (each run's best eval, what `train.keep_best` keeps; diff = arm - {ref}, paired where the pairing holds, Holm over the arms)",
+        "",
+        "| arm | n | best val BPB | test | diff (CI) | p | Holm p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for a in rep["arms"]:
+        c = by_arm.get(a["name"])
+        lines.append(
+            f"| {a['name']} | {a['n']} | {fmt_mean_sd('val_bpb', a.get('best_val_bpb') or {})} | {(c['test'] or 'none') if c else ''} | "
+            f"{fmt_diff(c) if c else '(reference)'} | {fmt_p(c['p']) if c else ''} | {fmt_p(c['p_holm']) if c else ''} |"
+        )
+    return lines

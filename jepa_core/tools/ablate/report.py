@@ -66,6 +66,9 @@ def run_record(run_dir: Path) -> dict[str, Any]:
         "final_step": s.final_eval_step,
         "val_loss": fe.get("val_loss"),
         "val_bpb": val_bpb,
+        # the best eval (what a run with keep_best delivers); the final one when it is the best
+        "best_val_bpb": min((b for _, b in s.curve), default=None) if val_bpb is not None else None,
+        "best_step": min(s.curve, key=lambda sb: sb[1])[0] if s.curve and val_bpb is not None else None,
         "eff_rank": fe.get("eff_rank"),
         "retrieval_top1": {str(k): v for k, v in sorted(top1.items())},
         "retrieval_copy_top1": {str(k): v for k, v in sorted(copy_top1.items())},
@@ -238,63 +241,82 @@ def _caveats(rep: dict[str, Any]) -> list[str]:
     return out
 
 
-def build_report(folder: Path) -> dict[str, Any]:
-    """The comparison of an ablation folder, from its manifest and the runs' metrics files."""
-    plan = load_plan(folder)
-    arms_out: list[dict[str, Any]] = []
-    bpb: dict[str, list[float]] = {}
-    bpb_by_seed: dict[str, dict[int, float]] = {}
-    curves: dict[str, Any] = {}
-    excluded = []
-    for arm in plan.arms:
-        runs = []
-        for i, seed in enumerate(plan.seeds):
-            name = f"{arm.name}-s{i}"
-            r = run_record(plan.dir / name)
-            runs.append({"name": name, "arm": arm.name, "seed_index": i, "train_seed": seed, "dir": name, **r})
-            if r["excluded"]:
-                excluded.append({"name": name, "arm": arm.name, "status": r["status"], "step": r["step"], "reason": r["excluded"]})
-        finished = [r for r in runs if not r["excluded"]]
-        bpb[arm.name] = [r["val_bpb"] for r in finished]
-        bpb_by_seed[arm.name] = {r["seed_index"]: r["val_bpb"] for r in finished}
-        arms_out.append(
-            {
-                "name": arm.name,
-                "origin": arm.origin,
-                "overrides": list(arm.overrides),
-                "n": len(finished),
-                "runs": runs,
-                "val_bpb": summarize(bpb[arm.name]).to_dict(),
-                "val_loss": summarize(r["val_loss"] for r in finished).to_dict(),
-                "eff_rank": summarize(r["eff_rank"] for r in finished).to_dict(),
-                "tok_per_s": summarize(r["tok_per_s"] for r in finished).to_dict(),
-                "steps": summarize(r["step"] for r in finished).to_dict(),
-                "train_time": summarize(r["train_time"] for r in finished).to_dict(),
-                "retrieval": _horizon_summaries(finished),
-                "has_copy_control": any(r["retrieval_copy_top1"] for r in finished),
-            }
-        )
-        # the arm's mean curve over the eval steps every finished seed has
-        per_seed = {r["seed_index"]: r["curve"] for r in finished}
-        steps = sorted(set.intersection(*(set(s for s, _ in c) for c in per_seed.values()))) if per_seed else []
-        lookup = {i: dict(c) for i, c in per_seed.items()}
-        mean = [sum(lookup[i][s] for i in lookup) / len(lookup) for s in steps]
-        curves[arm.name] = {"steps": steps, "mean": mean, "per_seed": {str(r["seed_index"]): r["curve"] for r in runs}}
+def _arm_runs(plan: AblationPlan, arm) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """One arm: its summary (runs, mean ± sd of each metric), its excluded runs, its mean val BPB curve."""
+    runs, excluded = [], []
+    for i, seed in enumerate(plan.seeds):
+        name = f"{arm.name}-s{i}"
+        r = run_record(plan.dir / name)
+        runs.append({"name": name, "arm": arm.name, "seed_index": i, "train_seed": seed, "dir": name, **r})
+        if r["excluded"]:
+            excluded.append({"name": name, "arm": arm.name, "status": r["status"], "step": r["step"], "reason": r["excluded"]})
+    finished = [r for r in runs if not r["excluded"]]
+    out = {
+        "name": arm.name,
+        "origin": arm.origin,
+        "overrides": list(arm.overrides),
+        "n": len(finished),
+        "runs": runs,
+        **{key: summarize(r[key] for r in finished).to_dict() for key in ("val_bpb", "best_val_bpb", "val_loss", "eff_rank", "tok_per_s")},
+        "steps": summarize(r["step"] for r in finished).to_dict(),
+        "train_time": summarize(r["train_time"] for r in finished).to_dict(),
+        "retrieval": _horizon_summaries(finished),
+        "has_copy_control": any(r["retrieval_copy_top1"] for r in finished),
+    }
+    # the arm's mean curve over the eval steps every finished seed has
+    per_seed = {r["seed_index"]: r["curve"] for r in finished}
+    steps = sorted(set.intersection(*(set(s for s, _ in c) for c in per_seed.values()))) if per_seed else []
+    lookup = {i: dict(c) for i, c in per_seed.items()}
+    mean = [sum(lookup[i][s] for i in lookup) / len(lookup) for s in steps]
+    curve = {"steps": steps, "mean": mean, "per_seed": {str(r["seed_index"]): r["curve"] for r in runs}}
+    return out, excluded, curve
 
-    # val BPB against the reference: paired where the pairing holds, Welch alongside, Holm across the arms
+
+def _compare_arms(plan: AblationPlan, arms_out: list[dict[str, Any]], metric: str, data_order, init) -> list[dict[str, Any]]:
+    """Every arm's `metric` against the reference: paired where the pairing holds, Welch alongside,
+    Holm across the arms (each family adjusted on its own)."""
+    by_seed = {a["name"]: {r["seed_index"]: r[metric] for r in a["runs"] if not r["excluded"] and r[metric] is not None} for a in arms_out}
     records = {r["name"]: r for a in arms_out for r in a["runs"]}
-    data_order, init = verify_data_order(plan), verify_init(plan, records)
     comparisons = []
     for arm in plan.arms:
         if arm.name == plan.reference:
             continue
-        why = _unpaired_reason(arm.name, plan.reference, bpb_by_seed, records, data_order, init)
-        comparisons.append(_comparison(arm.name, bpb_by_seed[arm.name], bpb_by_seed[plan.reference], why))
+        why = _unpaired_reason(arm.name, plan.reference, by_seed, records, data_order, init)
+        comparisons.append(_comparison(arm.name, by_seed[arm.name], by_seed[plan.reference], why, metric))
     for c, adj in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = adj
     welch = [c["welch"] for c in comparisons if c["welch"] is not None]
     for w, adj in zip(welch, holm([w["p"] for w in welch])):
         w["p_holm"] = adj
+    return comparisons
+
+
+def _comparison_mode(plan: AblationPlan, arms_out: list[dict[str, Any]], family: int) -> dict[str, Any]:
+    budget = plan.budget_s
+    max_steps = plan.settings.get("train.max_steps")
+    comparison = {"mode": "time" if budget > 0 else "steps", "budget_s": budget if budget > 0 else None, "max_steps": max_steps, "family": family}
+    if budget > 0:
+        comparison["reached_max_steps"] = [
+            r["name"] for a in arms_out for r in a["runs"] if not r["excluded"] and max_steps and r["step"] >= max_steps and (r["train_time"] or 0) < 0.98 * budget
+        ]
+    return comparison
+
+
+def build_report(folder: Path) -> dict[str, Any]:
+    """The comparison of an ablation folder, from its manifest and the runs' metrics files.
+
+    The verdicts compare the final val BPB; `comparisons_best` compares each run's best val BPB
+    over its evals the same way (what a run keeping its best checkpoint delivers: the small-data
+    question, where later evals overfit)."""
+    plan = load_plan(folder)
+    arms_out, excluded, curves = [], [], {}
+    for arm in plan.arms:
+        out, ex, curves[arm.name] = _arm_runs(plan, arm)
+        arms_out.append(out)
+        excluded += ex
+    records = {r["name"]: r for a in arms_out for r in a["runs"]}
+    data_order, init = verify_data_order(plan), verify_init(plan, records)
+    comparisons = _compare_arms(plan, arms_out, "val_bpb", data_order, init)
     family = sum(c["p"] is not None for c in comparisons)
     by_arm = {c["arm"]: c for c in comparisons}
     for a in arms_out:
@@ -304,14 +326,6 @@ def build_report(folder: Path) -> dict[str, Any]:
         if out_runs:
             counts = ", ".join(f"{out_runs.count(st)} {st}" for st in dict.fromkeys(out_runs))
             a["verdict"] += f"; {len(out_runs)} of {len(a['runs'])} runs excluded ({counts})"
-
-    budget = plan.budget_s
-    max_steps = plan.settings.get("train.max_steps")
-    comparison = {"mode": "time" if budget > 0 else "steps", "budget_s": budget if budget > 0 else None, "max_steps": max_steps, "family": family}
-    if budget > 0:
-        comparison["reached_max_steps"] = [
-            r["name"] for a in arms_out for r in a["runs"] if not r["excluded"] and max_steps and r["step"] >= max_steps and (r["train_time"] or 0) < 0.98 * budget
-        ]
     all_runs = [r for a in arms_out for r in a["runs"]]
     rep = {
         "format": REPORT_FORMAT,
@@ -323,11 +337,12 @@ def build_report(folder: Path) -> dict[str, Any]:
         "reference": plan.reference,
         "seeds": plan.seeds,
         "settings": plan.settings,
-        "comparison": comparison,
+        "comparison": _comparison_mode(plan, arms_out, family),
         "alpha": ALPHA,
         "ci_level": CI_LEVEL,
         "arms": arms_out,
         "comparisons": comparisons,
+        "comparisons_best": _compare_arms(plan, arms_out, "best_val_bpb", data_order, init),
         "excluded": excluded,
         "curves": curves,
         "power": POWER,
@@ -363,7 +378,7 @@ def _unpaired_reason(
     return None
 
 
-def _comparison(arm: str, vals: dict[int, float], ref_vals: dict[int, float], why: str | None) -> dict[str, Any]:
+def _comparison(arm: str, vals: dict[int, float], ref_vals: dict[int, float], why: str | None, metric: str = "val_bpb") -> dict[str, Any]:
     """One arm against the reference: the paired test when `why` is None, Welch's always."""
     sa, sr = summarize(vals.values()), summarize(ref_vals.values())
     w = welch_t_test(list(vals.values()), list(ref_vals.values()))
@@ -383,7 +398,7 @@ def _comparison(arm: str, vals: dict[int, float], ref_vals: dict[int, float], wh
     diff = (sa.mean - sr.mean) if sa.mean is not None and sr.mean is not None else None
     return {
         "arm": arm,
-        "metric": "val_bpb",
+        "metric": metric,
         "test": "paired" if paired else ("welch" if welch else None),
         # only when Welch stands in for a paired test that had the seeds for it
         "unpaired_because": why if welch is not None else None,
