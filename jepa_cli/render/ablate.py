@@ -215,7 +215,7 @@ def _run_label(spec) -> str:
 
 
 def render_report(rep: dict[str, Any]) -> None:
-    from jepa_core.tools.ablate import comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines
+    from jepa_core.tools.ablate import best_lines, comparison_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, mde_lines
 
     colours = {a["name"]: ARM_COLOURS[i % len(ARM_COLOURS)] for i, a in enumerate(rep["arms"])}
     ref = rep["reference"]
@@ -246,21 +246,10 @@ def render_report(rep: dict[str, Any]) -> None:
     console.print(t)
     for line in mde_lines(rep):
         console.print(f"[dim]{escape(line)}[/]" if line else "")
+    if best_lines(rep):
+        console.print("[dim]Some runs got worse before their end: report.md also compares each run's best val BPB (what train.keep_best keeps).[/]")
 
-    horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
-    if horizons:
-        any_copy = any(a["has_copy_control"] for a in rep["arms"])
-        r = Table(title="retrieval top-1 per horizon" + (" (lift over the copy control)" if any_copy else ""), title_justify="left")
-        r.add_column("arm")
-        for h in horizons:
-            r.add_column(f"h{h}", justify="right")
-        for a in rep["arms"]:
-            if a["retrieval"]:
-                by_h = {h["horizon"]: h for h in a["retrieval"]}
-                r.add_row(arm_cell(a["name"]), *[fmt_retrieval(by_h[h], a["has_copy_control"]) if h in by_h else "NA" for h in horizons])
-        console.print(r)
-        if not any_copy:
-            console.print("[dim]no copy control in these runs' eval lines (retrieval_copy_top1_h*): no lift to show[/]")
+    _print_retrieval(rep, arm_cell)
 
     console.print(Text(f"verdicts (val BPB vs {ref}, Holm over {rep['comparison']['family']} comparisons, alpha = {alpha})", style="bold"))
     for a in rep["arms"]:
@@ -303,6 +292,32 @@ def render_report(rep: dict[str, Any]) -> None:
             every = rep["settings"].get("train.eval_every")
             console.print(f"[dim]only {n_points} eval point(s) per run (train.eval_every = {every}); "
                           "lower it with --set train.eval_every=N for a curve[/]")
+
+    _print_pairing(rep)
+
+
+def _print_retrieval(rep: dict[str, Any], arm_cell) -> None:
+    from jepa_core.tools.ablate import fmt_retrieval
+
+    horizons = sorted({h["horizon"] for a in rep["arms"] for h in a["retrieval"]})
+    if horizons:
+        any_copy = any(a["has_copy_control"] for a in rep["arms"])
+        r = Table(title="retrieval top-1 per horizon" + (" (lift over the copy control)" if any_copy else ""), title_justify="left")
+        r.add_column("arm")
+        for h in horizons:
+            r.add_column(f"h{h}", justify="right")
+        for a in rep["arms"]:
+            if a["retrieval"]:
+                by_h = {h["horizon"]: h for h in a["retrieval"]}
+                r.add_row(arm_cell(a["name"]), *[fmt_retrieval(by_h[h], a["has_copy_control"]) if h in by_h else "NA" for h in horizons])
+        console.print(r)
+        if not any_copy:
+            console.print("[dim]no copy control in these runs' eval lines (retrieval_copy_top1_h*): no lift to show[/]")
+
+
+def _print_pairing(rep: dict[str, Any]) -> None:
+    """Whether the arms drew the same batches and started from the same weights, then the caveats."""
+    from jepa_core.tools.ablate import init_text
 
     d = rep["data_order"]
     if d["ok"] is True:

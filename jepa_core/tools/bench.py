@@ -310,6 +310,79 @@ def _time_phases(arm: _Arm, res: ArmResult, batches: list, steps: int, device: t
     res.phase_notes = phase_notes(res.phase_ms, arm.cfg, device)
 
 
+def _build_and_warm(name: str, cfg: Config, device: torch.device, plan, seed: int, warmup: int, batches: list, say) -> tuple[_Arm, ArmResult]:
+    """Build one arm and run its untimed warm-up steps, recording its memory high-water mark and
+    its first step (which, compiled, is compile time plus one step)."""
+    V, B, T = cfg.data.vocab_size, cfg.train.batch_size, cfg.data.block_size
+    say(f"building {name}")
+    arm = _Arm(name, arm_config(cfg, name), V, device, plan, seed)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        mem_kind = "cuda_max_allocated"
+    else:
+        mem_kind = "cpu_rss_hwm" if _reset_peak_rss() else "cpu_ru_maxrss"
+    say(f"warming up {name}")
+    first_ms = None
+    for i in range(max(warmup, 1 if plan.compile else 0)):
+        _sync(device)
+        t0 = time.perf_counter()
+        arm.step(*batches[i % len(batches)])
+        _sync(device)
+        if i == 0:
+            first_ms = (time.perf_counter() - t0) * 1e3
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
+    res = ArmResult(
+        name=name,
+        label=ARM_LABELS[name],
+        params_trainable=arm.params_trainable,
+        params_teacher=arm.params_teacher,
+        flops_per_token=arm.flops_per_token,
+        tokens_per_step=B * T * cfg.train.grad_accum_steps,
+        ms_per_step=[],
+        peak_mem_bytes=int(peak),
+        peak_mem_kind=mem_kind,
+        first_step_ms=first_ms,
+    )
+    return arm, res
+
+
+def _time_repeats(built: list[_Arm], results: dict[str, ArmResult], batches: list, steps: int, repeats: int, device: torch.device, say) -> None:
+    """`repeats` rounds of `steps` timed steps, the arms interleaved round by round (so a change in
+    the machine's load falls on every arm alike)."""
+    for r in range(repeats):
+        for arm in built:
+            say(f"timing {arm.name} (repeat {r + 1}/{repeats})")
+            _sync(device)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                arm.step(*batches[i % len(batches)])
+            _sync(device)
+            results[arm.name].ms_per_step.append((time.perf_counter() - t0) * 1e3 / steps)
+        if device.type == "cuda":
+            for arm in built:
+                res = results[arm.name]
+                res.peak_mem_bytes = max(res.peak_mem_bytes or 0, int(torch.cuda.max_memory_allocated(device)))
+
+
+def _shape(cfg: Config) -> dict:
+    from jepa_core.model.transformer import swiglu_hidden
+
+    m = cfg.model
+    return {
+        "batch_size": cfg.train.batch_size,
+        "block_size": cfg.data.block_size,
+        "d_model": m.d_model,
+        "n_layers": m.n_layers,
+        "n_heads": m.n_heads,
+        "ff_hidden": swiglu_hidden(m.d_model, m.ff_multiplier, m.ff_round),
+        "vocab_size": cfg.data.vocab_size,
+        "tap_index": cfg.tap_index,
+        "pairs_per_seq": cfg.jepa.pairs_per_seq,
+        "latent_dim": cfg.jepa.latent_dim,
+    }
+
+
 def run_bench(
     cfg: Config,
     *,
@@ -357,53 +430,9 @@ def run_bench(
     built: list[_Arm] = []
     results: dict[str, ArmResult] = {}
     for name in arms:
-        say(f"building {name}")
-        acfg = arm_config(cfg, name)
-        arm = _Arm(name, acfg, V, device, plan, seed)
+        arm, results[name] = _build_and_warm(name, cfg, device, plan, seed, warmup, batches, say)
         built.append(arm)
-        # warm-up, with this arm's memory high-water mark
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            mem_kind = "cuda_max_allocated"
-        else:
-            mem_kind = "cpu_rss_hwm" if _reset_peak_rss() else "cpu_ru_maxrss"
-        say(f"warming up {name}")
-        first_ms = None
-        for i in range(max(warmup, 1 if plan.compile else 0)):
-            _sync(device)
-            t0 = time.perf_counter()
-            arm.step(*batches[i % len(batches)])
-            _sync(device)
-            if i == 0:
-                first_ms = (time.perf_counter() - t0) * 1e3
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
-        results[name] = ArmResult(
-            name=name,
-            label=ARM_LABELS[name],
-            params_trainable=arm.params_trainable,
-            params_teacher=arm.params_teacher,
-            flops_per_token=arm.flops_per_token,
-            tokens_per_step=B * T * cfg.train.grad_accum_steps,
-            ms_per_step=[],
-            peak_mem_bytes=int(peak),
-            peak_mem_kind=mem_kind,
-            first_step_ms=first_ms,
-        )
-
-    for r in range(repeats):
-        for arm in built:
-            say(f"timing {arm.name} (repeat {r + 1}/{repeats})")
-            _sync(device)
-            t0 = time.perf_counter()
-            for i in range(steps):
-                arm.step(*batches[i % len(batches)])
-            _sync(device)
-            results[arm.name].ms_per_step.append((time.perf_counter() - t0) * 1e3 / steps)
-        if device.type == "cuda":
-            for arm in built:
-                res = results[arm.name]
-                res.peak_mem_bytes = max(res.peak_mem_bytes or 0, int(torch.cuda.max_memory_allocated(device)))
+    _time_repeats(built, results, batches, steps, repeats, device, say)
 
     for arm in built:
         say(f"timing {arm.name}'s phases")
@@ -421,21 +450,6 @@ def run_bench(
     matmul = measure_matmul_peak(device, mm_dtype, sizes, repeats=matmul_repeats)
     datasheet = gpu_peak_flops(device) if (device.type == "cuda" and mm_dtype == torch.bfloat16) else None
 
-    m = cfg.model
-    from jepa_core.model.transformer import swiglu_hidden
-
-    shape = {
-        "batch_size": B,
-        "block_size": T,
-        "d_model": m.d_model,
-        "n_layers": m.n_layers,
-        "n_heads": m.n_heads,
-        "ff_hidden": swiglu_hidden(m.d_model, m.ff_multiplier, m.ff_round),
-        "vocab_size": V,
-        "tap_index": cfg.tap_index,
-        "pairs_per_seq": cfg.jepa.pairs_per_seq,
-        "latent_dim": cfg.jepa.latent_dim,
-    }
     load_end = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
     return BenchReport(
         profile=cfg.name,
@@ -444,7 +458,7 @@ def run_bench(
         precision=rt.precision,
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
-        shape=shape,
+        shape=_shape(cfg),
         steps=steps,
         repeats=repeats,
         warmup=warmup,
