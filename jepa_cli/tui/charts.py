@@ -286,6 +286,57 @@ def _flow(prefix: Text, items: Sequence[Text], width: int, max_lines: int) -> li
     return lines
 
 
+def _head_lines(spec, series, view, log: bool, sel_label: str, focused: bool, width: int, height: int, hover_x: float | None) -> list[Text]:
+    """The chart's title line(s): title, modes and legend, or the hover readout in the legend's place."""
+    # title line: title, modes, legend (or the hover readout); a legend too wide for the chart
+    # goes on to a second line rather than losing its last names (at 80x24 every chart is 40 wide)
+    prefix = Text()
+    title = spec.title + ("" if sel_label == "all" else f": {sel_label}")
+    prefix.append(f" {title} ", Style(bold=True, reverse=focused))
+    modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
+    if modes:
+        prefix.append("[" + ",".join(modes) + "] ", Style(dim=True))
+    legend: list[Text] = []
+    for sr in series:
+        item = Text()
+        item.append(f" {MARKER if sr.markers else '━'}", Style(color=sr.color, bold=True))
+        item.append(f"{sr.label}{'→' if sr.right else ''} ", Style(color=sr.color))
+        item.append(fmt_num(sr.data.latest))
+        legend.append(item)
+    # a second line only where the plot keeps at least 3 rows
+    n_head = len(_flow(prefix, legend, width, 2 if height >= 6 else 1))
+    if hover_x is not None and series:
+        # name the x of the nearest logged point, not the pixel's fractional x
+        d0 = series[0].data
+        snap = float(d0.x[int(np.argmin(np.abs(d0.x - hover_x)))])
+        readout = [Text(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))]
+        for sr in series:
+            j = int(np.argmin(np.abs(sr.data.x - hover_x)))
+            v = (10 ** sr.data.y[j]) if (log and not sr.right) else sr.data.y[j]
+            item = Text(f" {sr.label} ", Style(color=sr.color))
+            item.append(fmt_num(float(v)))
+            readout.append(item)
+        # the readout fills the legend's lines and no more: hovering never moves the plot
+        head_lines = _flow(prefix, readout, width, n_head)
+    else:
+        head_lines = _flow(prefix, legend, width, n_head)
+    head_lines += [Text() for _ in range(n_head - len(head_lines))]
+    return head_lines
+
+
+def _x_axis_line(x0: float, x1: float, x_axis: str, plot_w: int, lab_w: int) -> Text:
+    """The x axis: first and last value, the axis name in between."""
+    left, right = fmt_x(x0, x_axis), fmt_x(x1, x_axis)
+    name = x_axis
+    inner = plot_w - len(left) - len(right)
+    if inner >= len(name) + 2:
+        pad = inner - len(name)
+        axis = left + " " * (pad // 2) + name + " " * (pad - pad // 2) + right
+    else:
+        axis = (left + " " * max(1, inner) + right)[:plot_w]
+    return Text(" " * lab_w + axis, Style(dim=True), no_wrap=True, overflow="crop")
+
+
 def render_chart(
     spec: ChartSpec,
     runs: Sequence[RunLog],
@@ -320,39 +371,8 @@ def render_chart(
         y_lo, y_hi = 0.0, 1.0
     r_lo, r_hi = (nice_range(min(sr.data.y_lo for sr in rights), max(sr.data.y_hi for sr in rights)) if rights else (0.0, 1.0))
 
-    # title line: title, modes, legend (or the hover readout); a legend too wide for the chart
-    # goes on to a second line rather than losing its last names (at 80x24 every chart is 40 wide)
-    prefix = Text()
-    title = spec.title + ("" if sel_label == "all" else f": {sel_label}")
-    prefix.append(f" {title} ", Style(bold=True, reverse=focused))
-    modes = [m for m, on in (("log", log), ("ema", view.smooth)) if on]
-    if modes:
-        prefix.append("[" + ",".join(modes) + "] ", Style(dim=True))
-    legend: list[Text] = []
-    for sr in series:
-        item = Text()
-        item.append(f" {MARKER if sr.markers else '━'}", Style(color=sr.color, bold=True))
-        item.append(f"{sr.label}{'→' if sr.right else ''} ", Style(color=sr.color))
-        item.append(fmt_num(sr.data.latest))
-        legend.append(item)
-    # a second line only where the plot keeps at least 3 rows
-    n_head = len(_flow(prefix, legend, width, 2 if height >= 6 else 1))
-    if hover_x is not None and series:
-        # name the x of the nearest logged point, not the pixel's fractional x
-        d0 = series[0].data
-        snap = float(d0.x[int(np.argmin(np.abs(d0.x - hover_x)))])
-        readout = [Text(f"{view.x_axis} {fmt_x(snap, view.x_axis)}:", Style(bold=True))]
-        for sr in series:
-            j = int(np.argmin(np.abs(sr.data.x - hover_x)))
-            v = (10 ** sr.data.y[j]) if (log and not sr.right) else sr.data.y[j]
-            item = Text(f" {sr.label} ", Style(color=sr.color))
-            item.append(fmt_num(float(v)))
-            readout.append(item)
-        # the readout fills the legend's lines and no more: hovering never moves the plot
-        head_lines = _flow(prefix, readout, width, n_head)
-    else:
-        head_lines = _flow(prefix, legend, width, n_head)
-    head_lines += [Text() for _ in range(n_head - len(head_lines))]
+    head_lines = _head_lines(spec, series, view, log, sel_label, focused, width, height, hover_x)
+    n_head = len(head_lines)
     plot_h = max(1, height - 1 - n_head)
     y_labels = _axis_labels(y_lo, y_hi, log)
     lab_w = min(9, max(len(s) for s in y_labels) + 1)
@@ -399,17 +419,8 @@ def render_chart(
             t.append(("├" + r_labels[picks[r]])[:r_w] if r in picks else "│", r_style)
         lines.append(t)
 
-    # x axis: first and last value, the axis name in between
     if height >= 3:
-        left, right = fmt_x(x0, view.x_axis), fmt_x(x1, view.x_axis)
-        name = view.x_axis
-        inner = plot_w - len(left) - len(right)
-        if inner >= len(name) + 2:
-            pad = inner - len(name)
-            axis = left + " " * (pad // 2) + name + " " * (pad - pad // 2) + right
-        else:
-            axis = (left + " " * max(1, inner) + right)[:plot_w]
-        lines.append(Text(" " * lab_w + axis, Style(dim=True), no_wrap=True, overflow="crop"))
+        lines.append(_x_axis_line(x0, x1, view.x_axis, plot_w, lab_w))
     out = Text("\n", no_wrap=True).join(lines[:height])
     out.no_wrap = True
     out.overflow = "crop"
