@@ -911,7 +911,7 @@ def _count_det_warnings(stderr: str) -> int:
 
 
 def _checkpoint_at(run_dir: Path, step: int) -> list[Path] | None:
-    """The weights and state files of the checkpoint at `step` (names per DESIGN section 5)."""
+    """The weights and state files of the checkpoint at `step` (names as in docs/architecture.md, "The run directory")."""
     found = []
     for p in sorted((run_dir / "checkpoints").glob("step-*.safetensors")):
         m = re.match(r"step-(\d+)\.(state\.)?safetensors$", p.name)

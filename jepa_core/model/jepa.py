@@ -1,4 +1,4 @@
-"""The JEPA objective on top of the LM stack (DESIGN.md section 3).
+"""The JEPA objective on top of the LM stack (docs/architecture.md, "One step").
 
 Anchor/target pairs are sampled per sequence; the online projector embeds the
 tap activation at the anchor, the predictor maps it (with a horizon

@@ -1,6 +1,6 @@
 """AdamW parameter groups, and the check that they cover the model exactly once.
 
-Groups (DESIGN.md section 3):
+Groups (roles in `roles.py`; docs/architecture.md, "The packages"):
 - "heads": JEPA heads, the LM head (the embedding when tied), `logit_scale`,
   `out_bias`; at `lr_head`, no weight decay;
 - "backbone_decay": other trainable tensors with ndim >= 2, at `lr` with `weight_decay`;

@@ -1,7 +1,7 @@
 """The decoder-only LM stack: RMSNorm, SwiGLU, RoPE, causal attention, blocks.
 
 `DecoderOnlyTransformer` is the online network shared by the LM and the JEPA
-objective (DESIGN.md section 2). With `with_tap`, the output of block `tl`
+objective (docs/architecture.md, "One step"). With `with_tap`, the output of block `tl`
 (the tap) is returned for the JEPA heads, and the layers above it read it
 through an optional gradient barrier and a gated residual `lm_bridge` (none with
 `model.lm_bridge = false`; `model.logit_bias = false` drops the logits' bias: the
