@@ -687,6 +687,9 @@ def test_budget_sweep_compares_at_equal_time(shared_data, tmp_path, one_thread):
     assert cb.actions["jepa_weight-0.5-s0"].startswith("resume from step 1 (") and "s of the budget left" in cb.actions["jepa_weight-0.5-s0"]
     starts = [r for r in runlog.read_records(out / "jepa_weight-0.5-s0") if r.get("event") == "run_start"]
     assert starts[0]["config"]["train"]["time_budget_s"] == 3.0 and 0 < starts[1]["config"]["train"]["time_budget_s"] < 3.0
+    # run_start records the run's --set values (the ablation's, the arm's, the seed): `jepa runs` shows them
+    assert "jepa.jepa_weight=0.5" in starts[0]["overrides"] and f"train.seed={plan.seeds[0]}" in starts[0]["overrides"]
+    assert "train.time_budget_s=3.0" in starts[0]["overrides"]
     # the resumed segment records the same init digest (taken before its weights were loaded), which
     # is the baseline's: the JEPA arm's extra modules did not change the shared start
     base_start = next(r for r in runlog.read_records(out / "baseline-s0") if r.get("event") == "run_start")

@@ -136,7 +136,7 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
     with SignalFlag() as early:  # a stop asked for while the run is being built
         # in-memory hand-over to a child this process spawned, never a file: multiprocessing
         # pickles a Process's arguments anyway; this only delays the unpickling (see above)
-        cfg, ref, run_dir, filters = pickle.loads(payload)
+        cfg, ref, run_dir, overrides, filters = pickle.loads(payload)
         warnings.filters[:] = filters  # as quiet (or as loud) as the parent
         import torch
 
@@ -146,7 +146,7 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
 
         recorder = RecordingCallbacks(run_dir, _Forward(events, name, early, run_dir))
         try:
-            result = train(cfg, run_dir=run_dir, resume=ref, callbacks=recorder, handle_signals=True)
+            result = train(cfg, run_dir=run_dir, resume=ref, callbacks=recorder, handle_signals=True, overrides=overrides)
             events.put((name, "end", (result.status, result.step, result.message)))
         except JepaError as e:
             events.put((name, "error", (type(e).__name__, e.message, e.hint)))
@@ -274,7 +274,7 @@ class ParallelRunner:
         self.plan.state[spec.name] = {"status": "running", "step": ref.step if ref else 0, "message": "", "action": action}
         self.plan.save()
         self.cb.on_run_start(spec, pos, len(self.todo), action)
-        payload = pickle.dumps((cfg, ref, run_dir, _picklable_filters()))
+        payload = pickle.dumps((cfg, ref, run_dir, self.plan.overrides_for(spec), _picklable_filters()))
         p = self.ctx.Process(target=_child, args=(spec.name, self.slots.threads, self.slots.gpu(slot), payload, self.events), name=f"jepa-ablate-{spec.name}")
         p.start()
         self.running[spec.name] = _Running(spec, p, slot, action, self.cb.train_callbacks(spec))

@@ -224,6 +224,11 @@ class AblationPlan:
         """train.time_budget_s shared by every arm; 0 compares at equal steps."""
         return float(self.settings.get("train.time_budget_s") or 0.0)
 
+    def overrides_for(self, spec: RunSpec) -> list[str]:
+        """The `--set` values a run's config differs from its profile by: the ablation's own, the
+        arm's and the seed (recorded in run_start, so `jepa runs` shows them)."""
+        return [*self.overrides, *self.arm(spec.arm).overrides, f"train.seed={spec.train_seed}"]
+
     def config_for(self, arm: str, seed_index: int, extra: list[str] | tuple[str, ...] = ()) -> Config:
         raw = tomllib.loads(self.base_toml)
         over = [*self.arm(arm).overrides, f"train.seed={self.seeds[seed_index]}", *extra]

@@ -191,7 +191,7 @@ def _run_in_process(plan: AblationPlan, todo: list[RunSpec], cb: AblationCallbac
             try:
                 recorder = RecordingCallbacks(run_dir, cb.train_callbacks(spec))
                 try:
-                    result = train(cfg, run_dir=run_dir, resume=ref, callbacks=recorder, handle_signals=True)
+                    result = train(cfg, run_dir=run_dir, resume=ref, callbacks=recorder, handle_signals=True, overrides=plan.overrides_for(spec))
                 finally:
                     recorder.close()
                 status, step, message = result.status, result.step, result.message
