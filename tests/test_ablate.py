@@ -359,9 +359,9 @@ def test_report_numbers_by_hand(tmp_path):
     # these runs record no init digest (as before the pairing check): Welch, and the verdict says why
     unpaired = "; Welch (unpaired) because baseline-s0, baseline-s1, baseline-s2, {0}-s0, {0}-s1, {0}-s2 recorded no init digest (runs from before the pairing check)"
     assert arms["far"]["verdict"] == f"worse than baseline by 5.0000 BPB (95% CI {5 - 2.776445 * se:+.4f}..{5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['far'])} (n = 3 vs 3)" + unpaired.format("far")
-    assert arms["near"]["verdict"] == f"no detectable difference at n = 3 vs 3: +0.5000 BPB (95% CI {0.5 - 2.776445 * se:+.4f}..{0.5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['near'])}" + unpaired.format("near")
+    assert arms["near"]["verdict"] == f"no detectable difference (n = 3 vs 3): +0.5000 BPB (95% CI {0.5 - 2.776445 * se:+.4f}..{0.5 + 2.776445 * se:+.4f}), Holm p = {ab.fmt_p(holm['near'])}" + unpaired.format("near")
     assert all(arms[a]["comparison"]["test"] == "welch" and arms[a]["comparison"]["paired"] is None for a in ("far", "near", "mid"))
-    assert arms["mid"]["verdict"].startswith("no detectable difference at n = 3 vs 3: -2.5000 BPB")
+    assert arms["mid"]["verdict"].startswith("no detectable difference (n = 3 vs 3): -2.5000 BPB")
     assert f"unadjusted p = {ab.fmt_p(raw['mid'])} does not survive Holm over 3 comparisons; Welch (unpaired)" in arms["mid"]["verdict"]
     assert arms["baseline"]["verdict"] == "reference"
     # killed and diverged runs are listed, never averaged
@@ -439,7 +439,7 @@ def test_paired_report_by_hand(tmp_path):
         assert c[a]["welch"]["p_holm"] == pytest.approx(adj)
     assert rep["init"]["ok"] is False and rep["init"]["mismatches"] == ["seed 1: arm `reinit` started from other weights than `baseline`"]
     arms = {a["name"]: a for a in rep["arms"]}
-    assert arms["good"]["verdict"].startswith("no detectable difference at paired over n = 3 seeds: +0.0200 BPB")
+    assert arms["good"]["verdict"].startswith("no detectable difference (paired over n = 3 seeds): +0.0200 BPB")
     assert arms["good"]["verdict"].endswith(f"; this design detects {good['mde']:.4f} BPB with 80% power")
     assert arms["reinit"]["verdict"].endswith("; Welch (unpaired) because it started from other initial weights than `baseline` at s1")
     md = (out / ab.REPORT_MD).read_text()
@@ -527,7 +527,7 @@ def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
     res = runner.invoke(app, ["ablate", "--resume", str(out), "-p", "tiny"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "every run is already done" in res.stdout and "excluded runs" in res.stdout and "jepa_weight-0.5-s1" in res.stdout
-    assert "jepa_weight-0.1: no detectable difference at n = 2 vs 2" in res.stdout
+    assert "jepa_weight-0.1: no detectable difference (n = 2 vs 2)" in res.stdout
     assert "jepa_weight-0.5: not tested: n = 1 vs 2" in res.stdout and "1 of 2 runs excluded (1 diverged)" in res.stdout
     assert "no copy control in these runs' eval lines" in res.stdout
     assert "Welch p (Holm)" in res.stdout and "none (no comparison is paired)" in res.stdout
@@ -636,7 +636,7 @@ def test_grid_sweep_2x2_two_seeds_ctrl_c_and_resume(shared_data, tmp_path, one_t
         assert c["p"] == pytest.approx(raw[n], rel=1e-12) and c["p_holm"] == pytest.approx(expected_holm[n], rel=1e-12)
         assert c["n_arm"] == c["n_ref"] == c["n_pairs"] == 2 and c["test"] == "paired" and c["unpaired_because"] is None
         assert c["welch"]["p"] == pytest.approx(welch_raw[n], rel=1e-12)
-        assert by_arm[n]["verdict"].startswith(("worse than", "better than", "no detectable difference at paired over n = 2 seeds"))
+        assert by_arm[n]["verdict"].startswith(("worse than", "better than", "no detectable difference (paired over n = 2 seeds)"))
     assert by_arm["baseline"]["val_bpb"]["mean"] == pytest.approx(sum(base) / 2)
     assert rep["comparison"]["mode"] == "steps" and rep["excluded"] == []
     resumed = runlog.summarize_run(out / stop_in)

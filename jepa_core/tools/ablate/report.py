@@ -184,7 +184,7 @@ def _verdict(arm: str, ref: str, c: dict[str, Any], family: int) -> str:
         note = ""
         if c["p"] < ALPHA:
             note = f"; unadjusted p = {fmt_p(c['p'])} does not survive Holm over {family} comparisons"
-        out = f"no detectable difference at {sample}: {diff:+.4f} BPB ({ci}), Holm p = {holm_p}{note}"
+        out = f"no detectable difference ({sample}): {diff:+.4f} BPB ({ci}), Holm p = {holm_p}{note}"
         if c["mde"] is not None:
             out += f"; this design detects {c['mde']:.4f} BPB with {int(POWER * 100)}% power"
     if c["unpaired_because"]:
