@@ -191,7 +191,7 @@ def test_help_has_an_example(cli):
 
 def test_core_export_needs_no_transformers():
     """The export is written with torch and safetensors; transformers is only for reading it back."""
-    src = (Path(__file__).resolve().parent.parent / "jepa_core" / "export.py").read_text(encoding="utf-8")
+    src = (Path(__file__).resolve().parent.parent / "jepa_core" / "tools" / "export.py").read_text(encoding="utf-8")
     mods = {a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module}
     assert not any(m.split(".")[0] == "transformers" for m in mods)
