@@ -11,6 +11,7 @@ import pytest
 from train_helpers import read_metrics, small_text
 
 
+@pytest.mark.slow  # two gloo ranks in subprocesses: about 12 s on 2 cores (the fast suite keeps under 5 minutes)
 @pytest.mark.timeout(240)
 def test_two_ranks_with_gloo(tmp_path):
     text = small_text(tmp_path)
