@@ -209,7 +209,7 @@ def test_safetensors_write_error_becomes_an_os_error_naming_the_file(tmp_path):
     err = ck._as_os_error(SafetensorError("Error while serializing: I/O error: File too large (os error 27)"), tmp_path / "w.safetensors")
     assert isinstance(err, OSError) and err.errno == 27 and err.filename == str(tmp_path / "w.safetensors")
     ck._save_tensors(tmp_path / "ok.safetensors", {"a": torch.zeros(2)}, {"step": "1"})
-    assert rd.read_safetensors_header(tmp_path / "ok.safetensors")["__metadata__"] == {"step": "1"}
+    assert rd.read_header(tmp_path / "ok.safetensors", whole=True).metadata == {"step": "1"}
 
 
 def test_half_written_metrics_line_is_never_glued_to_the_next_record(tmp_path, text, monkeypatch):
@@ -436,12 +436,12 @@ def test_sweep_and_verify_units(tmp_path):
 
     f = tmp_path / "t.safetensors"
     save_file({"a": torch.zeros(4), "b": torch.ones(2, 3, dtype=torch.bfloat16)}, str(f), metadata={"step": "5"})
-    assert rd.read_safetensors_header(f)["__metadata__"]["step"] == "5"
+    assert rd.read_header(f, whole=True).metadata["step"] == "5"
     data = f.read_bytes()
     for broken, why in ((data[:-1], "bytes"), (data + b"\0", "bytes"), (data[:5], "shorter"), (b"\xff" * 8 + data[8:], "claims")):
         f.write_bytes(broken)
         with pytest.raises(ValueError, match=why):
-            rd.read_safetensors_header(f)
+            rd.read_header(f, whole=True)
 
 
 # --------------------------------------------------------------------------- memory, before allocating

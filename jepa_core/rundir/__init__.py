@@ -15,7 +15,6 @@ from .checkpoints import (
     newest_run,
     read_best,
     read_latest,
-    read_safetensors_header,
     resolve_checkpoint,
     resume_checkpoint,
     set_aside,
@@ -54,7 +53,7 @@ __all__ = [
     "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "HeaderError",
     "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
     "pid_is_local_and_alive", "read_best", "read_header", "read_heartbeat", "read_latest", "read_pidfile",
-    "read_safetensors_header", "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
+    "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
     "set_aside", "state_name", "sweep_half_checkpoints", "sweep_temp_files", "utc_now_iso", "utc_stamp",
     "verify_checkpoint", "weights_name", "weights_step", "write_heartbeat", "write_pidfile", "write_pointer",
 ]  # fmt: skip

@@ -135,13 +135,6 @@ def newest_run(out_dir: str | Path, profile: str | None = None) -> Path | None:
 # --------------------------------------------------------------------------- verifying checkpoints before a resume
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header (with `__metadata__`) of a safetensors file after checking that the file is
-    whole (`read_header(whole=True)`). Raises ValueError (a HeaderError) saying what is wrong,
-    OSError if unreadable."""
-    h = read_header(path, whole=True)
-    return {"__metadata__": dict(h.metadata), **{e.name: {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [e.begin, e.end]} for e in h.entries}}
-
 def verify_checkpoint(ref: CheckpointRef) -> str | None:
     """None when both files of `ref` are whole and agree on its step; else what is wrong (one phrase).
 

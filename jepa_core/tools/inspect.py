@@ -22,7 +22,7 @@ from typing import Any
 
 from jepa_core import rundir
 from jepa_core.rundir.header import FLOAT_DTYPES, HeaderError
-from jepa_core.rundir.header import read_header as read_safetensors_header
+from jepa_core.rundir.header import read_header as read_raw_header
 from jepa_core.model.roles import COUNT_OF_ROLE, EMBEDDING, param_role
 from jepa_core.errors import CheckpointError
 
@@ -133,7 +133,7 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     """
     path = Path(path)
     try:
-        h = read_safetensors_header(path)
+        h = read_raw_header(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist.", hint="Pass a .safetensors checkpoint or a run directory.") from None
     except IsADirectoryError:
