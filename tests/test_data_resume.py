@@ -165,9 +165,27 @@ def slow(tok, texts):
     return encode(tok, texts)
 pipeline.encode_texts = slow
 from jepa_cli.main import main
-sys.argv = ["jepa", "data", "prepare", {dataset!r}, "--text-field", "body", "--vocab-size", "400"]
+sys.argv = {argv!r}
 main()
 """
+
+
+def _prepare_argv(dataset: str) -> list[str]:
+    return ["jepa", "data", "prepare", dataset, "--text-field", "body", "--vocab-size", "400"]
+
+
+def _run_until_encoding(script: str, marker: Path, env: dict):
+    """Start `script`, wait until a chunk is committed mid-encode; the running process."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    return proc
 
 
 @pytest.mark.slow
@@ -180,14 +198,10 @@ def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
     import time
 
     marker = tmp_path / "encoding"
-    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), dataset=dataset.dataset)
+    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=_prepare_argv(dataset.dataset))
     env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
     env.pop("JEPA_DEBUG", None)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 120
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()[1][-3000:]
+    proc = _run_until_encoding(script, marker, env)
     proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
@@ -200,3 +214,31 @@ def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "continuing an interrupted preparation" in again.stderr and "prepared" in again.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGHUP", "SIGINT"])
+def test_a_hang_up_or_ctrl_c_while_train_prepares_its_data(dataset, tmp_path, sig):
+    """`jepa train` prepares the data itself: a stop then keeps the committed chunks, says so, exits 130, no traceback."""
+    import os
+    import signal
+
+    marker, run = tmp_path / "encoding", tmp_path / "run"
+    sets = [f"data.dataset={json.dumps(dataset.dataset)}", 'data.text_field="body"', "data.vocab_size=400", "data.block_size=16",
+            "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "jepa.horizons=[1,4]", "jepa.horizon_probs=[0.5,0.5]",
+            "train.max_steps=2", "train.compile=false", 'train.device="cpu"']
+    argv = ["jepa", "train", "--no-tui", "--profile", "tiny", "--run-dir", str(run), *[w for s in sets for w in ("--set", s)]]
+    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=argv)
+    env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
+    env.pop("JEPA_DEBUG", None)
+    proc = _run_until_encoding(script, marker, env)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    said = " ".join(err.split())
+    assert "Traceback" not in out + err
+    assert f"interrupted{f' ({sig})' if sig != 'SIGINT' else ''} before the first step" in said, said[-2000:]
+    partial = next((tmp_path / "cut").rglob("progress.json")).parent
+    assert sorted(partial.glob("train-*.bin*"))  # the encoded chunks were committed, not lost with the process
+    assert not (run / "metrics.jsonl").exists()  # nothing of a run was written
+

@@ -461,6 +461,38 @@ def test_run_that_cannot_fit_is_refused_before_allocating(tmp_path, text, monkey
     assert res.status == "finished"
 
 
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGTERM"])
+def test_a_hang_up_while_the_run_is_built_is_a_named_keyboard_interrupt(tmp_path, text, monkeypatch, name):
+    """No step loop polls a flag while data is prepared: there the signal must raise (so the data
+    pipeline commits its chunks and the CLI says what happened), not kill the process silently."""
+    import signal
+
+    import jepa_core.data as data
+
+    sig = getattr(signal, name)
+    prepare = data.ensure_prepared
+    received = []
+
+    def hung_up_while_preparing(*a, **k):
+        os.kill(os.getpid(), sig)
+        return prepare(*a, **k)
+
+    monkeypatch.setattr(data, "ensure_prepared", hung_up_while_preparing)
+    cfg = _cfg(text, tmp_path, "train.max_steps=2")
+    # a handler of our own in place of the default (which would kill pytest): it must be set aside, then given back
+    old = signal.signal(sig, lambda *a: received.append("ours"))
+    try:
+        with pytest.raises(KeyboardInterrupt) as e:
+            train(cfg, run_dir=tmp_path / "hup", handle_signals=True)
+        assert e.value.args == (name,) and received == []
+        assert not (tmp_path / "hup" / rd.METRICS).exists()  # nothing of a run was written
+        # handle_signals=False (an embedding caller's own handlers): left alone
+        assert train(cfg, run_dir=tmp_path / "own", handle_signals=False).status == "finished"
+        assert received == ["ours"]
+    finally:
+        signal.signal(sig, old)
+
+
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     """Checkpoints and pointers are readable like any file this process creates (mkstemp alone gives 0600)."""
     import os

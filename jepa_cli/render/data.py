@@ -175,9 +175,10 @@ def run_prepare(
     profile: str | None = None,
 ) -> None:
     from jepa_core.data import prepare_dataset
+    from jepa_core.train.stops import SignalsRaise
 
     data_cfg = _data_config(dataset, overrides or {}, profile)
-    with _StageProgress() as bar, _StopSignals() as stop:
+    with _StageProgress() as bar, SignalsRaise() as stop:
         try:
             prepared = prepare_dataset(data_cfg, from_path=from_path, force=force, progress=bar, warn=bar.warn)
         except KeyboardInterrupt:
@@ -192,44 +193,6 @@ def run_prepare(
             safe_print(bar.progress.console, said)
             raise typer.Exit(130) from None
     _summary(prepared, data_cfg, from_path)
-
-
-class _StopSignals:
-    """SIGTERM and SIGHUP (an SSH session dropped without tmux) stop a preparation the way Ctrl-C does.
-
-    Their default action kills the process at once: the chunks encoded since the last commit are
-    lost and nothing is said. As a KeyboardInterrupt they reach the pipeline's own handler, which
-    commits up to the last whole chunk, and the message above.
-    """
-
-    def __init__(self) -> None:
-        import signal
-
-        self.signals = [s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGHUP")) if s is not None]
-        self.received = ""
-        self._old: dict = {}
-
-    def _raise(self, signum, frame) -> None:
-        import signal
-
-        self.received = signal.Signals(signum).name
-        raise KeyboardInterrupt
-
-    def __enter__(self) -> "_StopSignals":
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._old[sig] = signal.signal(sig, self._raise)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import signal
-
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
 
 
 def _summary(prepared, data_cfg, from_path: Path | None) -> None:

@@ -349,6 +349,13 @@ def run_train(
     try:
         result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
                        overrides=overrides)
+    except KeyboardInterrupt as e:  # the loop handles its own: this one came while the run was being built
+        with out_guard:
+            progress.close()
+            how = f" ({e.args[0]})" if e.args else ""
+            err_console.print(f"[yellow]interrupted{how}[/] before the first step, while preparing data or building the model: "
+                              "nothing was trained; data encoded up to the last whole chunk is kept. Run the same command again.")
+        raise typer.Exit(130) from None
     finally:
         with out_guard:
             progress.close()

@@ -32,7 +32,7 @@ from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
 from jepa_core.rundir.status import EXIT_CODES
-from jepa_core.train.stops import SignalFlag, Stop, StopConditions, last_good
+from jepa_core.train.stops import SignalFlag, SignalsRaise, Stop, StopConditions, last_good
 
 __all__ = ["train", "TrainCallbacks", "TrainResult", "resolve_resume", "EXIT_CODES"]
 
@@ -120,7 +120,9 @@ def train(
     `overrides`: the `--set` values `cfg` was made with, recorded in run_start for `jepa runs`.
     """
     cb = callbacks or TrainCallbacks()
-    run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory, overrides=overrides)
+    # preparing data can take minutes: a hang-up or SIGTERM then ends it as Ctrl-C does (KeyboardInterrupt)
+    with SignalsRaise(handle_signals):
+        run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory, overrides=overrides)
     try:
         with RunSession(run, cb) as session, SignalFlag(handle_signals) as signals:
             return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after))

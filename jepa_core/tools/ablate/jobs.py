@@ -141,7 +141,7 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
         import torch
 
         torch.set_num_threads(threads)
-        from .run import RecordingCallbacks
+        from .run import RecordingCallbacks, aborted_message
         from jepa_core.train.loop import train
 
         recorder = RecordingCallbacks(run_dir, _Forward(events, name, early, run_dir))
@@ -150,8 +150,8 @@ def _child(name: str, threads: int, gpu: str | None, payload: bytes, events) -> 
             events.put((name, "end", (result.status, result.step, result.message)))
         except JepaError as e:
             events.put((name, "error", (type(e).__name__, e.message, e.hint)))
-        except KeyboardInterrupt:
-            events.put((name, "end", ("interrupted", None, "aborted (second Ctrl-C)")))
+        except KeyboardInterrupt as e:
+            events.put((name, "end", ("interrupted", None, aborted_message(e))))
         except Exception as e:  # a bug in this run: the parent records it and goes on
             events.put((name, "end", ("failed", 0, f"{type(e).__name__}: {e}")))
         finally:

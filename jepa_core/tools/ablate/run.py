@@ -102,6 +102,13 @@ def _stop_flag():
     return SignalFlag(signals=(signal.SIGINT,))
 
 
+def aborted_message(e: KeyboardInterrupt) -> str:
+    """Why a run ended with a KeyboardInterrupt out of train(): a stop while it was being built, or a second Ctrl-C."""
+    if e.args:  # SIGTERM or SIGHUP while the run was being built (train's SignalsRaise names it)
+        return f"stopped by {e.args[0]} before its first step"
+    return "aborted by Ctrl-C (before its first step, or a second one)"
+
+
 def remaining_budget(run_dir: Path, step: int, budget_s: float) -> float:
     """Seconds of the time budget a run resumed at `step` has left.
 
@@ -199,8 +206,8 @@ def _run_in_process(plan: AblationPlan, todo: list[RunSpec], cb: AblationCallbac
                 plan.state[spec.name] = {"status": "failed", "step": 0, "message": e.message, "action": action}
                 plan.save()
                 raise
-            except KeyboardInterrupt:
-                status, step, message = "interrupted", plan.state[spec.name]["step"], "aborted (second Ctrl-C)"
+            except KeyboardInterrupt as e:
+                status, step, message = "interrupted", plan.state[spec.name]["step"], aborted_message(e)
             except Exception as e:  # a bug in one arm's run; record it and go on with the others
                 status, step, message = "failed", 0, f"{type(e).__name__}: {e}"
             plan.state[spec.name] = {"status": status, "step": step, "message": message, "action": action}
