@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from jepa_core.config import DataConfig
@@ -195,7 +194,6 @@ def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
     import signal
     import subprocess
     import sys
-    import time
 
     marker = tmp_path / "encoding"
     script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=_prepare_argv(dataset.dataset))

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -278,6 +278,15 @@ def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: l
     return type(e)(message, hint=hint[0].upper() + hint[1:])
 
 
+def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, out_guard) -> NoReturn:
+    with out_guard:  # a hung-up terminal loses the line; exit code 130 still tells
+        progress.close()
+        how = f" ({e.args[0]})" if e.args else ""  # SignalsRaise names SIGHUP / SIGTERM; Ctrl-C has no name
+        err_console.print(f"[yellow]interrupted{how}[/] before the first step, while preparing data or building the model: "
+                          "nothing was trained; data encoded up to the last whole chunk is kept. Run the same command again.")
+    raise typer.Exit(130) from None
+
+
 def run_train(
     profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False
 ) -> None:
@@ -350,12 +359,7 @@ def run_train(
         result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
                        overrides=overrides)
     except KeyboardInterrupt as e:  # the loop handles its own: this one came while the run was being built
-        with out_guard:
-            progress.close()
-            how = f" ({e.args[0]})" if e.args else ""
-            err_console.print(f"[yellow]interrupted{how}[/] before the first step, while preparing data or building the model: "
-                              "nothing was trained; data encoded up to the last whole chunk is kept. Run the same command again.")
-        raise typer.Exit(130) from None
+        _interrupted_before_training(e, progress, out_guard)
     finally:
         with out_guard:
             progress.close()
