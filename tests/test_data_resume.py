@@ -148,7 +148,7 @@ def test_changed_settings_or_files_start_over(dataset, small_pieces, tmp_path, m
     assert _files(p.dir) == ref_files
 
 
-# `jepa data prepare` itself, in a subprocess: the pipeline's pieces made small and each chunk's
+# `jepa data prepare` (or `jepa train`) itself, in a subprocess: the pipeline's pieces made small and each chunk's
 # encoding slowed, so that a signal lands mid-encode; a marker file says when one chunk is committed
 _SLOW_PREPARE = """
 import sys, time
@@ -173,42 +173,42 @@ def _prepare_argv(dataset: str) -> list[str]:
     return ["jepa", "data", "prepare", dataset, "--text-field", "body", "--vocab-size", "400"]
 
 
-def _run_until_encoding(script: str, marker: Path, env: dict):
-    """Start `script`, wait until a chunk is committed mid-encode; the running process."""
+def _signal_mid_encode(argv: list[str], tmp_path: Path, sig: str) -> tuple[str, str, str, dict]:
+    """Run `argv` through _SLOW_PREPARE, send `sig` once a chunk is committed mid-encode, and check the
+    common outcome: exit 130, no traceback, the committed chunks kept. Returns (stdout, stderr, script, env)."""
+    import os
+    import signal
     import subprocess
     import sys
     import time
 
+    marker = tmp_path / "encoding"
+    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=argv)
+    env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
+    env.pop("JEPA_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert marker.exists(), proc.communicate()[1][-3000:]
-    return proc
+    marker.unlink()
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err
+    partial = next((tmp_path / "cut").rglob("progress.json")).parent
+    assert sorted(partial.glob("train-*.bin*"))  # committed, not thrown away with the process
+    return out, err, script, env
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGHUP", "SIGTERM"])
 def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
-    import os
-    import signal
     import subprocess
     import sys
 
-    marker = tmp_path / "encoding"
-    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=_prepare_argv(dataset.dataset))
-    env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
-    env.pop("JEPA_DEBUG", None)
-    proc = _run_until_encoding(script, marker, env)
-    proc.send_signal(getattr(signal, sig))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    out, err, script, env = _signal_mid_encode(_prepare_argv(dataset.dataset), tmp_path, sig)
     assert f"interrupted ({sig}): the work up to the last whole chunk is kept" in " ".join(err.split())
-    assert "Traceback" not in out + err
-    partial = next((tmp_path / "cut").rglob("progress.json")).parent
-    assert sorted(partial.glob("train-*.bin*"))  # committed, not thrown away with the process
-
-    marker.unlink()
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "continuing an interrupted preparation" in again.stderr and "prepared" in again.stdout
@@ -218,25 +218,12 @@ def test_a_hang_up_or_sigterm_stops_prepare_like_ctrl_c(dataset, tmp_path, sig):
 @pytest.mark.parametrize("sig", ["SIGHUP", "SIGINT"])
 def test_a_hang_up_or_ctrl_c_while_train_prepares_its_data(dataset, tmp_path, sig):
     """`jepa train` prepares the data itself: a stop then keeps the committed chunks, says so, exits 130, no traceback."""
-    import os
-    import signal
-
-    marker, run = tmp_path / "encoding", tmp_path / "run"
+    run = tmp_path / "run"
     sets = [f"data.dataset={json.dumps(dataset.dataset)}", 'data.text_field="body"', "data.vocab_size=400", "data.block_size=16",
             "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "jepa.horizons=[1,4]", "jepa.horizon_probs=[0.5,0.5]",
             "train.max_steps=2", "train.compile=false", 'train.device="cpu"']
     argv = ["jepa", "train", "--no-tui", "--profile", "tiny", "--run-dir", str(run), *[w for s in sets for w in ("--set", s)]]
-    script = _SLOW_PREPARE.format(shard=SHARD, chunk=CHUNK, marker=str(marker), argv=argv)
-    env = dict(os.environ, JEPA_HOME=str(tmp_path / "cut"), PYTHONWARNINGS="ignore")
-    env.pop("JEPA_DEBUG", None)
-    proc = _run_until_encoding(script, marker, env)
-    proc.send_signal(getattr(signal, sig))
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-3000:]
+    out, err, _, _ = _signal_mid_encode(argv, tmp_path, sig)
     said = " ".join(err.split())
-    assert "Traceback" not in out + err
     assert f"interrupted{f' ({sig})' if sig != 'SIGINT' else ''} before the first step" in said, said[-2000:]
-    partial = next((tmp_path / "cut").rglob("progress.json")).parent
-    assert sorted(partial.glob("train-*.bin*"))  # the encoded chunks were committed, not lost with the process
     assert not (run / "metrics.jsonl").exists()  # nothing of a run was written
-
