@@ -448,6 +448,35 @@ def test_paired_report_by_hand(tmp_path):
     assert "Initial weights: MISMATCH: seed 1: arm `reinit` started from other weights than `baseline`." in md
 
 
+def test_reference_compares_every_arm_with_another_arm(tmp_path):
+    out, vals = _paired_folder(tmp_path)
+    own = {x["arm"]: x for x in ab.write_report(out)["comparisons"]}
+    own_json = (out / ab.REPORT_JSON).read_text()
+    rep = ab.write_report(out, reference="good")
+    assert (out / ab.REPORT_JSON).read_text() == own_json  # the folder's own report is left as it is
+    json_path, md_path = ab.report_paths(out, "good")
+    assert (json_path.name, md_path.name) == ("report-vs-good.json", "report-vs-good.md")
+    assert json.loads(json_path.read_text())["reference"] == "good" and "reference arm `good`" in md_path.read_text()
+    c = {x["arm"]: x for x in rep["comparisons"]}
+    assert set(c) == {"baseline", "reinit", "rebatch", "lost"}
+    # baseline against good: the same pairs with the sign turned (-0.01, -0.03, -0.02)
+    b, g = c["baseline"], own["good"]
+    assert b["test"] == "paired" and b["diff"] == pytest.approx(-0.02) and b["p"] == pytest.approx(g["p"])
+    assert (b["ci_low"], b["ci_high"]) == (pytest.approx(-g["ci_high"]), pytest.approx(-g["ci_low"]))
+    # the pairing is checked against the new reference, and Holm runs over the new family
+    assert c["reinit"]["unpaired_because"] == "it started from other initial weights than `good` at s1"
+    assert c["rebatch"]["unpaired_because"] == "it drew other batches than `good` at s2"
+    assert c["lost"]["unpaired_because"] == "the finished seeds differ (`lost`: s0, s1; `good`: s0, s1, s2)"
+    for a, adj in zip(c, holm_by_hand([c[a]["p"] for a in c])):
+        assert c[a]["p_holm"] == pytest.approx(adj)
+    # naming the folder's own reference writes its own report; an unknown arm is refused with the arms it has
+    ab.write_report(out, reference="baseline")
+    assert not (out / "report-vs-baseline.json").exists()
+    with pytest.raises(ConfigError) as e:
+        ab.write_report(out, reference="goood")
+    assert "no arm of that name" in e.value.message and "baseline, good, reinit" in e.value.hint
+
+
 def holm_by_hand(ps: list[float]) -> list[float]:
     order = sorted(range(len(ps)), key=lambda i: ps[i])
     out, running = [0.0] * len(ps), 0.0
@@ -534,6 +563,12 @@ def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
     assert "initial weights: not compared yet (6 run(s) recorded no init digest" in res.stdout
     md = (out / ab.REPORT_MD).read_text()
     assert md.startswith("# Ablation: profile `tiny`\n\n```\njepa ablate -p tiny --seeds 2 --grid jepa.jepa_weight=0.1,0.5\n```")
+    res = runner.invoke(app, ["ablate", "--resume", str(out), "--reference", "jepa_weight-0.1"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "every arm against jepa_weight-0.1" in res.stdout and "diff = arm - jepa_weight-0.1" in res.stdout
+    assert "report-vs-jepa_weight-0.1.md" in " ".join(res.stdout.split()) and (out / "report-vs-jepa_weight-0.1.json").exists()
+    res = runner.invoke(app, ["ablate", "--resume", str(out), "--reference", "jepa_weight-1"])
+    assert isinstance(res.exception, ConfigError) and "no arm of that name" in res.exception.message
     for bad, flag in ((["-p", "shakespeare"], "--profile"), (["--budget-s", "5"], "--budget-s"), (["--out", str(tmp_path)], "--out"), (["--seeds", "1"], "drop")):
         res = runner.invoke(app, ["ablate", "--resume", str(out), *bad])
         assert isinstance(res.exception, ConfigError) and flag in res.exception.message, bad

@@ -69,6 +69,15 @@ def ablate(
             "from their last checkpoint. With --arm/--grid/--seeds, new arms or seeds are added first.",
         ),
     ] = None,
+    reference: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reference",
+            help="Also compare every arm with this arm (an annealed weight with the constant one, say), paired and "
+            "Holm-adjusted the same way: report-vs-ARM.md/.json beside the folder's own report, which keeps "
+            "comparing with `baseline`. With --resume on a finished folder nothing trains: the reports are written.",
+        ),
+    ] = None,
 ) -> None:
     """Train every arm for every seed on the same batches and compare each arm with the baseline.
 
@@ -95,10 +104,13 @@ def ablate(
     * `jepa ablate -p tiny --seeds 3 --jobs 2` (two runs at once, each on half the cores)
 
     * `jepa ablate --resume runs/ablate-tiny-20250101-120000` (continue), add `--arm ...` or `--seeds 5` to extend it
+
+    * `jepa ablate --resume runs/ablate-tiny-20250101-120000 --reference jepa_weight-0.1` (every arm against that one)
     """
     from jepa_cli.render.ablate import run_ablate
 
-    run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS, jobs=jobs)
+    run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS, jobs=jobs,
+               reference=reference)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from jepa_cli.console import console, err_console, quiet_library_warnings
+from jepa_cli.console import console, quiet_library_warnings
 from jepa_core.rundir.status import status_style
 
 ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
@@ -40,7 +40,8 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs
     return shlex.join(parts)
 
 
-def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1) -> None:
+def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1,
+               reference: str | None = None) -> None:
     from jepa_core.tools.ablate import extend_plan, load_plan, plan_ablation, run_ablation
     from jepa_core.errors import ConfigError
 
@@ -66,15 +67,24 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
         plan = extend_plan(plan, seeds, arms, grids, command=command)
     else:
         plan = plan_ablation(profile or "tiny", seeds or default_seeds, arms, overrides, out, grids=grids, budget_s=budget_s, command=command)
+    if reference == plan.reference:
+        reference = None  # the folder's own report is that comparison
+    plan.against(reference)  # an unknown arm is refused before anything trains
     _print_plan(plan, resumed=resume is not None)
     progress = AblateProgress(live=console.is_terminal)
     try:
         outcome = run_ablation(plan, callbacks=progress, jobs=jobs)
     finally:
         progress.stop()
-    rep = outcome.report
-    render_report(rep)
-    console.print(f"[dim]report: {plan.dir / 'report.md'}  {plan.dir / 'report.json'}   overlay the runs: jepa watch {plan.dir}[/]")
+    render_report(outcome.report)
+    paths = [plan.dir / "report.md", plan.dir / "report.json"]
+    if reference is not None:
+        from jepa_core.tools.ablate import report_paths, write_report
+
+        console.print(f"\n[bold]every arm against {escape(reference)}[/]")
+        render_report(write_report(plan.dir, reference))
+        paths += [*report_paths(plan.dir, reference)][::-1]
+    console.print(f"[dim]report: {'  '.join(map(str, paths))}   overlay the runs: jepa watch {plan.dir}[/]")
     if outcome.stopped:
         console.print(f"[yellow]ablation stopped[/]; continue it with: [bold]jepa ablate --resume {plan.dir}[/]")
         raise typer.Exit(130)

@@ -50,5 +50,5 @@ from .plan import (
     _ARM_NAME, BASE_CONFIG, BATCH_LOG, MANIFEST, MAX_ARM_NAME, REPORT_JSON, REPORT_MD, SAME_KEYS, AblationPlan, Arm,
     RunSpec, extend_plan, grid_arms, load_plan, parse_arm, parse_grid, plan_ablation, value_slug,
 )  # fmt: skip
-from .report import build_report, read_batch_log, run_record, write_report
+from .report import build_report, read_batch_log, report_paths, run_record, write_report
 from .run import AblationCallbacks, batch_digest, remaining_budget, run_ablation

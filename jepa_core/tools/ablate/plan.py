@@ -10,7 +10,7 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,15 @@ class AblationPlan:
 
     def arm(self, name: str) -> Arm:
         return next(a for a in self.arms if a.name == name)
+
+    def against(self, reference: str | None) -> "AblationPlan":
+        """The plan with every arm compared with `reference` (`jepa ablate --reference`); None keeps its own."""
+        if reference is None or reference == self.reference:
+            return self
+        names = [a.name for a in self.arms]
+        if reference not in names:
+            raise ConfigError(f"--reference {reference}: the ablation {self.dir.name} has no arm of that name.", hint=f"Its arms: {', '.join(names)}.")
+        return replace(self, reference=reference)
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.dir / spec.name

@@ -302,13 +302,14 @@ def _comparison_mode(plan: AblationPlan, arms_out: list[dict[str, Any]], family:
     return comparison
 
 
-def build_report(folder: Path) -> dict[str, Any]:
+def build_report(folder: Path, reference: str | None = None) -> dict[str, Any]:
     """The comparison of an ablation folder, from its manifest and the runs' metrics files.
 
     The verdicts compare the final val BPB; `comparisons_best` compares each run's best val BPB
     over its evals the same way (what a run keeping its best checkpoint delivers: the small-data
-    question, where later evals overfit)."""
-    plan = load_plan(folder)
+    question, where later evals overfit). `reference` compares every arm with that arm instead of
+    the folder's own (an annealed arm with the constant one); the pairing is checked against it."""
+    plan = load_plan(folder).against(reference)
     arms_out, excluded, curves = [], [], {}
     for arm in plan.arms:
         out, ex, curves[arm.name] = _arm_runs(plan, arm)
@@ -442,9 +443,20 @@ def _without_machine_paths(obj: Any, folder: Path) -> Any:
     return obj
 
 
-def write_report(folder: Path) -> dict[str, Any]:
-    """Build the report from the folder's files and write report.json and report.md."""
-    rep = build_report(folder)
-    atomic_write_text(Path(folder) / REPORT_JSON, json.dumps(rep, indent=2, allow_nan=True) + "\n")
-    atomic_write_text(Path(folder) / REPORT_MD, report_markdown(rep))
+def report_paths(folder: Path, reference: str | None = None) -> tuple[Path, Path]:
+    """report.json and report.md; against another arm than the folder's own, report-vs-ARM.json and .md."""
+    if reference is None:
+        return Path(folder) / REPORT_JSON, Path(folder) / REPORT_MD
+    return Path(folder) / f"report-vs-{reference}.json", Path(folder) / f"report-vs-{reference}.md"
+
+
+def write_report(folder: Path, reference: str | None = None) -> dict[str, Any]:
+    """Build the report from the folder's files and write it (`report_paths`); the folder's own
+    report is left as it is when `reference` names another arm."""
+    if reference == load_plan(folder).reference:
+        reference = None
+    rep = build_report(folder, reference)
+    json_path, md_path = report_paths(folder, reference)
+    atomic_write_text(json_path, json.dumps(rep, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(md_path, report_markdown(rep))
     return rep
