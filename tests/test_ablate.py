@@ -574,6 +574,25 @@ def test_cli_resume_of_a_done_folder_prints_the_report(tmp_path):
         assert isinstance(res.exception, ConfigError) and flag in res.exception.message, bad
 
 
+def test_a_hang_up_while_ablate_prepares_the_data_says_how_to_resume(tmp_path, monkeypatch):
+    from jepa_core import data as jepa_data
+
+    def hung_up(*a, **k):
+        os.kill(os.getpid(), signal.SIGHUP)
+        raise AssertionError("the hang-up did not stop the preparation")
+
+    monkeypatch.setattr(jepa_data, "ensure_prepared", hung_up)
+    old = signal.signal(signal.SIGHUP, lambda *a: None)  # not the default action, which would end pytest
+    try:
+        res = runner.invoke(app, ["ablate", "-p", "tiny", "--seeds", "1", "--out", str(tmp_path / "abl")], env={"COLUMNS": "300"})
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    said = " ".join(res.stdout.split())
+    assert res.exit_code == 130, res.output
+    assert "interrupted (SIGHUP) while preparing the data, before any run" in said
+    assert f"continue with: jepa ablate --resume {tmp_path / 'abl'}" in said
+
+
 # --------------------------------------------------------------------------- end to end
 
 

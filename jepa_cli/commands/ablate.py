@@ -75,7 +75,7 @@ def ablate(
             "--reference",
             help="Also compare every arm with this arm (an annealed weight with the constant one, say), paired and "
             "Holm-adjusted the same way: report-vs-ARM.md/.json beside the folder's own report, which keeps "
-            "comparing with `baseline`. With --resume on a finished folder nothing trains: the reports are written.",
+            "comparing with the folder's reference arm. With --resume on a finished folder nothing trains: the reports are written.",
         ),
     ] = None,
 ) -> None:

@@ -43,6 +43,7 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs
 def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1,
                reference: str | None = None) -> None:
     from jepa_core.tools.ablate import extend_plan, load_plan, plan_ablation, run_ablation
+    from jepa_core.train.stops import BuildInterrupted
     from jepa_core.errors import ConfigError
 
     quiet_library_warnings()  # as `jepa train`: torch's chatter (inductor FutureWarnings) per run would bury the progress
@@ -74,6 +75,11 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
     progress = AblateProgress(live=console.is_terminal)
     try:
         outcome = run_ablation(plan, callbacks=progress, jobs=jobs)
+    except BuildInterrupted as e:  # the runs handle their own: this came while the data was prepared up front
+        progress.stop()
+        console.print(f"[yellow]interrupted{f' ({e.args[0]})' if e.args else ''}[/] while preparing the data, before any run "
+                      f"(it keeps what it encoded, up to its last whole chunk); continue with: [bold]jepa ablate --resume {plan.dir}[/]")
+        raise typer.Exit(130) from None
     finally:
         progress.stop()
     render_report(outcome.report)

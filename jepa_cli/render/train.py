@@ -279,11 +279,14 @@ def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: l
 
 
 def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, out_guard) -> NoReturn:
+    import os
+
     with out_guard:  # a hung-up terminal loses the line; exit code 130 still tells
         progress.close()
         how = f" ({e.args[0]})" if e.args else ""  # SignalsRaise names SIGHUP / SIGTERM; Ctrl-C has no name
-        err_console.print(f"[yellow]interrupted{how}[/] before the first step, while preparing data or building the model: "
-                          "nothing was trained; data encoded up to the last whole chunk is kept. Run the same command again.")
+        if os.environ.get("RANK", "0") == "0":
+            err_console.print(f"[yellow]interrupted{how}[/] before training, while the run was being built: nothing was trained "
+                              "(a data preparation keeps what it encoded, up to its last whole chunk). Run the same command again.")
     raise typer.Exit(130) from None
 
 
@@ -347,6 +350,7 @@ def run_train(
         raise typer.Exit(code)
 
     from jepa_core.train.loop import train
+    from jepa_core.train.stops import BuildInterrupted
 
     live = sys.stdout.isatty() and not distributed
     progress = PlainProgress(live=live)
@@ -358,7 +362,7 @@ def run_train(
     try:
         result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
                        overrides=overrides)
-    except KeyboardInterrupt as e:  # the loop handles its own: this one came while the run was being built
+    except BuildInterrupted as e:
         _interrupted_before_training(e, progress, out_guard)
     finally:
         with out_guard:

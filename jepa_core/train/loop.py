@@ -13,6 +13,7 @@ does not change the training stream.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
 from jepa_core.train.step import StepResult, train_step
 from jepa_core.rundir.status import EXIT_CODES
-from jepa_core.train.stops import SignalFlag, SignalsRaise, Stop, StopConditions, last_good
+from jepa_core.train.stops import SignalFlag, Stop, StopConditions, last_good, while_building
 
 __all__ = ["train", "TrainCallbacks", "TrainResult", "resolve_resume", "EXIT_CODES"]
 
@@ -120,11 +121,13 @@ def train(
     `overrides`: the `--set` values `cfg` was made with, recorded in run_start for `jepa runs`.
     """
     cb = callbacks or TrainCallbacks()
-    # preparing data can take minutes: a hang-up or SIGTERM then ends it as Ctrl-C does (KeyboardInterrupt)
-    with SignalsRaise(handle_signals):
+    # preparing data can take minutes: a hang-up or SIGTERM then ends it as Ctrl-C does, on rank 0
+    # (the others wait in a barrier, where only the default action would reach them at once)
+    with while_building(handle_signals and os.environ.get("RANK", "0") == "0"):
         run = build_run(cfg, run_dir=run_dir, resume=resume, on_prepare=cb.on_prepare, force_memory=force_memory, overrides=overrides)
     try:
-        with RunSession(run, cb) as session, SignalFlag(handle_signals) as signals:
+        # the flag first: a signal while the session opens still ends the run with a checkpoint
+        with SignalFlag(handle_signals) as signals, RunSession(run, cb) as session:
             return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after))
     finally:
         shutdown(run.dist)

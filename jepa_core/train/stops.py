@@ -13,9 +13,10 @@ import math
 import os
 import signal
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from jepa_core.config import TrainConfig
 from jepa_core.rundir import STOPFILE
@@ -51,6 +52,12 @@ class SignalFlag:
         self._old = {}
 
 
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP while `train()` was building the run (preparing data, building the
+    model, loading a resume point): nothing was trained. Its first argument names the signal, if
+    it was not Ctrl-C."""
+
+
 class SignalsRaise:
     """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, around work with no step loop
     to poll a flag: preparing data, building a run.
@@ -81,6 +88,19 @@ class SignalsRaise:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+
+
+@contextmanager
+def while_building(enabled: bool = True) -> Iterator[None]:
+    """Around work before training starts (data preparation, building the run): SIGTERM and SIGHUP
+    raise as Ctrl-C does (`SignalsRaise`), and whatever stops it leaves as BuildInterrupted."""
+    try:
+        with SignalsRaise(enabled):
+            yield
+    except BuildInterrupted:
+        raise
+    except KeyboardInterrupt as e:
+        raise BuildInterrupted(*e.args) from None
 
 
 @dataclass

@@ -104,9 +104,11 @@ def _stop_flag():
 
 def aborted_message(e: KeyboardInterrupt) -> str:
     """Why a run ended with a KeyboardInterrupt out of train(): a stop while it was being built, or a second Ctrl-C."""
-    if e.args:  # SIGTERM or SIGHUP while the run was being built (train's SignalsRaise names it)
-        return f"stopped by {e.args[0]} before its first step"
-    return "aborted by Ctrl-C (before its first step, or a second one)"
+    from jepa_core.train.stops import BuildInterrupted
+
+    if isinstance(e, BuildInterrupted):
+        return f"stopped by {e.args[0] if e.args else 'Ctrl-C'} while the run was being built, before training"
+    return "aborted (second Ctrl-C)"
 
 
 def remaining_budget(run_dir: Path, step: int, budget_s: float) -> float:
@@ -167,9 +169,11 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None,
             cb.on_skip(spec, plan.state[spec.name]["status"])
     if todo:
         from jepa_core.data import ensure_prepared
+        from jepa_core.train.stops import while_building
 
         # prepared once up front, so no run's wall time includes tokenizing the data
-        ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
+        with while_building():
+            ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
     ran = None
     if jobs > 1 and len(todo) > 1:
         from .jobs import run_parallel
