@@ -184,7 +184,7 @@ def run_prepare(
         except KeyboardInterrupt:
             from jepa_cli.streams import safe_print
 
-            how = f" ({stop.received})" if stop.received else ""
+            how = f" ({stop.reason})" if stop.reason else ""
             if "encode" in bar.tasks:
                 said = f"[yellow]interrupted{how}:[/] the work up to the last whole chunk is kept; run the same command again to continue."
             else:

@@ -58,36 +58,22 @@ class BuildInterrupted(KeyboardInterrupt):
     it was not Ctrl-C."""
 
 
-class SignalsRaise:
+class SignalsRaise(SignalFlag):
     """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, around work with no step loop
     to poll a flag: preparing data, building a run.
 
     Their default action kills the process at once, silently, and loses what was encoded since
     the data cache's last commit. As KeyboardInterrupt they reach the handlers that commit up to
-    the last whole chunk and say what happened. `received` names the signal (empty for Ctrl-C),
+    the last whole chunk and say what happened. `reason` names the signal (empty for Ctrl-C),
     and so does the exception's first argument. A no-op off the main thread or when disabled.
     """
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.signals = tuple(s for s in _STOP_SIGNALS if s != signal.SIGINT)
-        self.received = ""
-        self._old: dict[int, Any] = {}
+        super().__init__(enabled, tuple(s for s in _STOP_SIGNALS if s != signal.SIGINT))
 
-    def _raise(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
-        raise KeyboardInterrupt(self.received)
-
-    def __enter__(self) -> "SignalsRaise":
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._old[sig] = signal.signal(sig, self._raise)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
+    def _handle(self, signum, frame) -> None:
+        self.requested, self.reason = True, signal.Signals(signum).name
+        raise KeyboardInterrupt(self.reason)
 
 
 @contextmanager
