@@ -21,7 +21,7 @@ def text(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["parquet", "json"])
 def test_train_and_resume_on_documents(kind, tmp_path, text, docs, monkeypatch, one_thread):
     # small shards: training windows are drawn across several files, validation spans two
-    monkeypatch.setattr(pipeline, "SHARD_TOKENS", 6_000)
+    monkeypatch.setattr(pipeline, "SHARD_TOKENS", 2_000)
     folder = tmp_path / "corpus"
     write_files(folder, docs, kind, n_files=3)
     cfg = small_config(text, tmp_path / "runs", f'data.dataset="{kind}:{folder}"', 'data.text_field="body"', "data.val_fraction=0.2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,15 @@ def small_text(tmp: Path, n_bytes: int = 120_000) -> Path:
     if not path.exists():
         if MIRROR_TEXT.is_file():
             text = MIRROR_TEXT.read_bytes()[:n_bytes].decode("utf-8", errors="ignore")
-        else:
-            words = ["the", "king", "shall", "speak", "to", "his", "lords", "and", "they", "answer", "him", "well"]
-            text = "\n".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(n_bytes // 60))
+        else:  # play-like text: speakers, lines and blank-line paragraphs, as the documents tests split it
+            rng = random.Random(0)
+            words = [a + b for a in ("th", "k", "sp", "l", "w", "m", "br", "g", "d", "f", "h", "n") for b in ("e", "ing", "ord", "ake", "ell", "ay", "ight", "ou", "ere", "ost")]
+            parts, size = [], 0
+            while size < n_bytes:
+                lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 11))).capitalize() + "." for _ in range(rng.randint(1, 5))]
+                parts.append(rng.choice(words).upper() + ":\n" + "\n".join(lines))
+                size += len(parts[-1]) + 2
+            text = "\n\n".join(parts)[:n_bytes]
         path.write_text(text, encoding="utf-8")
     return path
 
