@@ -25,12 +25,14 @@ from .checkpoints import (
 )
 from .header import HeaderError, read_header
 from .layout import (
+    BATCH_LOG,
     BEST,
     CKPT_DIR,
     CONFIG,
     HEARTBEAT,
     LATEST,
     LOCKFILE,
+    LOG_FILE,
     METRICS,
     PIDFILE,
     STOPFILE,
@@ -49,8 +51,8 @@ from .lock import RunBusy, RunLock, pid_is_local_and_alive, read_heartbeat, read
 from .status import COMPLETED, END_STATES, EXIT_CODES, LIVE_STATES, SETTLED
 
 __all__ = [
-    "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
-    "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "HeaderError",
+    "BATCH_LOG", "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
+    "LIVE_STATES", "LOCKFILE", "LOG_FILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "HeaderError",
     "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
     "pid_is_local_and_alive", "read_best", "read_header", "read_heartbeat", "read_latest", "read_pidfile",
     "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
