@@ -1,6 +1,6 @@
 """Docs that cannot rot silently.
 
-Every `jepa ...` command line shown in README.md, CONTRIBUTING.md and docs/ (in a fenced
+Every `jepa ...` command line shown in README.md, CONTRIBUTING.md, docs/ and benchmarks/ (in a fenced
 code block, or as an inline code span) is parsed by the CLI's own parser, without running
 it: a renamed option, a removed subcommand or a missing argument fails here. Every relative
 link in those pages must resolve to a file (and a `#fragment` to a heading of it).
@@ -25,7 +25,7 @@ UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageE
 _ACTING = ("--install-completion", "--show-completion")
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").rglob("*.md")])
+PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "benchmarks").glob("*.md")])
 PAGES = [p for p in PAGES if p.exists()]
 
 _FENCE = re.compile(r"^```(\w*)\s*$")
