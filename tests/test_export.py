@@ -41,6 +41,12 @@ def jepa_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tied_jepa_run(tmp_path_factory) -> Path:
+    """A JEPA arm with the bridge and the bias and a tied head: the embedding is the head, lm_head.bias its own."""
+    return _train(tmp_path_factory, "tied", "model.weight_tying=true", baseline=False)
+
+
+@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """`tiny` as shipped, shrunk: lm_bridge and logit_bias on."""
     torch.set_num_threads(1)
@@ -164,20 +170,21 @@ def test_bf16_export_loads(which, request, tmp_path):
     assert "BF16 weights read as float32" in read_hf_model(out).notes
 
 
-@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run"])
+@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run", "tied_jepa_run"])
 def test_shipped_profiles_export_as_jepa_lm_and_match(which, request, tmp_path):
-    """`tiny` and `tiny-baseline` as shipped: a learned logit bias (and the bridge) make it a JepaForCausalLM."""
+    """`tiny` and `tiny-baseline` as shipped (and a tied head): a learned logit bias (and the bridge) make it a JepaForCausalLM."""
     run = request.getfixturevalue(which)
     out = tmp_path / "hf"
     r = _export(run, out)
     assert r.architecture == "JepaForCausalLM" and "modeling_jepa.py" in r.files
     why = r.notes[0]
     assert why.startswith("JepaForCausalLM") and "trust_remote_code=True" in why and "model.logit_bias" in why
-    assert ("model.lm_bridge" in why) is (which == "tiny_run")
+    assert ("model.lm_bridge" in why) is (which != "tiny_baseline_run")
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["JepaForCausalLM"] and config["logit_bias"] is True
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_jepa.JepaForCausalLM"
-    assert config["bridge_layer"] == (1 if which == "tiny_run" else None)  # tap_layer -1 of 2 layers
+    assert config["bridge_layer"] == (None if which == "tiny_baseline_run" else 1)  # tap_layer -1 of 2 layers
+    assert config["tie_word_embeddings"] is (which == "tied_jepa_run")
     from transformers import AutoModelForCausalLM
 
     with pytest.raises(ValueError, match="trust_remote_code"):  # transformers asks before running the file
@@ -346,7 +353,7 @@ def test_llama_export_reads_back_to_the_same_lm(which, request, tmp_path):
         assert (ours.lm_logits(ids) - sm.model.lm_logits(ids)).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run"])
+@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run", "tied_jepa_run"])
 def test_jepa_lm_export_reads_back_exactly_as_data(which, request, tmp_path):
     """The JepaForCausalLM kind read back: every LM tensor bit-exact (nothing folded), its code never run."""
     from jepa_core.model.hf import JEPA, read_hf_model
@@ -367,8 +374,8 @@ def test_jepa_lm_export_reads_back_exactly_as_data(which, request, tmp_path):
     assert hfm.architecture == JEPA and hfm.run_baseline is (which == "tiny_baseline_run")
     m = sm.cfg.model
     assert hfm.model == {k: getattr(m, k) for k in hfm.model}
-    assert hfm.model["logit_bias"] is True and hfm.model.get("lm_bridge", False) is (which == "tiny_run")
-    if which == "tiny_run":
+    assert hfm.model["logit_bias"] is True and hfm.model.get("lm_bridge", False) is (which != "tiny_baseline_run")
+    if which != "tiny_baseline_run":
         assert hfm.model["tap_layer"] == m.tap_layer == -1  # the run's own spelling of the tap
     lm = {n: t for n, t in src.items() if n.startswith("transformer.") and not n.startswith("transformer.tap_norm.")}
     assert hfm.tensors.keys() == lm.keys()
