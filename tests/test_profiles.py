@@ -54,7 +54,7 @@ def test_shipped_profiles_live_in_top_level_profiles_only():
     assert {e.name for e in profile_entries() if e.source == "shipped"} >= set(SHIPPED)
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"] == {"jepa_core.profiles_data": "profiles"}
-    assert setuptools["package-data"] == {"jepa_core.profiles_data": ["*.toml"]}
+    assert setuptools["package-data"]["jepa_core.profiles_data"] == ["*.toml"]
 
 
 def test_pyproject_lists_every_package_on_disk():
