@@ -60,6 +60,14 @@ def ablate(
             "(the default: one run after another in this process).",
         ),
     ] = 1,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="Start every arm from these trained weights (a run directory, RUN:best, RUN:step-N, a weights file or hf:DIR); "
+            "the arms of a seed still start from the same LM weights. See docs/finetune.md.",
+        ),
+    ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
     resume: Annotated[
         Optional[Path],
@@ -103,6 +111,8 @@ def ablate(
 
     * `jepa ablate -p tiny --seeds 3 --jobs 2` (two runs at once, each on half the cores)
 
+    * `jepa ablate -p tiny --init-from runs/tiny-20250101-120000 --set data.dataset=text:notes.txt` (fine-tune every arm from one run)
+
     * `jepa ablate --resume runs/ablate-tiny-20250101-120000` (continue), add `--arm ...` or `--seeds 5` to extend it
 
     * `jepa ablate --resume runs/ablate-tiny-20250101-120000 --reference jepa_weight-0.1` (every arm against that one)
@@ -110,7 +120,7 @@ def ablate(
     from jepa_cli.render.ablate import run_ablate
 
     run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS, jobs=jobs,
-               reference=reference)
+               reference=reference, init_from=init_from)
 
 
 def register(app: typer.Typer) -> None:
