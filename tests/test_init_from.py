@@ -179,3 +179,147 @@ def test_ff_size_and_the_tap_under_the_bridge_are_checked(source, text, tmp_path
     assert bad == {"model.tap_layer (the lm_bridge sits above the tap)": (-1, 0, ["model.tap_layer=-1"])}
     # a baseline builds no bridge: its tap does not matter
     assert init_from.mismatches(small_config(text, tmp_path, "model.tap_layer=0", baseline=True), init_from.resolve_source(str(source))) == []
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_a_run_from_a_source_resumes_bit_exactly_without_reading_the_source_again(source, text, tmp_path):
+    """N steps in one go == N/2, stop, resume, N/2, with the source deleted before the resume: the
+    resumed run takes its weights from its own checkpoint, and its tokenizer from its own folder."""
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    cfg = small_config(text, tmp_path / "runs", f"train.init_from={json.dumps(str(src))}", "model.dropout=0.1")
+    one = train(cfg, run_dir=tmp_path / "one", handle_signals=False)
+    half = train(cfg, run_dir=tmp_path / "two", stop_after=4, handle_signals=False)
+    assert one.status == "finished" and half.status == "interrupted" and half.step == 4
+    shutil.rmtree(src)
+    cfg2, ref = resolve_resume(str(tmp_path / "two"), cfg, cfg.name)
+    rest = train(cfg2, resume=ref, handle_signals=False)
+    assert rest.status == "finished" and rest.step == 8
+
+    def losses(run):
+        return {r["step"]: (r["loss"], r["lm_loss"], r["jepa_loss"]) for r in read_metrics(run) if r["type"] == "train"}
+
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == list(range(1, 9)) and a == b
+    wa, wb = load_tensors(one.last_checkpoint), load_tensors(rest.last_checkpoint)
+    assert set(wa) == set(wb) and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # both segments name the source and the same start (the digest of the loaded weights, not of a random init)
+    starts = [r for r in read_metrics(tmp_path / "two") if r.get("event") == "run_start"]
+    assert len(starts) == 2 and starts[0]["init_from"] == starts[1]["init_from"]
+    assert starts[0]["init_digest"] == starts[1]["init_digest"] == _start(tmp_path / "one")["init_digest"]
+    random_start = JepaLM.from_config(cfg, starts[0]["vocab_size"], seed=cfg.train.seed).shared_lm_digest()
+    assert starts[0]["init_digest"] != random_start
+
+
+def test_cli_refuses_init_from_with_resume(source, cli):
+    r = cli("train", "--resume", str(source), "--init-from", str(source), "--no-tui")
+    assert r.returncode == 2 and "--init-from and --resume cannot be used together" in r.stderr
+    assert f"use only --resume {source}" in " ".join(r.stderr.split())
+
+
+# --------------------------------------------------------------------------- the command line and the records
+
+
+def test_cli_without_profile_takes_the_source_config_and_every_reader_names_the_source(source, tmp_path, cli, monkeypatch):
+    from jepa_core.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    given = f"{source}:step-4"
+    r = cli("train", "--init-from", given, "--set", "train.max_steps=2", "--set", f"train.out_dir={json.dumps(str(out))}", "--no-tui")
+    assert r.returncode == 0, r.stderr
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    cfg, src_cfg = load_config(str(run / rd.CONFIG)), load_config(str(source / rd.CONFIG))
+    assert cfg.model == src_cfg.model and cfg.jepa == src_cfg.jepa and cfg.data.dataset == src_cfg.data.dataset
+    assert cfg.train.init_from == given and cfg.train.max_steps == 2 and cfg.data.tokenizer == ""
+    assert f"weights from {given} (step-00000004.safetensors, step 4)" in r.stdout
+    start = _start(run)
+    assert f"train.init_from={json.dumps(given)}" in start["overrides"] and start["init_from"]["step"] == 4
+    # jepa runs: "from SRC (step N)", and not the --set that says the same
+    listing = json.loads(cli("runs", str(out), "--json").stdout)
+    assert listing[0]["init_from"] == f"from {given} (step 4)"
+    table = cli("runs", str(out)).stdout
+    assert "from" in table and "train.init_from" not in table
+    # jepa inspect: a "started" row, from the checkpoint's own metadata
+    shown = " ".join(cli("inspect", str(run)).stdout.split())
+    assert f"started from {given} (step 4) · weights sha256 {start['init_from']['digest'][:16]}" in shown
+
+
+def test_run_step_n_names_a_checkpoint(source):
+    from jepa_core.tools.sample import load_for_sampling
+
+    ref, how = rd.resolve_checkpoint(f"{source}:step-4")
+    assert ref.step == 4 and ref.weights == source / rd.CKPT_DIR / rd.weights_name(4) and "step-00000004" in how
+    assert load_for_sampling(f"{source}:step-00000004", device="cpu").step == 4
+    with pytest.raises(CheckpointError, match="no checkpoint of step 5: its checkpoints are of steps 4, 8"):
+        rd.resolve_checkpoint(f"{source}:step-5")
+    assert rd.resume_checkpoint(f"{source}:step-4").step == 4
+
+
+# --------------------------------------------------------------------------- bad sources
+
+
+def test_bad_sources_are_one_clean_error(source, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        init_from.resolve_source(str(tmp_path / "nope"))
+    cut = tmp_path / "cut" / rd.CKPT_DIR / rd.weights_name(8)
+    shutil.copytree(source, tmp_path / "cut")
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated") as e:
+        init_from.resolve_source(str(cut))
+    assert e.value.message.startswith(f"Cannot start from {cut}")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(CheckpointError, match="not a weights checkpoint written by `jepa train`"):
+        init_from.resolve_source(str(tmp_path / "foreign.safetensors"))
+    # a weights file away from its run, without a tokenizer beside it
+    lone = tmp_path / "lone.safetensors"
+    shutil.copyfile(source / rd.CKPT_DIR / rd.weights_name(8), lone)
+    with pytest.raises(CheckpointError, match="No tokenizer.json"):
+        init_from.resolve_source(str(lone))
+
+
+def test_tokenizer_that_does_not_fit_the_embedding_or_the_profile(source, tmp_path):
+    from jepa_core.config import DataConfig
+    from jepa_core.data.tokenizer import BPETokenizer
+
+    src = init_from.resolve_source(str(source))
+    other = tmp_path / "other.json"
+    tok = BPETokenizer.train(["some other text to learn from, with more words"] * 20, 300)
+    other.write_text(tok.to_str())
+    assert tok.vocab_size != src.vocab_size == 320
+    src.tokenizer = other
+    with pytest.raises(DataError, match=f"has {tok.vocab_size} tokens but the token embedding has 320 rows"):
+        init_from.check_tokenizer(src, DataConfig())
+    src = init_from.resolve_source(str(source))
+    with pytest.raises(ConfigError, match="is not the tokenizer of"):
+        init_from.check_tokenizer(src, DataConfig(tokenizer=str(other)))
+    # the source's own tokenizer named again is no conflict
+    assert init_from.check_tokenizer(src, DataConfig(tokenizer=str(source)))[0] == (source / rd.TOKENIZER).resolve()
+
+
+# --------------------------------------------------------------------------- jepa ablate --init-from
+
+
+def test_ablate_starts_every_arm_from_the_source(source, text, tmp_path, one_thread):
+    from jepa_core.rundir.summary import read_records
+    from jepa_core.tools import ablate as ab
+
+    from test_ablate import small_overrides as ablate_overrides
+
+    out = tmp_path / "abl"
+    with pytest.raises(ConfigError, match="Arm `wide`: The model of profile `tiny` does not match"):
+        ab.plan_ablation("tiny", 1, arms=["baseline:jepa.run_baseline=true", "wide:model.d_model=64"],
+                         overrides=ablate_overrides(text), out=out, init_from=str(source))
+    plan = ab.plan_ablation("tiny", 1, overrides=ablate_overrides(text, "train.max_steps=2"), out=out, init_from=str(source))
+    assert f"train.init_from={json.dumps(str(source))}" in plan.overrides
+    outcome = ab.run_ablation(plan)
+    assert not outcome.failed and outcome.report["init"]["ok"] is True
+    starts = {a.name: next(r for r in read_records(out / f"{a.name}-s0") if r.get("event") == "run_start") for a in plan.arms}
+    assert set(starts) == {"baseline", "jepa"}
+    assert all(s["init_from"]["source"] == str(source) for s in starts.values())
+    assert starts["baseline"]["init_digest"] == starts["jepa"]["init_digest"]
+    assert "dropped" in starts["baseline"]["init_from"] and "dropped" not in starts["jepa"]["init_from"]

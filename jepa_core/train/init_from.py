@@ -59,7 +59,6 @@ class InitSource:
     names: frozenset[str]  # its tensor names, in jepa's parameter names
     vocab_size: int  # rows of its token embedding
     tokenizer: Path | None
-    how: str | None = None  # how a run directory was resolved to a file
     _load: Callable[[], dict[str, torch.Tensor]] = field(default=lambda: {}, repr=False)
 
     @property
@@ -74,7 +73,7 @@ class InitSource:
 
     def record(self) -> dict[str, Any]:
         """What run_start and the checkpoints record (the digest is added once the weights are loaded)."""
-        return {"source": self.given, "kind": self.kind, "path": str(self.path), "step": self.step}
+        return {"source": self.given, "kind": self.kind, "path": str(self.path.resolve()), "step": self.step}
 
 
 # --------------------------------------------------------------------------- resolving SRC
@@ -95,7 +94,7 @@ def _checkpoint_source(text: str) -> InitSource:
     from jepa_core.train.checkpoint import WEIGHTS_FORMAT
 
     try:
-        ref, how = rd.resolve_checkpoint(text)
+        ref, _ = rd.resolve_checkpoint(text)
     except CheckpointError as e:
         raise CheckpointError(f"Cannot start from {text}: {_lower_first(e.message)}",
                               hint=e.hint or "Pass a run directory (RUN, RUN:best, RUN:step-N), a weights file or hf:DIR.") from None
@@ -135,7 +134,7 @@ def _checkpoint_source(text: str) -> InitSource:
     return InitSource(
         given=text, kind="checkpoint" if Path(text).is_file() else "run", path=path, step=step,
         model=cfg.model.model_dump(), jepa=cfg.jepa.model_dump() if has_heads else None, names=names,
-        vocab_size=int(emb.shape[0]), tokenizer=tokenizer, how=how, _load=load,
+        vocab_size=int(emb.shape[0]), tokenizer=tokenizer, _load=load,
     )
 
 
@@ -366,7 +365,8 @@ def load_into(model: torch.nn.Module, src: InitSource) -> Loaded:
     fresh = [n for n in own if n not in loaded and n not in copied]
     dropped = [n for n in tensors if n not in own]
     record = {**src.record(), "digest": weights_digest(loaded), "loaded": len(loaded)}
-    notes = [f"weights from {src.describe()}: {len(loaded)} tensors loaded" + (f" ({src.how})" if src.how else "")]
+    where = f" ({src.path.name}, step {src.step})" if src.kind != "hf" else ""
+    notes = [f"weights from {src.given}{where}: {len(loaded)} tensors loaded"]
     if fresh or copied:
         what = [f"name-seeded init for {_group(fresh)}"] if fresh else []
         what += [f"the teacher ({len(copied)} tensors) copied from the loaded online weights"] if copied else []
