@@ -225,3 +225,39 @@ def test_logit_bias_false_has_no_bias_and_bridge_false_has_no_bridge():
     out = m(idx, torch.randint(0, 300, (2, 16)))
     out.loss.backward()  # trains (JEPA loss included) without the bridge
     assert torch.isfinite(out.loss) and out.jepa_loss is not None
+
+
+# -- read back: what export writes, `read_hf_model` (--init-from hf:) reads -----------------------
+
+
+@pytest.mark.parametrize("which", ["baseline_run", "jepa_run"])
+def test_llama_export_reads_back_to_the_same_lm(which, request, tmp_path):
+    from jepa_core.model.hf import LLAMA, read_hf_model
+    from jepa_core.tools.sample import load_for_sampling
+
+    from hf_helpers import jepa_model_from
+
+    run = request.getfixturevalue(which)
+    out = tmp_path / "hf"
+    _export(run, out)
+    sm = load_for_sampling(run, "cpu")
+    src = sm.model.state_dict()
+    hfm = read_hf_model(out)
+    assert hfm.architecture == LLAMA and hfm.run_baseline and hfm.tokenizer == out / "tokenizer.json"
+    m = sm.cfg.model
+    assert hfm.model == {k: getattr(m, k) for k in hfm.model}  # the run's own keys, ff_multiplier and ff_round included
+    assert set(hfm.model) == {"d_model", "n_layers", "n_heads", "ff_multiplier", "ff_round", "rope_base", "norm_eps", "weight_tying"}
+    assert hfm.max_position_embeddings == sm.cfg.data.block_size
+    for name, t in hfm.tensors.items():
+        if name == "transformer.norm_f.weight":  # the logit scale is folded in
+            assert torch.allclose(t, src[name] * src["transformer.logit_scale"], rtol=1e-6)
+        elif name == "transformer.logit_scale":
+            assert t.item() == 1.0
+        elif name == "transformer.out_bias":
+            assert not t.any()
+        else:
+            assert torch.equal(t, src[name]), name
+    ours = jepa_model_from(hfm, sm.block_size)
+    ids = torch.randint(0, sm.tokenizer.vocab_size, (2, sm.block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours.lm_logits(ids) - sm.model.lm_logits(ids)).abs().max().item() < 1e-5

@@ -7,20 +7,9 @@ remote code), and lm-evaluation-harness and vLLM after it. transformers is not n
 export: the files are written from the checkpoint with torch and safetensors alone.
 
 Only the LM is exported: the JEPA heads, the tap norm and the EMA teacher are training-time
-parts that the LM's forward pass never reads. The stack maps onto Llama exactly:
-
-    transformer.tok_emb                    model.embed_tokens
-    blocks.i.attn_norm / mlp_norm          model.layers.i.input_layernorm / post_attention_layernorm
-    blocks.i.attn.qkv (rows q | k | v)     model.layers.i.self_attn.q_proj / k_proj / v_proj
-    blocks.i.attn.proj                     model.layers.i.self_attn.o_proj
-    blocks.i.mlp.w12 (rows u | v)          model.layers.i.mlp.gate_proj / up_proj
-    blocks.i.mlp.w3                        model.layers.i.mlp.down_proj
-    norm_f * logit_scale                   model.norm (the scale folded in: norm(x) * s = x / rms(x) * (w * s))
-    lm_head (untied) / the embedding       lm_head (tie_word_embeddings when tied)
-
-RoPE needs no permutation: jepa rotates the half-split pairs (i, i + head_dim/2) with
-frequency base^(-2i/head_dim), which is transformers' `rotate_half` convention (the
-permutation in Meta-to-HF conversions turns the interleaved layout into this one).
+parts that the LM's forward pass never reads. The stack maps onto Llama exactly, by the one
+name mapping in `jepa_core/model/hf.py` (which `--init-from hf:` reads back with); the logit
+scale is folded into model.norm (norm(x) * s = x / rms(x) * (w * s)).
 
 What has no place in Llama is refused, naming the setting: a JEPA arm's gated `lm_bridge`
 (`model.lm_bridge`) and a non-zero output bias (`model.logit_bias`; Llama's lm_head is
@@ -38,6 +27,7 @@ from typing import Any
 import torch
 
 from jepa_core.errors import ConfigError
+from jepa_core.model.hf import JEPA_MODEL_KEY, LLAMA, to_hf
 
 FORMATS = ("hf",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -47,7 +37,7 @@ WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 FILES = (CONFIG, GENERATION_CONFIG, WEIGHTS, TOKENIZER, TOKENIZER_CONFIG)
-ARCHITECTURE = "LlamaForCausalLM"
+ARCHITECTURE = LLAMA
 
 # training-time parts, never in an export (the tap norm only feeds the JEPA heads)
 _TRAINING_ONLY = ("jepa.", "teacher.", "transformer.tap_norm.")
@@ -116,40 +106,18 @@ def llama_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, sp
         "eos_token_id": specials["eos"],
         "pad_token_id": specials["pad"],
         "torch_dtype": dtype,
+        # the run's [model] keys, for `--init-from hf:` (a Llama's size alone does not say which
+        # ff_multiplier and ff_round gave it); transformers keeps an unknown key as an attribute
+        JEPA_MODEL_KEY: cfg.model.model_dump(mode="json"),
     }
 
 
 def llama_tensors(cfg: Any, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The LM's tensors under Llama's names (fresh, contiguous, in `dtype`), and notes on what was folded."""
-    m = cfg.model
-    d = m.d_model
-    notes: list[str] = []
-
-    def put(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
-
-    out = {"model.embed_tokens.weight": put(tensors["transformer.tok_emb.weight"])}
-    for i in range(m.n_layers):
-        src, dst = f"transformer.blocks.{i}.", f"model.layers.{i}."
-        q, k, v = tensors[src + "attn.qkv.weight"].split(d, dim=0)
-        gate, up = tensors[src + "mlp.w12.weight"].chunk(2, dim=0)
-        out |= {
-            dst + "input_layernorm.weight": put(tensors[src + "attn_norm.weight"]),
-            dst + "self_attn.q_proj.weight": put(q),
-            dst + "self_attn.k_proj.weight": put(k),
-            dst + "self_attn.v_proj.weight": put(v),
-            dst + "self_attn.o_proj.weight": put(tensors[src + "attn.proj.weight"]),
-            dst + "post_attention_layernorm.weight": put(tensors[src + "mlp_norm.weight"]),
-            dst + "mlp.gate_proj.weight": put(gate),
-            dst + "mlp.up_proj.weight": put(up),
-            dst + "mlp.down_proj.weight": put(tensors[src + "mlp.w3.weight"]),
-        }
-    scale = tensors["transformer.logit_scale"].double()
-    out["model.norm.weight"] = put(tensors["transformer.norm_f.weight"].double() * scale)
-    notes.append(f"logit_scale ({scale.item():.6g}) folded into model.norm.weight")
-    if not m.weight_tying:
-        out["lm_head.weight"] = put(tensors["transformer.lm_head.weight"])
-    # else: tie_word_embeddings, and lm_head.weight is left out of the file as transformers does
+    hf = to_hf(tensors, cfg.model.n_layers, LLAMA)
+    out = {n: t.detach().to(device="cpu", dtype=dtype, copy=True).contiguous() for n, t in hf.items()}
+    notes = [f"logit_scale ({tensors['transformer.logit_scale'].item():.6g}) folded into model.norm.weight"]
+    # tied: tie_word_embeddings, and lm_head.weight is left out of the file as transformers does
     if "transformer.out_bias" in tensors:
         notes.append("out_bias is all zeros: dropped")
     return out, notes
