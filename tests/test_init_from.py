@@ -323,3 +323,65 @@ def test_ablate_starts_every_arm_from_the_source(source, text, tmp_path, one_thr
     assert all(s["init_from"]["source"] == str(source) for s in starts.values())
     assert starts["baseline"]["init_digest"] == starts["jepa"]["init_digest"]
     assert "dropped" in starts["baseline"]["init_from"] and "dropped" not in starts["jepa"]["init_from"]
+
+
+# --------------------------------------------------------------------------- hf:DIR
+
+
+@pytest.fixture(scope="module")
+def llama_source(tmp_path_factory, home, text) -> Path:
+    """A Llama-compatible baseline run (no output bias), 8 steps."""
+    return _finished(tmp_path_factory.mktemp("llama-run"), home, text, "run", "model.logit_bias=false", baseline=True)
+
+
+def test_frozen_step_from_the_runs_llama_export_evaluates_to_its_val_bpb(llama_source, text, tmp_path):
+    pytest.importorskip("transformers")
+    from jepa_core.tools.export import export_hf
+
+    export_hf(llama_source, tmp_path / "hf")
+    cfg = small_config(text, tmp_path / "runs", f'train.init_from="hf:{tmp_path / "hf"}"', "model.logit_bias=false", *FROZEN, baseline=True)
+    result = train(cfg, run_dir=tmp_path / "ft", handle_signals=False)
+    assert result.status == "finished"
+    assert abs(result.last_eval["val_bpb"] - _eval_at(llama_source, 8)["val_bpb"]) < 1e-4
+    start = _start(tmp_path / "ft")
+    assert start["init_from"]["kind"] == "hf" and start["init_from"]["step"] is None
+    assert any("logit_scale 1" in n for n in start["notes"])  # what reading the directory converted, said
+
+
+def test_random_llama_gives_transformers_logits_through_a_start_from_it(text, tmp_path):
+    """A transformers-made Llama: the shape hint gives the exact --sets, and the loaded model's logits
+    are transformers' (its zero out_bias is dropped for a bias-free head)."""
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    from hf_helpers import V, save_llama
+    from jepa_core.data.tokenizer import BPETokenizer
+
+    hf_dir = save_llama(tmp_path / "llama")
+    given = f"hf:{hf_dir}"
+    cfg = small_config(text, tmp_path, f"train.init_from={json.dumps(given)}", "model.logit_bias=false", baseline=True)
+    with pytest.raises(ConfigError) as e:
+        init_from.check_config(cfg)
+    words = shlex.split(e.value.hint)
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    assert sorted(sets) == ["model.ff_multiplier=2.5", "model.ff_round=1", "model.rope_base=500.0"]
+    cfg = small_config(text, tmp_path, f"train.init_from={json.dumps(given)}", "model.logit_bias=false", *sets, baseline=True)
+    with pytest.raises(DataError, match="has no tokenizer.json"):
+        init_from.check_config(cfg)
+    tok = BPETokenizer.train([text.read_text()[:20000]], V)
+    assert tok.vocab_size == V
+    (hf_dir / "tokenizer.json").write_text(tok.to_str())
+    src = init_from.check_config(cfg)
+    model = _model(cfg, src.vocab_size)
+    init_from.load_into(model, src)
+    ids = torch.randint(0, V, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(hf_dir).eval()(input_ids=ids).logits
+        got = model.eval().lm_logits(ids)
+    assert want.abs().max() > 1.0 and (got - want).abs().max().item() < 1e-4
+    # a JEPA run from it: fresh heads, the teacher copied from the loaded LM
+    jcfg = small_config(text, tmp_path, f"train.init_from={json.dumps(given)}", *sets, "model.lm_bridge=false", teacher="encoder")
+    jm = _model(jcfg, V)
+    loaded = init_from.load_into(jm, init_from.check_config(jcfg))
+    assert torch.equal(jm.state_dict()["teacher.encoder.blocks.0.attn.qkv.weight"], src.tensors()["transformer.blocks.0.attn.qkv.weight"])
+    assert "jepa.*" in loaded.record["fresh"] and "dropped" not in loaded.record

@@ -44,6 +44,7 @@ _LM_KEYS = ("d_model", "n_layers", "n_heads", "rope_base", "norm_eps", "weight_t
 _HEAD_KEYS = ("latent_dim", "hidden_mult")
 # tensors only some runs build: the ones a source may lack or the new run may not use
 _OPTIONAL = ("jepa.", "teacher.", "transformer.tap_norm.", "transformer.lm_bridge.", "transformer.bridge_gate")
+_BIAS = "transformer.out_bias"
 
 
 @dataclass
@@ -59,6 +60,7 @@ class InitSource:
     names: frozenset[str]  # its tensor names, in jepa's parameter names
     vocab_size: int  # rows of its token embedding
     tokenizer: Path | None
+    notes: list[str] = field(default_factory=list)  # what reading it converted or dropped (hf:)
     _load: Callable[[], dict[str, torch.Tensor]] = field(default=lambda: {}, repr=False)
 
     @property
@@ -139,18 +141,14 @@ def _checkpoint_source(text: str) -> InitSource:
 
 
 def _hf_source(text: str) -> InitSource:
-    try:
-        from jepa_core.model.hf import read_hf_model
-    except ImportError:  # the reader ships with `jepa export`'s Hugging Face support
-        raise ConfigError(f"Cannot start from {text}: this version of jepa cannot read Hugging Face model directories.",
-                          hint="Start from a run directory or a weights file written by `jepa train`.") from None
+    from jepa_core.model.hf import read_hf_model
+
     path = Path(text[len(HF_PREFIX):]).expanduser()
     hf = read_hf_model(path)
     tensors = dict(hf.tensors)
-    model = dict(hf.model)
     return InitSource(
-        given=text, kind="hf", path=hf.path, step=None, model=model, jepa=None, names=frozenset(tensors),
-        vocab_size=int(hf.vocab_size), tokenizer=hf.tokenizer, _load=lambda: tensors,
+        given=text, kind="hf", path=hf.path, step=None, model=dict(hf.model), jepa=None, names=frozenset(tensors),
+        vocab_size=int(hf.vocab_size), tokenizer=hf.tokenizer, notes=[f"{text}: {n}" for n in hf.notes], _load=lambda: tensors,
     )
 
 
@@ -338,7 +336,9 @@ def load_into(model: torch.nn.Module, src: InitSource) -> Loaded:
 
     target = unwrap(model)
     own = target.state_dict(keep_vars=True)
-    tensors = src.tensors()
+    tensors = dict(src.tensors())
+    if _BIAS in tensors and _BIAS not in own and not tensors[_BIAS].any():
+        del tensors[_BIAS]  # a zero bias (a Llama's, read by model.hf) is no bias: the same logits
     optional = lambda n: n.startswith(_OPTIONAL)  # noqa: E731
     # the LM must come whole: a missing or extra LM tensor would leave a silently different model
     lm_missing = sorted(n for n in own if not optional(n) and n not in tensors)
@@ -366,7 +366,7 @@ def load_into(model: torch.nn.Module, src: InitSource) -> Loaded:
     dropped = [n for n in tensors if n not in own]
     record = {**src.record(), "digest": weights_digest(loaded), "loaded": len(loaded)}
     where = f" ({src.path.name}, step {src.step})" if src.kind != "hf" else ""
-    notes = [f"weights from {src.given}{where}: {len(loaded)} tensors loaded"]
+    notes = [f"weights from {src.given}{where}: {len(loaded)} tensors loaded", *src.notes]
     if fresh or copied:
         what = [f"name-seeded init for {_group(fresh)}"] if fresh else []
         what += [f"the teacher ({len(copied)} tensors) copied from the loaded online weights"] if copied else []
