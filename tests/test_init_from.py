@@ -173,10 +173,10 @@ def test_ff_size_and_the_tap_under_the_bridge_are_checked(source, text, tmp_path
     # the source: d_model 32, ff_multiplier 8/3, ff_round 64 -> ceil(85.3) = 86 -> 128; 6.0 x 32 = 192 -> 192
     cfg = small_config(text, tmp_path, f"train.init_from={json.dumps(str(source))}", "model.ff_multiplier=6.0", "model.tap_layer=0")
     bad = {k: (a, b, sets) for k, a, b, sets in init_from.mismatches(cfg, init_from.resolve_source(str(source)))}
-    ff = bad.pop("the SwiGLU size (model.ff_multiplier x d_model, rounded up to model.ff_round)")
+    ff = bad.pop("the SwiGLU size, model.ff_multiplier x d_model rounded up to model.ff_round,")
     assert ff[:2] == (128, 192) and ff[2] == [f"model.ff_multiplier={8 / 3!r}", "model.ff_round=64"]
     # the source's lm_bridge sits above block 1 (tap -1 of 2); a bridge above block 0 would read another layer
-    assert bad == {"model.tap_layer (the lm_bridge sits above the tap)": (-1, 0, ["model.tap_layer=-1"])}
+    assert bad == {"model.tap_layer, below the lm_bridge,": (-1, 0, ["model.tap_layer=-1"])}
     # a baseline builds no bridge: its tap does not matter
     assert init_from.mismatches(small_config(text, tmp_path, "model.tap_layer=0", baseline=True), init_from.resolve_source(str(source))) == []
 
@@ -262,7 +262,7 @@ def test_run_step_n_names_a_checkpoint(source):
 
 
 def test_bad_sources_are_one_clean_error(source, tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="there is no such file or folder"):
         init_from.resolve_source(str(tmp_path / "nope"))
     cut = tmp_path / "cut" / rd.CKPT_DIR / rd.weights_name(8)
     shutil.copytree(source, tmp_path / "cut")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,11 @@ def _checkpoint_source(text: str) -> InitSource:
     from jepa_core.config import config_from_toml
     from jepa_core.train.checkpoint import WEIGHTS_FORMAT
 
+    if not Path(text).exists() and not re.search(r":(best|step-\d+)$", text):
+        raise CheckpointError(
+            f"Cannot start from {text}: there is no such file or folder.",
+            hint="Pass a run directory (RUN, RUN:best, RUN:step-N), a step-*.safetensors weights file, or hf:DIR for a Hugging Face model folder.",
+        )
     try:
         ref, _ = rd.resolve_checkpoint(text)
     except CheckpointError as e:
@@ -184,13 +190,13 @@ def mismatches(cfg: Config, src: InitSource) -> list[tuple[str, Any, Any, list[s
         want = swiglu_hidden(s["d_model"], s["ff_multiplier"], s["ff_round"])
         got = swiglu_hidden(s["d_model"], m.ff_multiplier, m.ff_round)  # at the source's width: d_model is reported on its own
         if want != got:
-            out.append(("the SwiGLU size (model.ff_multiplier x d_model, rounded up to model.ff_round)", want, got,
+            out.append(("the SwiGLU size, model.ff_multiplier x d_model rounded up to model.ff_round,", want, got,
                         [f"model.ff_multiplier={_toml(s['ff_multiplier'])}", f"model.ff_round={_toml(s['ff_round'])}"]))
     builds_bridge = not cfg.jepa.run_baseline and m.lm_bridge
     if src.has_bridge and builds_bridge and "tap_layer" in s and "n_layers" in s:
         src_tap = s["tap_layer"] if s["tap_layer"] >= 0 else s["n_layers"] + s["tap_layer"]
         if src_tap != m.tap_index:
-            out.append(("model.tap_layer (the lm_bridge sits above the tap)", s["tap_layer"], m.tap_layer, [f"model.tap_layer={s['tap_layer']}"]))
+            out.append(("model.tap_layer, below the lm_bridge,", s["tap_layer"], m.tap_layer, [f"model.tap_layer={s['tap_layer']}"]))
     if src.jepa is not None and not cfg.jepa.run_baseline:
         j, sj = cfg.jepa, src.jepa
         for k in _HEAD_KEYS:
