@@ -60,14 +60,7 @@ def ablate(
             "(the default: one run after another in this process).",
         ),
     ] = 1,
-    init_from: Annotated[
-        Optional[str],
-        typer.Option(
-            "--init-from",
-            help="Start every arm from these trained weights (a run directory, RUN:best, RUN:step-N, a weights file or hf:DIR); "
-            "the arms of a seed still start from the same LM weights. See docs/finetune.md.",
-        ),
-    ] = None,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start every arm from these weights: RUN, RUN:best, RUN:step-N, a weights file or hf:DIR (docs/finetune.md).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
     resume: Annotated[
         Optional[Path],
@@ -110,8 +103,6 @@ def ablate(
     * `jepa ablate -p tiny --grid jepa.jepa_weight=0.1,0.5 --budget-s 120` (equal training time)
 
     * `jepa ablate -p tiny --seeds 3 --jobs 2` (two runs at once, each on half the cores)
-
-    * `jepa ablate -p tiny --init-from runs/tiny-20250101-120000 --set data.dataset=text:notes.txt` (fine-tune every arm from one run)
 
     * `jepa ablate --resume runs/ablate-tiny-20250101-120000` (continue), add `--arm ...` or `--seeds 5` to extend it
 

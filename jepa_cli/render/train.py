@@ -293,15 +293,10 @@ def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, 
     raise typer.Exit(130) from None
 
 
-def run_train(
-    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False,
-    init_from: str | None = None,
-) -> None:
-    import os
-
+def _resolve_config(profile: str | None, overrides: list[str], resume: str | None, init_from: str | None):
+    """(config, resume checkpoint or None, the --set values to record) for `jepa train`'s options."""
     from jepa_core.config import load_config
 
-    quiet_library_warnings()
     if init_from is not None and resume is not None:
         raise ConfigError(
             "--init-from and --resume cannot be used together: --init-from starts a new run from a source's weights "
@@ -316,7 +311,6 @@ def run_train(
             "`jepa train` needs --profile NAME (or --resume RUN_DIR / --resume auto, or --init-from RUN).",
             hint=f"Try `jepa train --profile tiny`. Profiles: {', '.join(list_profiles())}.",
         )
-    child_overrides = overrides
     if init_from is not None:
         import json
 
@@ -351,6 +345,18 @@ def run_train(
             err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
         if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
             err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
+    return cfg, ref, overrides
+
+
+def run_train(
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False,
+    init_from: str | None = None,
+) -> None:
+    import os
+
+    quiet_library_warnings()
+    child_overrides = overrides  # the dashboard's trainer gets the options as typed, --init-from included
+    cfg, ref, overrides = _resolve_config(profile, overrides, resume, init_from)
     assert cfg is not None
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -363,7 +369,6 @@ def run_train(
             from jepa_core.train.init_from import check_config
 
             check_config(cfg)  # a source that cannot be used is said here, not in the dashboard
-
         target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
         if ref is None:
             from jepa_core.rundir import refuse_nested_run
