@@ -385,3 +385,22 @@ def test_random_llama_gives_transformers_logits_through_a_start_from_it(text, tm
     loaded = init_from.load_into(jm, init_from.check_config(jcfg))
     assert torch.equal(jm.state_dict()["teacher.encoder.blocks.0.attn.qkv.weight"], src.tensors()["transformer.blocks.0.attn.qkv.weight"])
     assert "jepa.*" in loaded.record["fresh"] and "dropped" not in loaded.record
+
+
+def test_the_dashboard_trainer_gets_init_from_and_a_bad_source_is_refused_before_it(source, text, tmp_path, monkeypatch):
+    import typer
+
+    import jepa_cli.tui.launch as launch
+    from jepa_cli.render.train import run_train
+
+    seen = []
+    monkeypatch.setattr(launch, "train_with_dashboard", lambda argv, run_dir: seen.append(argv) or 0)
+    sets = [f"train.out_dir={json.dumps(str(tmp_path / 'runs'))}"]
+    with pytest.raises(typer.Exit):
+        run_train(profile=None, overrides=sets, resume=None, run_dir=None, tui=True, init_from=str(source))
+    (argv,) = seen
+    assert argv[argv.index("--init-from") + 1] == str(source) and "--profile" not in argv
+    assert [argv[i + 1] for i, w in enumerate(argv) if w == "--set"] == sets  # the child adds train.init_from itself
+    with pytest.raises(ConfigError, match="model.d_model"):
+        run_train(profile="tiny", overrides=sets, resume=None, run_dir=None, tui=True, init_from=str(source))
+    assert len(seen) == 1
