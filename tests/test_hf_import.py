@@ -8,7 +8,6 @@ directory a user could hand to `--init-from hf:`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

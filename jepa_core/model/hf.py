@@ -19,7 +19,6 @@ parts in the order listed.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
