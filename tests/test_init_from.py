@@ -404,3 +404,22 @@ def test_the_dashboard_trainer_gets_init_from_and_a_bad_source_is_refused_before
     with pytest.raises(ConfigError, match="model.d_model"):
         run_train(profile="tiny", overrides=sets, resume=None, run_dir=None, tui=True, init_from=str(source))
     assert len(seen) == 1
+
+
+def test_frozen_step_from_a_jepa_runs_own_export_evaluates_to_its_val_bpb(source, text, tmp_path):
+    """A JEPA run exports as JepaForCausalLM (its bridge and output bias); a JEPA run started from
+    that folder has the source's LM, bridge included, under the tap the folder names."""
+    pytest.importorskip("transformers")
+    from jepa_core.tools.export import export_hf
+
+    export_hf(source, tmp_path / "hf")
+    given = f"hf:{tmp_path / 'hf'}"
+    src = init_from.resolve_source(given)
+    assert src.has_bridge and src.model["tap_layer"] == -1 and src.model["logit_bias"] is True
+    cfg = small_config(text, tmp_path / "runs", f"train.init_from={json.dumps(given)}", *FROZEN)
+    result = train(cfg, run_dir=tmp_path / "ft", handle_signals=False)
+    assert result.status == "finished"
+    assert abs(result.last_eval["val_bpb"] - _eval_at(source, 8)["val_bpb"]) < 1e-4
+    got, want = load_tensors(result.last_checkpoint), load_tensors(source / rd.CKPT_DIR / rd.weights_name(8))
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want if k.startswith("transformer.lm_bridge."))
+    assert "jepa.*" in _start(tmp_path / "ft")["init_from"]["fresh"]
