@@ -304,7 +304,7 @@ def test_tokenizer_that_does_not_fit_the_embedding_or_the_profile(source, tmp_pa
 # --------------------------------------------------------------------------- jepa ablate --init-from
 
 
-def test_ablate_starts_every_arm_from_the_source(source, text, tmp_path, one_thread):
+def test_ablate_starts_every_arm_from_the_source(source, text, tmp_path, one_thread, cli):
     from jepa_core.rundir.summary import read_records
     from jepa_core.tools import ablate as ab
 
@@ -323,6 +323,9 @@ def test_ablate_starts_every_arm_from_the_source(source, text, tmp_path, one_thr
     assert all(s["init_from"]["source"] == str(source) for s in starts.values())
     assert starts["baseline"]["init_digest"] == starts["jepa"]["init_digest"]
     assert "dropped" in starts["baseline"]["init_from"] and "dropped" not in starts["jepa"]["init_from"]
+    # an ablation keeps the source it was planned with
+    r = cli("ablate", "--resume", str(out), "--init-from", str(source))
+    assert r.returncode == 2 and "--init-from cannot change them" in " ".join(r.stderr.split())
 
 
 # --------------------------------------------------------------------------- hf:DIR
