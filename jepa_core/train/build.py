@@ -39,7 +39,7 @@ class Run:
     tokens_seen: int
     notes: list[str]
     watch_state: dict[str, Any] | None = None  # the EvalWatch saved with the resumed checkpoint
-    init_digest: str | None = None  # the shared LM weights at initialisation (before any resume)
+    init_digest: str | None = None  # the shared LM weights at initialisation (a source's when started from one; before any resume)
     # the `--set` values this segment was started with, as typed (None: the caller did not say)
     overrides: list[str] | None = None
     init_from: dict[str, Any] | None = None  # the weights it started from (train.init_from), as init_from.load_into recorded it
@@ -180,7 +180,8 @@ def build_run(
         loaded = init_from.load_into(trainee.model, source)
         init_record = loaded.record
         notes.extend(loaded.notes)
-    # taken before a resume loads its weights: the digest names the start every segment shares
+    # taken after a source's weights are loaded and before a resume loads its own: the digest names the
+    # start every segment shares (a resumed run from a source reads it back from its checkpoint)
     init_digest = trainee.model.shared_lm_digest()
     if init_record is not None:
         init_record["init_digest"] = init_digest
