@@ -90,6 +90,40 @@ def _early_run_elsewhere(ctx: Ctx) -> Path:
     return write_fake_run(ctx.tmp / "elsewhere" / "tiny-early", steps=50, finished=False, overrides=('train.out_dir="elsewhere"',))
 
 
+def _gpt2_dir(ctx: Ctx) -> Path:
+    """A Hugging Face folder in GPT-2 layout, as transformers saves one."""
+    pytest.importorskip("transformers")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(ctx.tmp / "gpt2")
+    return ctx.tmp / "gpt2"
+
+
+def _llama_dir(ctx: Ctx, tokenizer_vocab: int | None = None) -> Path:
+    """A random Llama saved by transformers (vocabulary 300), with a tokenizer of `tokenizer_vocab` tokens."""
+    pytest.importorskip("transformers")
+    from hf_helpers import save_llama
+
+    from jepa_core.data.tokenizer import BPETokenizer
+
+    out = save_llama(ctx.tmp / "llama")
+    if tokenizer_vocab is not None:
+        (out / "tokenizer.json").write_text(BPETokenizer.train([ctx.text.read_text()[:20000]], tokenizer_vocab).to_str())
+    return out
+
+
+def _pickled_only(ctx: Ctx) -> Path:
+    out = ctx.tmp / "pickled"
+    _file(out / "config.json", b'{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 300, "hidden_size": 32, '
+          b'"intermediate_size": 80, "num_hidden_layers": 2, "num_attention_heads": 2}')
+    _file(out / "pytorch_model.bin", b"PK\x03\x04 a torch.save zip")
+    return out
+
+
+# the sets that fit the random Llama of `_llama_dir` (what the shape error's hint prints)
+LLAMA_SETS = ["--set", "model.ff_multiplier=2.5", "--set", "model.ff_round=1", "--set", "model.rope_base=500.0", "--set", "model.logit_bias=false"]
+
+
 def _json_docs(ctx: Ctx) -> Path:
     """JSON-lines documents with a `body` field and a train split only."""
     from test_data_records import write_files
@@ -155,6 +189,25 @@ CORPUS = [
         lambda c: ["data", "prepare", f"json:{_json_docs(c)}", "--text-field", "body", "--train-split", "training"], "no split `training`"),
     Bad("prepare_vocab_too_small", lambda c: ["data", "prepare", "tiny_shakespeare", "--vocab-size", "10"], "--vocab-size"),
     Bad("runs_missing_folder", lambda c: ["runs", c.tmp / "nope"], "does not exist"),
+    # ---- issue 32: --init-from SRC
+    Bad("init_from_shape_mismatch", lambda c: ["train", "--profile", "tiny", *c.sets("model.d_model=64"), "--init-from", c.run, "--no-tui"],
+        "model.d_model (32 in the source, 64 here)"),
+    Bad("init_from_with_resume", lambda c: ["train", "--resume", c.run, "--init-from", c.run, "--no-tui"],
+        "--init-from and --resume cannot be used together"),
+    Bad("init_from_missing", lambda c: ["train", "--init-from", c.tmp / "nope", "--no-tui"], "there is no such file or folder"),
+    Bad("init_from_damaged_file", lambda c: ["train", "--profile", "tiny", *c.sets(), "--init-from", _cut_short(c), "--no-tui"], "truncated"),
+    Bad("init_from_no_such_step", lambda c: ["train", "--profile", "tiny", *c.sets(), "--init-from", f"{c.run}:step-3", "--no-tui"],
+        "no checkpoint of step 3: its checkpoints are of steps 2, 4"),
+    Bad("init_from_gpt2_layout", lambda c: ["train", "--profile", "tiny", *c.sets(), "--init-from", f"hf:{_gpt2_dir(c)}", "--no-tui"],
+        "its architecture is GPT2LMHeadModel"),
+    Bad("init_from_pickled_weights_only", lambda c: ["train", "--profile", "tiny", *c.sets(), "--init-from", f"hf:{_pickled_only(c)}", "--no-tui"],
+        "only in pytorch_model.bin"),
+    Bad("init_from_hf_without_profile", lambda c: ["train", "--init-from", f"hf:{_llama_dir(c)}", "--no-tui"], "needs --profile"),
+    Bad("init_from_hf_without_tokenizer", lambda c: ["train", "--profile", "tiny", *c.sets(), *LLAMA_SETS, "--init-from", f"hf:{_llama_dir(c)}", "--no-tui"],
+        "has no tokenizer.json"),
+    Bad("init_from_tokenizer_vocab_mismatch",
+        lambda c: ["train", "--profile", "tiny", *c.sets(), *LLAMA_SETS, "--init-from", f"hf:{_llama_dir(c, 320)}", "--no-tui"],
+        "but the token embedding has 300 rows"),
 ]
 
 

@@ -77,7 +77,7 @@ def test_parse_override_values():
         ("model.tap_layer=-5", "model.tap_layer", "outside"),
         ("jepa.horizons=[2, 8, 128]", "jepa.horizons", ">= data.block_size"),
         ("jepa.horizon_probs=[0.5, 0.3, 0.3]", "jepa.horizon_probs", "sum to 1"),
-        ("optim.lr=-1", "optim.lr", "greater than 0"),
+        ("optim.lr=-1", "optim.lr", "greater than or equal to 0"),
         ("model.n_heads=3", "model.n_heads", "divisible"),
         ("train.max_steps=1.5", "train.max_steps", "integer"),
         ("jepa.teacher=student", "jepa.teacher", "projector"),

@@ -169,6 +169,35 @@ def test_text_file_prepares_and_splits_by_val_fraction(tmp_path):
     assert other.dir != p.dir  # val_fraction changes the tokens, so it is part of the key
 
 
+def test_one_corpus_under_two_tokenizers_never_shares_a_cache(tmp_path):
+    """The cache is keyed by the tokenizer (a run started with --init-from encodes with the source's):
+    one text under a trained tokenizer and under two reused ones lands in three caches, each the text
+    encoded by its own tokenizer, and preparing one never replaces or serves another."""
+    from jepa_core.data.textfiles import split_stream
+    from jepa_core.data.tokenizer import BPETokenizer
+
+    f = _small_text(tmp_path, SAMPLE)
+    base = DataConfig(dataset=f"text:{f}", vocab_size=300, block_size=16)
+    trained = prepare_dataset(base)
+    configs, tokenizers = {}, {}
+    for name, vocab in (("a", 280), ("b", 320)):  # other merges: other ids for the same text
+        tok = BPETokenizer.train([SAMPLE * 5], vocab)
+        (tmp_path / f"{name}.json").write_text(tok.to_str())
+        configs[name] = base.model_copy(update={"tokenizer": str(tmp_path / f"{name}.json")})
+        tokenizers[name] = tok
+    prepared = {name: prepare_dataset(c) for name, c in configs.items()}
+    assert len({trained.dir, prepared["a"].dir, prepared["b"].dir}) == 3
+    train_text, val_text = split_stream(SAMPLE * 60, base.val_fraction)
+    for name in ("a", "b"):
+        again = load_prepared(configs[name])  # after both were prepared: each still its own
+        tok = tokenizers[name]
+        assert again.dir == prepared[name].dir and again.vocab_size == tok.vocab_size
+        assert np.array_equal(np.asarray(again.train_tokens), tok.encode(train_text))
+        assert np.array_equal(np.asarray(again.val_tokens), tok.encode(val_text))
+    assert len(prepared["a"].train_tokens) != len(prepared["b"].train_tokens)
+    assert np.array_equal(np.asarray(load_prepared(base).train_tokens), np.asarray(trained.train_tokens))
+
+
 def test_text_folder_concatenates_sorted_txt_files(tmp_path):
     d = tmp_path / "corpus"
     (d / "b").mkdir(parents=True)

@@ -60,6 +60,7 @@ def ablate(
             "(the default: one run after another in this process).",
         ),
     ] = 1,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start every arm from these weights: RUN, RUN:best, RUN:step-N, a weights file or hf:DIR (docs/finetune.md).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
     resume: Annotated[
         Optional[Path],
@@ -110,7 +111,7 @@ def ablate(
     from jepa_cli.render.ablate import run_ablate
 
     run_ablate(profile=profile, seeds=seeds, arms=arm, grids=grid, overrides=set_, budget_s=budget_s, out=out, resume=resume, default_seeds=DEFAULT_SEEDS, jobs=jobs,
-               reference=reference)
+               reference=reference, init_from=init_from)
 
 
 def register(app: typer.Typer) -> None:

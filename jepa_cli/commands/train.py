@@ -29,6 +29,16 @@ def train(
             rich_help_panel="Run",
         ),
     ] = None,
+    init_from: Annotated[
+        Optional[str],
+        typer.Option(
+            "--init-from",
+            help="Start from trained weights (weights only: step 0, a fresh optimizer and schedule): a run directory "
+            "(RUN, RUN:best, RUN:step-N), a weights file, or hf:DIR (a Hugging Face model directory). The run uses the "
+            "source's tokenizer; without --profile, a run's own config. See docs/finetune.md.",
+            rich_help_panel="Run",
+        ),
+    ] = None,
     run_dir: Annotated[
         Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/PROFILE-UTCTIME.", rich_help_panel="Run")
     ] = None,
@@ -52,10 +62,12 @@ def train(
     * `jepa train --resume auto` (continue the newest run, whatever its profile and --set values)
 
     * `jepa train --resume runs/tiny-20250101-120000 --set train.max_steps=2000` (train it longer)
+
+    * `jepa train --init-from runs/tiny-20250101-120000:best --set data.dataset=text:notes.txt` (fine-tune it on other text)
     """
     from jepa_cli.render.train import run_train
 
-    run_train(profile=profile, overrides=set_, resume=resume, run_dir=run_dir, tui=tui, force=force)
+    run_train(profile=profile, overrides=set_, resume=resume, run_dir=run_dir, tui=tui, force=force, init_from=init_from)
 
 
 def register(app: typer.Typer) -> None:

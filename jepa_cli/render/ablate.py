@@ -17,7 +17,7 @@ from jepa_core.rundir.status import status_style
 ARM_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta")
 
 
-def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs: int = 1) -> str:
+def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs: int = 1, init_from: str | None = None) -> str:
     """The command line, rebuilt from the options (recorded in the manifest and the report)."""
     import shlex
 
@@ -31,6 +31,8 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs
     for flag, values in (("--grid", grids), ("--arm", arms), ("--set", overrides)):
         for v in values:
             parts += [flag, v]
+    if init_from is not None:
+        parts += ["--init-from", init_from]
     if budget_s is not None:
         parts += ["--budget-s", f"{budget_s:g}"]
     if out is not None:
@@ -41,13 +43,13 @@ def _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs
 
 
 def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, default_seeds: int = 3, jobs: int = 1,
-               reference: str | None = None) -> None:
+               reference: str | None = None, init_from: str | None = None) -> None:
     from jepa_core.tools.ablate import extend_plan, load_plan, plan_ablation, run_ablation
     from jepa_core.train.stops import BuildInterrupted
     from jepa_core.errors import ConfigError
 
     quiet_library_warnings()  # as `jepa train`: torch's chatter (inductor FutureWarnings) per run would bury the progress
-    command = _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs)
+    command = _command(profile, seeds, arms, grids, overrides, budget_s, out, resume, jobs, init_from)
     if resume is not None:
         plan = load_plan(Path(resume))
         fixed = [
@@ -56,6 +58,7 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
                 ("--profile", profile is not None and profile != plan.profile),
                 ("--set", bool(overrides)),
                 ("--budget-s", budget_s is not None),
+                ("--init-from", init_from is not None),
                 ("--out", out is not None),
             )
             if given
@@ -67,7 +70,8 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
             )
         plan = extend_plan(plan, seeds, arms, grids, command=command)
     else:
-        plan = plan_ablation(profile or "tiny", seeds or default_seeds, arms, overrides, out, grids=grids, budget_s=budget_s, command=command)
+        plan = plan_ablation(profile or "tiny", seeds or default_seeds, arms, overrides, out, grids=grids, budget_s=budget_s, command=command,
+                             init_from=init_from)
     if reference == plan.reference:
         reference = None  # the folder's own report is that comparison
     plan.against(reference)  # an unknown arm is refused before anything trains

@@ -116,6 +116,12 @@ def _render(report, show_config: bool, expand: bool) -> None:
         info.add_row("step", f"[bold]{_num(report.step)}[/] · {_num(report.tokens_seen)} tokens seen")
     if report.created:
         info.add_row("created", escape(report.created))
+    if report.init_from:
+        from jepa_core.rundir.listing import init_from_label
+
+        label = init_from_label(report.init_from) or "?"
+        digest = report.init_from.get("digest")
+        info.add_row("started", escape(label) + (f" [dim]· weights sha256 {escape(str(digest)[:16])}…[/]" if digest else ""))
     if report.jepa_version or report.torch_version:
         info.add_row("versions", f"jepa {escape(str(report.jepa_version))} · torch {escape(str(report.torch_version))}")
     if report.tokenizer_sha256:

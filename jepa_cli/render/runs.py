@@ -54,7 +54,9 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
         bpb = _num(i.val_bpb, ".4f")
         if i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5:
             bpb += f" (best {i.best_val_bpb:.4f})" if wide else "*"
-        ov = "?" if i.overrides is None else " ".join(i.overrides)
+        ov = "?" if i.overrides is None else " ".join(o for o in i.overrides if not (i.init_from and o.startswith("train.init_from=")))
+        if i.init_from:  # where its weights came from first: the --set values change a model that was not random
+            ov = f"{i.init_from} {ov}".rstrip()
         rows.append((i.name, i.profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
     heads = ("run", "profile", "status", "step", "val BPB", "tok/s", "age", "--set")
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(heads)]

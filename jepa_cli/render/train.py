@@ -180,12 +180,15 @@ class PlainProgress:
             self.progress = None
 
 
-def _build_child_argv(profile: str | None, overrides: list[str], resume: str | None, run_dir: Path, force: bool = False) -> list[str]:
+def _build_child_argv(profile: str | None, overrides: list[str], resume: str | None, run_dir: Path, force: bool = False,
+                      init_from: str | None = None) -> list[str]:
     argv = [sys.executable, "-m", "jepa_cli", "train", "--no-tui", "--run-dir", str(run_dir)]
     if force:
         argv.append("--force")
     if profile:
         argv += ["--profile", profile]
+    if init_from:
+        argv += ["--init-from", init_from]
     for o in overrides:
         argv += ["--set", o]
     if resume:
@@ -290,22 +293,35 @@ def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, 
     raise typer.Exit(130) from None
 
 
-def run_train(
-    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False
-) -> None:
-    import os
-
+def _resolve_config(profile: str | None, overrides: list[str], resume: str | None, init_from: str | None):
+    """(config, resume checkpoint or None, the --set values to record) for `jepa train`'s options."""
     from jepa_core.config import load_config
 
-    quiet_library_warnings()
-    if profile is None and resume is None:
+    if init_from is not None and resume is not None:
+        raise ConfigError(
+            "--init-from and --resume cannot be used together: --init-from starts a new run from a source's weights "
+            "(step 0, a fresh optimizer), --resume continues a run where its checkpoint left it.",
+            hint=f"To continue a run (one started from a source too), use only --resume {resume}; "
+            f"to start a new run from {init_from}, use only --init-from.",
+        )
+    if profile is None and resume is None and init_from is None:
         from jepa_core.profiles import list_profiles
 
         raise ConfigError(
-            "`jepa train` needs --profile NAME (or --resume RUN_DIR / --resume auto).",
+            "`jepa train` needs --profile NAME (or --resume RUN_DIR / --resume auto, or --init-from RUN).",
             hint=f"Try `jepa train --profile tiny`. Profiles: {', '.join(list_profiles())}.",
         )
-    cfg = load_config(profile, overrides) if profile else None
+    if init_from is not None:
+        import json
+
+        # recorded with the --set values (run_start), so `jepa runs` and a restart command keep it
+        overrides = [*overrides, f"train.init_from={json.dumps(init_from)}"]
+    if init_from is not None and profile is None:
+        from jepa_core.train.init_from import config_from_source
+
+        cfg = config_from_source(init_from, overrides)
+    else:
+        cfg = load_config(profile, overrides) if profile else None
     ref = None
     if resume:
         from jepa_core import rundir as rd
@@ -329,6 +345,18 @@ def run_train(
             err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
         if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
             err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
+    return cfg, ref, overrides
+
+
+def run_train(
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False,
+    init_from: str | None = None,
+) -> None:
+    import os
+
+    quiet_library_warnings()
+    child_overrides = overrides  # the dashboard's trainer gets the options as typed, --init-from included
+    cfg, ref, overrides = _resolve_config(profile, overrides, resume, init_from)
     assert cfg is not None
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -337,6 +365,10 @@ def run_train(
     if tui and not distributed:
         from jepa_core.rundir import new_run_dir
 
+        if ref is None:
+            from jepa_core.train.init_from import check_config
+
+            check_config(cfg)  # a source that cannot be used is said here, not in the dashboard
         target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
         if ref is None:
             from jepa_core.rundir import refuse_nested_run
@@ -346,7 +378,7 @@ def run_train(
         target_dir.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 
-        code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target_dir), target_dir, force), target_dir)
+        code = train_with_dashboard(_build_child_argv(profile, child_overrides, resume and str(target_dir), target_dir, force, init_from), target_dir)
         raise typer.Exit(code)
 
     from jepa_core.train.loop import train

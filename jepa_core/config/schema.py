@@ -166,8 +166,9 @@ class DataConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the backbone.")
-    lr_head: float = Field(1e-3, gt=0, le=10, description="Peak learning rate of the heads (JEPA heads, LM head/embedding, logit scale, bias).")
+    # 0 is allowed: a group at 0 does not move (evaluating a model started with --init-from, freezing the backbone)
+    lr: float = Field(1e-3, ge=0, le=10, description="Peak learning rate of the backbone (0: it does not move).")
+    lr_head: float = Field(1e-3, ge=0, le=10, description="Peak learning rate of the heads (JEPA heads, LM head/embedding, logit scale, bias).")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to min_lr_ratio * lr.")
     warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="Linear LR warmup steps.")
     weight_decay: float = Field(0.1, ge=0, le=10, description="AdamW weight decay on backbone matrices.")
@@ -179,7 +180,7 @@ class OptimConfig(_Section):
         "adamw",
         description="adamw: AdamW for every group. muon: Muon (torch.optim.Muon, torch >= 2.9) for the 2-D matrices inside the blocks, AdamW for the rest.",
     )
-    muon_lr: float = Field(0.02, gt=0, le=10, description="Peak learning rate of the Muon group (optimizer = muon); same warmup and cosine as lr.")
+    muon_lr: float = Field(0.02, ge=0, le=10, description="Peak learning rate of the Muon group (optimizer = muon); same warmup and cosine as lr.")
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum (Nesterov).")
     muon_weight_decay: float = Field(0.0, ge=0, le=10, description="Decoupled weight decay of the Muon group (scaled by its learning rate).")
     muon_ns_steps: int = Field(5, ge=1, le=20, description="Newton-Schulz iterations per Muon update (fewer: cheaper, rougher orthogonalisation).")
@@ -234,6 +235,13 @@ class TrainConfig(_Section):
     sample_tokens: int = Field(64, ge=0, le=MAX_TOKENS, description="Tokens generated per sample (0 disables samples).", json_schema_extra=RESUME_SAFE)
     sample_prompt: str = Field("\n", description="Fixed prompt for samples.", json_schema_extra=RESUME_SAFE)
     out_dir: str = Field("runs", description="Where run directories are created.", json_schema_extra=RESUME_SAFE)
+    init_from: str = Field(
+        "",
+        description="Start from these weights instead of random ones (weights only: fresh optimizer, schedule and data "
+        "position, step 0): a run directory (RUN, RUN:best, RUN:step-N), a weights file written by jepa, or hf:DIR. "
+        "The run uses the source's tokenizer; the model keys must match the source's (docs/finetune.md).",
+        json_schema_extra=SAME_ACROSS_ARMS,
+    )
 
 
 class LogConfig(_Section):

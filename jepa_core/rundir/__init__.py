@@ -11,6 +11,7 @@ re-exported here: the trainer and the tools write `rundir.read_latest(run)`.
 from .checkpoints import (
     CORRUPT_SUFFIX,
     CheckpointRef,
+    checkpoint_tokenizer,
     list_checkpoints,
     newest_run,
     read_best,
@@ -53,7 +54,7 @@ from .status import COMPLETED, END_STATES, EXIT_CODES, LIVE_STATES, SETTLED
 __all__ = [
     "BATCH_LOG", "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
     "LIVE_STATES", "LOCKFILE", "LOG_FILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "HeaderError",
-    "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
+    "RunBusy", "RunLock", "checkpoint_tokenizer", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
     "pid_is_local_and_alive", "read_best", "read_header", "read_heartbeat", "read_latest", "read_pidfile",
     "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
     "set_aside", "state_name", "sweep_half_checkpoints", "sweep_temp_files", "utc_now_iso", "utc_stamp",

@@ -3,8 +3,10 @@ verifying before a resume, and sweeping what a killed writer left behind (stdlib
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from jepa_core.errors import CheckpointError
 from jepa_core.fsutil import atomic_write_text
 
 from .header import HeaderError, read_header
-from .layout import BEST, CKPT_DIR, LATEST, STATE_RE, WEIGHTS_RE, state_name, weights_name, weights_step
+from .layout import BEST, CKPT_DIR, LATEST, STATE_RE, TOKENIZER, WEIGHTS_RE, state_name, weights_name, weights_step
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,12 @@ def resolve_checkpoint(path: str | Path) -> tuple[CheckpointRef, str | None]:
     The second value says how a directory was resolved (None for a file). A
     directory resolves through latest.json, or to its newest weights file when
     latest.json is missing or names a file that does not exist (said in the note).
-    `RUN:best` names the run's best checkpoint (checkpoints/best.json).
+    `RUN:best` names the run's best checkpoint (checkpoints/best.json), `RUN:step-N` the
+    checkpoint of step N.
     """
     text = str(path)
+    if (named := _step_suffix(text)) is not None:
+        return named
     if text.endswith(":best") and not Path(text).exists():
         run = Path(text[: -len(":best")])
         run = run.parent if run.name == CKPT_DIR else run
@@ -123,6 +128,50 @@ def resolve_checkpoint(path: str | Path) -> tuple[CheckpointRef, str | None]:
     if not ckpts:
         raise CheckpointError(f"{ckpt_dir} holds no weights checkpoints (step-*.safetensors); {problem}.")
     return ckpts[-1], f"{problem}; using the newest weights file, {ckpts[-1].weights.name}"
+
+
+_STEP_SUFFIX = re.compile(r"^(.+):step-0*(\d+)$")
+
+
+def _step_suffix(text: str) -> tuple[CheckpointRef, str] | None:
+    """`RUN:step-N` -> (the checkpoint of step N, how it was chosen); None for any other text."""
+    m = _STEP_SUFFIX.match(text)
+    if m is None or Path(text).exists():
+        return None
+    run, step = Path(m.group(1)), int(m.group(2))
+    run = run.parent if run.name == CKPT_DIR else run
+    if not run.is_dir():
+        raise CheckpointError(f"{run} does not exist.", hint="Pass RUN:step-N with RUN a run directory written by `jepa train`, e.g. runs/<run>:step-200.")
+    steps = [ref.step for ref in list_checkpoints(run / CKPT_DIR)]
+    if step not in steps:
+        have = f"its checkpoints are of steps {', '.join(map(str, steps))}" if steps else "it has no checkpoints"
+        raise CheckpointError(
+            f"{run} has no checkpoint of step {step}: {have}.",
+            hint=f"Name one of those steps ({run}:step-N), the run itself ({run}: its latest checkpoint) or {run}:best.",
+        )
+    return _ref(run / CKPT_DIR, step), f"{text} names {weights_name(step)}"
+
+
+def checkpoint_tokenizer(ref: CheckpointRef, want_sha256: str | None) -> Path:
+    """The tokenizer.json a checkpoint was trained with: its run directory's, or one beside the file;
+    checked against the sha256 the checkpoint recorded (`tokenizer_sha256`) when it has one."""
+    found = next((p for p in (ref.run_dir / TOKENIZER, ref.weights.parent / TOKENIZER) if p.is_file()), None)
+    if found is None:
+        raise CheckpointError(
+            f"No {TOKENIZER} for {ref.weights}: looked in {ref.run_dir} and {ref.weights.parent}.",
+            hint=f"Pass the run directory written by `jepa train` (it holds {TOKENIZER}), or copy the run's {TOKENIZER} next to the checkpoint.",
+        )
+    if want_sha256:
+        try:
+            got = hashlib.sha256(found.read_bytes()).hexdigest()
+        except OSError as e:
+            raise CheckpointError(f"Cannot read {found}: {e.strerror or e}.") from None
+        if got != want_sha256:
+            raise CheckpointError(
+                f"{found} is not the tokenizer {ref.weights.name} was trained with (its sha256 differs from the checkpoint's tokenizer_sha256).",
+                hint="Use the tokenizer.json of the run that wrote the checkpoint.",
+            )
+    return found
 
 
 def newest_run(out_dir: str | Path, profile: str | None = None) -> Path | None:
@@ -172,7 +221,7 @@ def resume_checkpoint(path: str | Path) -> CheckpointRef:
     """
     ref, how = resolve_checkpoint(path)
     p = Path(path)
-    if p.is_file() or str(path).endswith(":best"):
+    if p.is_file() or str(path).endswith(":best") or (not p.exists() and _STEP_SUFFIX.match(str(path))):
         problem = verify_checkpoint(ref)
         if problem is None:
             return ref

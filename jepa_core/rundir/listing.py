@@ -247,9 +247,19 @@ class RunInfo:
     device: str
     overrides: list[str] | None = field(default_factory=list)  # None: the profile is gone, differences unknown
     epoch: float | None = None
+    init_from: str | None = None  # "from SRC (step N)": the weights it started from (train.init_from)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def init_from_label(record: Any) -> str | None:
+    """`from runs/x (step 200)`: the weights a run started from, as run_start and the checkpoints
+    record them (`init_from`); None for a run from random weights."""
+    if not isinstance(record, Mapping) or not isinstance(record.get("source"), str):
+        return None
+    step = record.get("step")
+    return f"from {record['source']}" + (f" (step {step})" if isinstance(step, int) and not isinstance(step, bool) else "")
 
 
 def _finite(v: Any) -> float | None:
@@ -317,6 +327,7 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
         device=run.device,
         overrides=overrides,
         epoch=epoch,
+        init_from=init_from_label(first_start.get("init_from")) if first_start else None,
     )
 
 
@@ -361,6 +372,7 @@ __all__ = [
     "flatten_config",
     "fmt_age",
     "fmt_value",
+    "init_from_label",
     "last_activity",
     "list_runs",
     "newest_run_dir",

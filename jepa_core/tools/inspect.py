@@ -115,6 +115,7 @@ class InspectReport:
     available_steps: list[int] = field(default_factory=list)  # weights checkpoints next to this file
     extra_metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    init_from: dict[str, Any] | None = None  # the weights the run started from (train.init_from)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -488,6 +489,8 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
         report.optimizer = _optimizer_summary(opt, header.tensors, warnings) if opt is not None else None
         report.rng = _rng_summary(_json_or_none(meta.pop("rng", None), "rng", warnings), header.tensors)
         report.data = _json_or_none(meta.pop("data", None), "data", warnings)
+    init = _json_or_none(meta.pop("init_from", None), "init_from", warnings)
+    report.init_from = init if isinstance(init, dict) else None
     report.extra_metadata = meta
 
     ckpt_dir = target.parent

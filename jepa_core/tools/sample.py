@@ -1,7 +1,7 @@
 """Text from a trained checkpoint: load its weights, config and tokenizer, then sample.
 
 `load_for_sampling(path)` takes what `jepa inspect` takes (a run directory, its
-checkpoints/ folder, a weights or state file, `RUN:best`) and rebuilds the model
+checkpoints/ folder, a weights or state file, `RUN:best`, `RUN:step-N`) and rebuilds the model
 from the config stored in the checkpoint, so no profile is needed. The tokenizer is
 the run's own `tokenizer.json`, checked against the hash the checkpoint recorded.
 
@@ -13,7 +13,6 @@ holds it to that), and a seed makes it repeatable on a given device.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +55,6 @@ def _device(spec: str) -> torch.device:
         raise ConfigError(e.message.replace("`train.device`", "--device"), hint="Use --device auto, cpu, cuda, cuda:N or mps.") from None
 
 
-def _find_tokenizer(ref: rd.CheckpointRef) -> Path:
-    for candidate in (ref.run_dir / rd.TOKENIZER, ref.weights.parent / rd.TOKENIZER):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(
-        f"No {rd.TOKENIZER} for {ref.weights}: looked in {ref.run_dir} and {ref.weights.parent}.",
-        hint=f"Pass the run directory written by `jepa train` (it holds {rd.TOKENIZER}), or copy the run's {rd.TOKENIZER} next to the checkpoint.",
-    )
-
-
 def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
     """The model and tokenizer of a checkpoint, ready to sample; CheckpointError on anything unusable."""
     import json
@@ -88,13 +77,7 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
             hint="Pass a run directory or a step-*.safetensors file written by `jepa train`; `jepa inspect FILE` shows what a file holds.",
         )
     cfg = config_from_toml(meta["config"], source=str(ref.weights))
-    tok_path = _find_tokenizer(ref)
-    want = meta.get("tokenizer_sha256")
-    if want and hashlib.sha256(tok_path.read_bytes()).hexdigest() != want:
-        raise CheckpointError(
-            f"{tok_path} is not the tokenizer {ref.weights.name} was trained with (its sha256 differs from the checkpoint's tokenizer_sha256).",
-            hint="Use the tokenizer.json of the run that wrote the checkpoint.",
-        )
+    tok_path = rd.checkpoint_tokenizer(ref, meta.get("tokenizer_sha256"))
     tokenizer = BPETokenizer.from_file(tok_path)
     dev = _device(device)
     with torch.device("meta"):

@@ -39,9 +39,10 @@ class Run:
     tokens_seen: int
     notes: list[str]
     watch_state: dict[str, Any] | None = None  # the EvalWatch saved with the resumed checkpoint
-    init_digest: str | None = None  # the shared LM weights at initialisation (before any resume)
+    init_digest: str | None = None  # the shared LM weights at initialisation (a source's when started from one; before any resume)
     # the `--set` values this segment was started with, as typed (None: the caller did not say)
     overrides: list[str] | None = None
+    init_from: dict[str, Any] | None = None  # the weights it started from (train.init_from), as init_from.load_into recorded it
 
     @property
     def train_tokens(self) -> int:
@@ -82,6 +83,8 @@ class Run:
             "init_digest": self.init_digest,
             "code": code_version(),
         }
+        if self.init_from is not None:
+            info["init_from"] = self.init_from
         if self.overrides is not None:
             # recorded, so that `jepa runs` need not reconstruct them by diffing against a profile that may have changed
             info["overrides"] = [o.strip() for o in self.overrides]
@@ -126,9 +129,13 @@ def build_run(
     overrides: list[str] | tuple[str, ...] | None = None,
 ) -> Run:
     from jepa_core.data import TrainBatcher, ensure_prepared, load_prepared
+    from jepa_core.train import init_from
     from jepa_core.train.checkpoint import load_state_into, load_weights_into
 
     tc = cfg.train
+    # a start from trained weights is checked (shape, tokenizer) before anything is claimed or prepared;
+    # a resumed run has its weights in its checkpoint and does not read the source again
+    source = init_from.check_config(cfg) if resume is None else None
     dinfo = init_distributed(tc.device)
     rt = resolve_runtime(tc.device, tc.precision, dinfo.local_rank)
     if resume is not None:
@@ -144,11 +151,12 @@ def build_run(
         claim_run_dir(run_dir, resume)  # refuse a busy or taken directory before the slow part
     run_dir = _broadcast_run_dir(dinfo, run_dir)
 
+    data_cfg = init_from.data_config(cfg, source, resume)
     if dinfo.is_main:
-        prepared = ensure_prepared(cfg.data, progress=on_prepare)
+        prepared = ensure_prepared(data_cfg, progress=on_prepare)
     barrier(dinfo)
     if not dinfo.is_main:
-        prepared = load_prepared(cfg.data)
+        prepared = load_prepared(data_cfg)
     if len(prepared.train_tokens) < cfg.data.block_size + 1:
         raise ConfigError(
             f"The train split of `{cfg.data.dataset}` has {len(prepared.train_tokens)} tokens, too few for one block of {cfg.data.block_size}.",
@@ -167,8 +175,16 @@ def build_run(
         plan = dataclasses.replace(plan, compile=False)
         notes.append(why_not)
     trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
-    # taken before a resume loads its weights: the digest names the start every segment shares
+    init_record = None
+    if source is not None:
+        loaded = init_from.load_into(trainee.model, source)
+        init_record = loaded.record
+        notes.extend(loaded.notes)
+    # taken after a source's weights are loaded and before a resume loads its own: the digest names the
+    # start every segment shares (a resumed run from a source reads it back from its checkpoint)
     init_digest = trainee.model.shared_lm_digest()
+    if init_record is not None:
+        init_record["init_digest"] = init_digest
     # identical init on every rank above; from here each rank samples pairs and dropout on its own stream
     torch.manual_seed(tc.seed * 1_000_003 + dinfo.rank + 1)
     # one step's windows (every rank, every micro-batch) are drawn together, at distinct positions
@@ -181,11 +197,15 @@ def build_run(
     if resume is not None:
         wmeta = load_weights_into(trainee.model, resume.weights)
         watch_state = json.loads(wmeta["eval_watch"]) if wmeta.get("eval_watch") else None
+        # started from SRC: the start is the source's weights, which only the checkpoint remembers
+        init_record = init_from.recorded(wmeta)
+        if init_record is not None and isinstance(init_record.get("init_digest"), str):
+            init_digest = init_record["init_digest"]
         st = load_state_into(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
     return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest,
-               list(overrides) if overrides is not None else None)
+               list(overrides) if overrides is not None else None, init_record)
 
 
 def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:

@@ -145,6 +145,7 @@ class CheckpointMeta:
     metrics: dict[str, Any]
     weight_tying: bool
     watch: dict[str, Any] | None = None  # EvalWatch state (best val loss and its counters)
+    init_from: dict[str, Any] | None = None  # the weights the run started from (train.init_from)
 
 
 def save_checkpoint(
@@ -177,6 +178,8 @@ def save_checkpoint(
     }
     if meta.watch is not None:
         weights_meta["eval_watch"] = json.dumps(meta.watch, allow_nan=True)
+    if meta.init_from is not None:
+        weights_meta["init_from"] = json.dumps(meta.init_from)
     w_path = ckpt_dir / weights_name(meta.step)
     s_path = ckpt_dir / state_name(meta.step)
     _save_tensors(w_path, model_tensors(model), weights_meta)

@@ -31,6 +31,7 @@ class Checkpointer:
     tokenizer_sha256: str
     is_main: bool
     last: Path | None = None  # the newest complete checkpoint's weights file
+    init_from: dict[str, Any] | None = None  # recorded in every weights file (a resume reads it back)
 
     def due(self, step: int) -> bool:
         tc = self.cfg.train
@@ -53,6 +54,7 @@ class Checkpointer:
             metrics=last_eval,
             weight_tying=self.cfg.model.weight_tying,
             watch=watch,
+            init_from=self.init_from,
         )
         try:
             ref = save_checkpoint(

@@ -137,7 +137,7 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     cfg, tr, batcher = run.cfg, run.trainee, run.batcher
     evaluate = Evaluator(cfg, run.prepared, run.device, tr.plan.autocast, baseline=tr.model.is_baseline) if run.dist.is_main else None
     ckpt = Checkpointer(cfg, run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
-                        last=run.resume.weights if run.resume else None)
+                        last=run.resume.weights if run.resume else None, init_from=run.init_from)
     clock = _Clock(tr.plan.compile)
     watch = EvalWatch.for_config(cfg.train, run.watch_state)
     on_batch = getattr(cb, "on_batch", None)  # optional: callers need not subclass TrainCallbacks

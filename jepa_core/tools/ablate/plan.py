@@ -348,8 +348,12 @@ def plan_ablation(
     grids: list[str] | tuple[str, ...] = (),
     budget_s: float | None = None,
     command: str | None = None,
+    init_from: str | None = None,
 ) -> AblationPlan:
-    """Resolve and check an ablation without touching the disk."""
+    """Resolve and check an ablation without touching the disk.
+
+    `init_from` (`--init-from SRC`) starts every arm from SRC's weights: it is one more global
+    override (train.init_from), and every arm's model is checked against SRC here, before any run."""
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}.")
     overrides = list(overrides)
@@ -357,6 +361,8 @@ def plan_ablation(
         if not (math.isfinite(budget_s) and budget_s > 0):
             raise ConfigError(f"--budget-s must be a positive number of seconds, got {budget_s}.", hint="Example: --budget-s 120")
         overrides.append(f"train.time_budget_s={float(budget_s)!r}")
+    if init_from is not None:
+        overrides.append(f"train.init_from={json.dumps(init_from)}")
     base = load_config(profile, overrides)
     arm_list, parsed = assemble_arms(arms, grids)
     names = {a.name for a in arm_list}
@@ -370,8 +376,26 @@ def plan_ablation(
     plan = AblationPlan(folder, profile, overrides, arm_list, seeds, reference, config_to_toml(base))
     plan.grids = [g.to_dict() for g in parsed]
     plan.commands = [command] if command else []
-    plan.settings = check_arms_comparable({a.name: plan.config_for(a.name, 0) for a in arm_list})
+    configs = {a.name: plan.config_for(a.name, 0) for a in arm_list}
+    plan.settings = check_arms_comparable(configs)
+    _check_init_from(configs)
     return plan
+
+
+def _check_init_from(configs: dict[str, Config]) -> None:
+    """Every arm's model against the weights it starts from (train.init_from), before anything runs."""
+    from jepa_core.train.init_from import check_shape, check_tokenizer, resolve_source
+
+    first = next(iter(configs.values()))
+    if not first.train.init_from:
+        return  # the key is the same in every arm (SAME_ACROSS_ARMS)
+    src = resolve_source(first.train.init_from)
+    check_tokenizer(src, first.data)
+    for name, cfg in configs.items():
+        try:
+            check_shape(cfg, src)
+        except ConfigError as e:
+            raise ConfigError(f"Arm `{name}`: {e.message}", hint=e.hint) from None
 
 
 def extend_plan(
@@ -412,6 +436,7 @@ def extend_plan(
                 hint="Add arms where the ablation was started (same device and precision), or start a new ablation.",
             )
         grown.settings = {**settings, **plan.settings}
+        _check_init_from({a.name: grown.config_for(a.name, 0) for a in new})
     if n_seeds is not None and n_seeds > len(plan.seeds):
         grown.seeds = plan.seeds + [plan.seeds[0] + i for i in range(len(plan.seeds), n_seeds)]
     grown.grids = plan.grids + [g.to_dict() for g in parsed]

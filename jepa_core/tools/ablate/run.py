@@ -169,11 +169,16 @@ def run_ablation(plan: AblationPlan, callbacks: AblationCallbacks | None = None,
             cb.on_skip(spec, plan.state[spec.name]["status"])
     if todo:
         from jepa_core.data import ensure_prepared
+        from jepa_core.rundir import read_latest
+        from jepa_core.train.init_from import data_config
         from jepa_core.train.stops import while_building
 
-        # prepared once up front, so no run's wall time includes tokenizing the data
+        # prepared once up front, so no run's wall time includes tokenizing the data (with the
+        # tokenizer of the weights the arms start from, when they start from some)
+        first = plan.run_dir(todo[0])
+        cfg = plan.config_for(todo[0].arm, todo[0].seed_index)
         with while_building():
-            ensure_prepared(plan.config_for(todo[0].arm, todo[0].seed_index).data, progress=cb.on_prepare)
+            ensure_prepared(data_config(cfg, None, read_latest(first) if first.is_dir() else None), progress=cb.on_prepare)
     ran = None
     if jobs > 1 and len(todo) > 1:
         from .jobs import run_parallel
