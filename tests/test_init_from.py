@@ -426,3 +426,23 @@ def test_frozen_step_from_a_jepa_runs_own_export_evaluates_to_its_val_bpb(source
     got, want = load_tensors(result.last_checkpoint), load_tensors(source / rd.CKPT_DIR / rd.weights_name(8))
     assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want if k.startswith("transformer.lm_bridge."))
     assert "jepa.*" in _start(tmp_path / "ft")["init_from"]["fresh"]
+
+
+def test_ablate_init_from_seed_slot_gives_each_seed_its_own_base(source, baseline_source, text, tmp_path):
+    # one base model per seed (the fine-tuning study): `{i}` is the seed index, and each seed's
+    # arms are checked against their own base before anything runs
+    from jepa_core.tools import ablate as ab
+
+    from test_ablate import small_overrides as ablate_overrides
+
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    (bases / "b-s0").symlink_to(source)
+    (bases / "b-s1").symlink_to(baseline_source)
+    slot = str(bases / "b-s{i}")
+    plan = ab.plan_ablation("tiny", 2, overrides=ablate_overrides(text), out=tmp_path / "abl", init_from=slot)
+    for arm in ("baseline", "jepa"):
+        assert [plan.config_for(arm, i).train.init_from for i in (0, 1)] == [str(bases / "b-s0"), str(bases / "b-s1")]
+    # a seed without its base is refused at plan time, naming it
+    with pytest.raises(CheckpointError, match="b-s2"):
+        ab.plan_ablation("tiny", 3, overrides=ablate_overrides(text), out=tmp_path / "abl3", init_from=slot)

@@ -60,7 +60,7 @@ def ablate(
             "(the default: one run after another in this process).",
         ),
     ] = 1,
-    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start every arm from these weights: RUN, RUN:best, RUN:step-N, a weights file or hf:DIR (docs/finetune.md).")] = None,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start every arm from these weights: RUN, RUN:best, RUN:step-N, a weights file or hf:DIR; `{i}` in it is the seed index, for one base model per seed (docs/finetune.md).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Ablation folder (default: runs/ablate-PROFILE-UTCTIME).")] = None,
     resume: Annotated[
         Optional[Path],

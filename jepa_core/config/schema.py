@@ -162,6 +162,12 @@ class DataConfig(_Section):
         100_000_000, ge=1_000_000, le=MAX_TOKENS, description="Train the BPE tokenizer on at most this many bytes of the train text (its first documents).",
         json_schema_extra=SAME_ACROSS_ARMS,
     )
+    val_text: str = Field(
+        "",
+        description="text: datasets: a .txt file or folder whose whole text is the validation split (the train split is then "
+        "all of data.dataset), e.g. to train on one corpus and evaluate on another; empty: the tail val_fraction.",
+        json_schema_extra=SAME_ACROSS_ARMS,
+    )
     tokenizer: str = Field("", description="Reuse this tokenizer.json (or a run directory's) instead of training one; vocab_size is then ignored.", json_schema_extra=SAME_ACROSS_ARMS)
 
 

@@ -22,6 +22,8 @@ from jepa_core.rundir import BATCH_LOG, utc_now_iso, utc_stamp
 FORMAT = "jepa-ablation/1"
 REPORT_FORMAT = "jepa-ablation-report/2"
 MANIFEST = "manifest.json"
+#: in --init-from, the seed index: seed i of every arm starts from its own source
+SEED_SLOT = "{i}"
 BASE_CONFIG = "base_config.toml"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -244,6 +246,10 @@ class AblationPlan:
             raw = apply_overrides(copy.deepcopy(raw), over)
         except ConfigError as e:
             raise ConfigError(f"Arm `{arm}`: {e.message}", hint=e.hint) from None
+        train = raw.get("train", {})
+        if SEED_SLOT in train.get("init_from", ""):
+            # one source per seed (`--init-from 'bases/baseline-s{i}'`): every arm of seed i starts from base i
+            train["init_from"] = train["init_from"].replace(SEED_SLOT, str(seed_index))
         return validate(raw, source=f"arm `{arm}`")
 
     def manifest(self) -> dict[str, Any]:
@@ -353,7 +359,9 @@ def plan_ablation(
     """Resolve and check an ablation without touching the disk.
 
     `init_from` (`--init-from SRC`) starts every arm from SRC's weights: it is one more global
-    override (train.init_from), and every arm's model is checked against SRC here, before any run."""
+    override (train.init_from), and every arm's model is checked against SRC here, before any run.
+    A `{i}` in SRC is the seed's index: seed i's arms start from their own source (one base model
+    per seed, e.g. `--init-from 'runs/bases/baseline-s{i}'` after an ablation that made them)."""
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}.")
     overrides = list(overrides)
@@ -378,7 +386,8 @@ def plan_ablation(
     plan.commands = [command] if command else []
     configs = {a.name: plan.config_for(a.name, 0) for a in arm_list}
     plan.settings = check_arms_comparable(configs)
-    _check_init_from(configs)
+    for i in range(len(seeds) if init_from and SEED_SLOT in init_from else 1):
+        _check_init_from(configs if i == 0 else {a.name: plan.config_for(a.name, i) for a in arm_list})
     return plan
 
 
