@@ -446,3 +446,33 @@ def test_ablate_init_from_seed_slot_gives_each_seed_its_own_base(source, baselin
     # a seed without its base is refused at plan time, naming it
     with pytest.raises(CheckpointError, match="b-s2"):
         ab.plan_ablation("tiny", 3, overrides=ablate_overrides(text), out=tmp_path / "abl3", init_from=slot)
+
+
+def test_arms_may_start_from_different_sources_and_stay_paired_by_seed(source, baseline_source, text, tmp_path, one_thread):
+    # the starting point as the treatment (a JEPA-pretrained base against an LM-only one): the
+    # init digests differ by design, the batches do not, so the comparison stays paired
+    from jepa_core.tools import ablate as ab
+    from jepa_core.tools.ablate.markdown import init_text
+
+    from test_ablate import small_overrides as ablate_overrides
+
+    arms = ["baseline:jepa.run_baseline=true", f"from-jepa:jepa.run_baseline=true,train.init_from={json.dumps(str(source))}"]
+    plan = ab.plan_ablation("tiny", 2, arms=arms, overrides=ablate_overrides(text, "train.max_steps=2"),
+                            out=tmp_path / "abl", init_from=str(baseline_source))
+    outcome = ab.run_ablation(plan)
+    assert not outcome.failed
+    rep = outcome.report
+    assert rep["init"]["ok"] is not False and rep["init"]["mismatches"] == []
+    assert {(d["arm"], d["seed_index"]) for d in rep["init"]["by_design"]} == {("from-jepa", 0), ("from-jepa", 1)}
+    assert "`from-jepa` start(s) from another source by design" in init_text(rep["init"])
+    cmp = next(a["comparison"] for a in rep["arms"] if a["name"] == "from-jepa")
+    assert cmp["paired"] is not None  # seeds and batches pair the runs
+    # arms that name the same source must still start from the same weights
+    plan_same = ab.plan_ablation("tiny", 2, arms=["baseline:jepa.run_baseline=true", "other:jepa.run_baseline=true"],
+                                 overrides=ablate_overrides(text), out=tmp_path / "abl2", init_from=str(baseline_source))
+    same = {f"{a}-s{i}": {"status": "finished", "init_digests": ["d"]} for a in ("baseline", "other") for i in (0, 1)}
+    same["other-s1"]["init_digests"] = ["e"]
+    from jepa_core.tools.ablate.report import verify_init
+
+    v = verify_init(plan_same, same)
+    assert v["ok"] is False and v["broken"] == [{"seed_index": 1, "arm": "other"}]

@@ -245,8 +245,8 @@ class TrainConfig(_Section):
         "",
         description="Start from these weights instead of random ones (weights only: fresh optimizer, schedule and data "
         "position, step 0): a run directory (RUN, RUN:best, RUN:step-N), a weights file written by jepa, or hf:DIR. "
-        "The run uses the source's tokenizer; the model keys must match the source's (docs/finetune.md).",
-        json_schema_extra=SAME_ACROSS_ARMS,
+        "The run uses the source's tokenizer; the model keys must match the source's (docs/finetune.md). "
+        "May differ between ablation arms: the starting point as the treatment (their init digests then differ by design).",
     )
 
 

@@ -157,6 +157,10 @@ def init_text(init: dict[str, Any]) -> str:
     text = {True: "identical shared weights across arms for every seed compared", None: "not compared yet"}[init["ok"]]
     if init["missing"]:
         text += f" ({len(init['missing'])} run(s) recorded no init digest: {', '.join(init['missing'])})"
+    designed = sorted({d["arm"] for d in init.get("by_design", [])})
+    if designed:
+        text += (f"; {', '.join(f'`{a}`' for a in designed)} start(s) from another source by design (train.init_from), "
+                 "compared seed by seed where their batches match the reference's")
     return text
 
 

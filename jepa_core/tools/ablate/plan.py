@@ -392,17 +392,22 @@ def plan_ablation(
 
 
 def _check_init_from(configs: dict[str, Config]) -> None:
-    """Every arm's model against the weights it starts from (train.init_from), before anything runs."""
+    """Every arm's model against the weights it starts from (train.init_from), before anything runs.
+
+    Arms may start from different sources (the starting point as the treatment), so each
+    source is resolved once and checked against the arms that name it."""
     from jepa_core.train.init_from import check_shape, check_tokenizer, resolve_source
 
-    first = next(iter(configs.values()))
-    if not first.train.init_from:
-        return  # the key is the same in every arm (SAME_ACROSS_ARMS)
-    src = resolve_source(first.train.init_from)
-    check_tokenizer(src, first.data)
+    sources: dict[str, Any] = {}
     for name, cfg in configs.items():
+        where = cfg.train.init_from
+        if not where:
+            continue
         try:
-            check_shape(cfg, src)
+            if where not in sources:
+                sources[where] = resolve_source(where)
+                check_tokenizer(sources[where], cfg.data)
+            check_shape(cfg, sources[where])
         except ConfigError as e:
             raise ConfigError(f"Arm `{name}`: {e.message}", hint=e.hint) from None
 
