@@ -61,7 +61,7 @@ preflight: install
 
 # Wheels (CPython 3.12, manylinux x86-64) of what the GPU image lacks, the project's
 # own wheel and the tiny_shakespeare text, for an offline GPU box: carry .whl/ there
-# and run scripts/gpu-check (README, "On a GPU machine"). Needs PyPI; --check re-verifies.
+# and run scripts/gpu-check (docs/gpu.md). Needs PyPI; --check re-verifies.
 gpu-wheels: dev
 	$(PY) scripts/gpu_wheels.py --dest .whl
 

@@ -7,8 +7,9 @@ Search order (first match wins):
    where `jepa profiles new` writes,
 4. `$JEPA_HOME/profiles` (default `~/.cache/jepa/profiles`), the folder searched before
    the user's folder existed, still read so that profiles kept there keep working,
-5. the profiles shipped inside the package (`jepa_core/profiles_data`, package data,
-   so that an installed wheel has them wherever it runs).
+5. the shipped profiles: the repository's top-level `profiles/` folder, their one home,
+   which the wheel carries as package data (`jepa_core/profiles_data`, a build mapping in
+   pyproject.toml), so that an installed jepa has them wherever it runs.
 
 A path to a `.toml` file (`--profile my.toml`) bypasses the search.
 """
@@ -25,8 +26,10 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-#: The package folder that holds the shipped profiles.
+#: Where an installed wheel holds the shipped profiles (pyproject.toml maps profiles/ there).
 SHIPPED_PACKAGE, SHIPPED_FOLDER = "jepa_core", "profiles_data"
+#: Their home in a source checkout (and so in an editable install): beside the package.
+SOURCE_FOLDER = "profiles"
 
 # A name becomes a file name and a `--profile` argument: no separators, no `.toml`,
 # nothing a shell or `extends` would read as a path.
@@ -86,7 +89,10 @@ def shipped_dir() -> Path:
     """The shipped profiles' folder, wherever the package is installed."""
     root = resources.files(SHIPPED_PACKAGE) / SHIPPED_FOLDER
     if isinstance(root, Path):
-        return root
+        if root.is_dir():  # a wheel install
+            return root
+        # a source checkout or an editable install: the package has no copy, the repository has
+        return root.parent.parent / SOURCE_FOLDER
     # a zipped install has no folder on disk; everything downstream reads Paths, and
     # `as_file` takes a directory only from Python 3.12, so copy the few files out once
     out = Path(tempfile.mkdtemp(prefix="jepa-profiles-"))
@@ -109,6 +115,9 @@ def sources() -> list[Source]:
     found.append(Source("shipped", shipped_dir()))
     seen: set[Path] = set()
     unique = []
+    # in a checkout's root, ./profiles is the shipped folder itself: list it under that name
+    shipped = found[-1].dir.resolve() if found[-1].dir.exists() else found[-1].dir
+    found = [s for s in found if s.kind == "shipped" or (s.dir.resolve() if s.dir.exists() else s.dir) != shipped]
     for s in found:
         r = s.dir.resolve() if s.dir.exists() else s.dir
         if r not in seen:

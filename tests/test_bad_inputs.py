@@ -113,7 +113,17 @@ def _json_docs(ctx: Ctx) -> Path:
     return ctx.tmp / "docs"
 
 
+def _earlier_export(ctx: Ctx) -> Path:
+    """A folder holding what an earlier JepaForCausalLM export left: its modeling file."""
+    return _file(ctx.tmp / "exported" / "modeling_jepa.py", b"# an earlier export's\n").parent
+
+
 CORPUS = [
+    # ---- issue 32: `jepa export` (every run exports now; what is left to refuse is the folder and the options)
+    Bad("export_over_an_earlier_export", lambda c: ["export", c.run, _earlier_export(c)], "modeling_jepa.py"),
+    Bad("export_out_is_a_file", lambda c: ["export", c.run, _file(c.tmp / "out.txt")], "is not a folder"),
+    Bad("export_unknown_format", lambda c: ["export", c.run, c.tmp / "out", "--format", "gguf"], "--format"),
+    Bad("export_missing_run", lambda c: ["export", c.tmp / "nope", c.tmp / "out"], "does not exist"),
     # ---- issue 26, items 2-4: crashes and acceptances. (Item 1, undecodable or huge `jepa sample`
     # prompts, is no bad input any more: the bytes are replaced and a note says how many, exit 0;
     # tests/test_sample.py holds those cases.)

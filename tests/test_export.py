@@ -1,8 +1,10 @@
-"""`jepa export --format hf`: the LM as LlamaForCausalLM, loaded by transformers with no remote code.
+"""`jepa export --format hf`: every run's LM, loaded by transformers.
 
-Three small runs (a few seconds each on CPU): an LM-only run with an untied head, a JEPA
-arm with a tied head (both trained with `model.logit_bias=false`, and the JEPA arm with
-`model.lm_bridge=false`), and a JEPA arm with the defaults, which cannot be a plain Llama.
+Four small runs (a few seconds each on CPU). Two are Llama-compatible and export as a plain
+LlamaForCausalLM (no remote code): an LM-only run with an untied head and a JEPA arm with a
+tied head, trained with `model.logit_bias=false` (and the JEPA arm with `model.lm_bridge=false`).
+Two are `tiny` and `tiny-baseline` as shipped, shrunk only in size and steps, so with a learned
+logit bias (and the JEPA arm's lm_bridge): they export as JepaForCausalLM with its modeling file.
 """
 
 from __future__ import annotations
@@ -39,8 +41,23 @@ def jepa_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default_jepa_run(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory, "default", baseline=False)
+def tied_jepa_run(tmp_path_factory) -> Path:
+    """A JEPA arm with the bridge and the bias and a tied head: the embedding is the head, lm_head.bias its own."""
+    return _train(tmp_path_factory, "tied", "model.weight_tying=true", baseline=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """`tiny` as shipped, shrunk: lm_bridge and logit_bias on."""
+    torch.set_num_threads(1)
+    return finished_run(tmp_path_factory.mktemp("tiny"), "tiny", baseline=False, profile="tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_baseline_run(tmp_path_factory) -> Path:
+    """`tiny-baseline` as shipped, shrunk: logit_bias on."""
+    torch.set_num_threads(1)
+    return finished_run(tmp_path_factory.mktemp("tinyb"), "tiny-baseline", baseline=True, profile="tiny-baseline")
 
 
 def _export(run, out: Path, **kw):
@@ -49,15 +66,16 @@ def _export(run, out: Path, **kw):
     return export_hf(run, out, **kw)
 
 
-def _check_matches(run: Path, out: Path) -> None:
+def _check_matches(run: Path, out: Path, architecture: str = "LlamaForCausalLM") -> None:
     """Logits within 1e-4 of jepa's, and the same greedy continuation as `jepa sample --temperature 0`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from jepa_core.tools.sample import load_for_sampling, sample_text
 
     sm = load_for_sampling(run, "cpu")
-    hf = AutoModelForCausalLM.from_pretrained(out)  # no trust_remote_code
-    assert type(hf).__name__ == "LlamaForCausalLM"
+    # a Llama needs no remote code; a JepaForCausalLM is refused without trust_remote_code
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=architecture != "LlamaForCausalLM")
+    assert type(hf).__name__ == architecture
     hf.eval()
     T, V = sm.block_size, sm.tokenizer.vocab_size
     g = torch.Generator().manual_seed(0)
@@ -137,23 +155,79 @@ def test_tokenizer_loads_as_fast_tokenizer_and_encodes_like_jepa(baseline_run, t
     assert gen["eos_token_id"] == ours.eos_id
 
 
-def test_bf16_export_loads(baseline_run, tmp_path):
+@pytest.mark.parametrize("which", ["baseline_run", "tiny_run"])
+def test_bf16_export_loads(which, request, tmp_path):
     from transformers import AutoModelForCausalLM
 
+    from jepa_core.model.hf import read_hf_model
+
     out = tmp_path / "hf"
-    _export(baseline_run, out, dtype="bfloat16")
-    hf = AutoModelForCausalLM.from_pretrained(out, torch_dtype="auto")
+    r = _export(request.getfixturevalue(which), out, dtype="bfloat16")
+    hf = AutoModelForCausalLM.from_pretrained(out, torch_dtype="auto", trust_remote_code=r.architecture != "LlamaForCausalLM")
     assert hf.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.isfinite(hf(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+    assert "BF16 weights read as float32" in read_hf_model(out).notes
 
 
-def test_default_jepa_arm_is_refused_naming_the_settings(default_jepa_run, tmp_path, cli):
+@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run", "tied_jepa_run"])
+def test_shipped_profiles_export_as_jepa_lm_and_match(which, request, tmp_path):
+    """`tiny` and `tiny-baseline` as shipped (and a tied head): a learned logit bias (and the bridge) make it a JepaForCausalLM."""
+    run = request.getfixturevalue(which)
     out = tmp_path / "hf"
-    r = cli("export", str(default_jepa_run), str(out), "--format", "hf")
-    assert r.returncode == 2
-    msg = " ".join(r.stderr.split())
-    assert "model.lm_bridge" in msg and "model.logit_bias" in msg and "LlamaForCausalLM" in msg
-    assert "--set model.lm_bridge=false" in msg
-    assert not (out / "model.safetensors").exists()
+    r = _export(run, out)
+    assert r.architecture == "JepaForCausalLM" and "modeling_jepa.py" in r.files
+    why = r.notes[0]
+    assert why.startswith("JepaForCausalLM") and "trust_remote_code=True" in why and "model.logit_bias" in why
+    assert ("model.lm_bridge" in why) is (which != "tiny_baseline_run")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["JepaForCausalLM"] and config["logit_bias"] is True
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_jepa.JepaForCausalLM"
+    assert config["bridge_layer"] == (None if which == "tiny_baseline_run" else 1)  # tap_layer -1 of 2 layers
+    assert config["tie_word_embeddings"] is (which == "tied_jepa_run")
+    from transformers import AutoModelForCausalLM
+
+    with pytest.raises(ValueError, match="trust_remote_code"):  # transformers asks before running the file
+        AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
+    _check_matches(run, out, "JepaForCausalLM")
+
+
+def test_jepa_lm_generates_with_its_cache_and_with_padding(tiny_run, tmp_path):
+    """generate feeds one new token a step against the cache; a left-padded batch gives each row's own continuation."""
+    from transformers import AutoModelForCausalLM
+
+    from jepa_core.tools.sample import load_for_sampling
+
+    out = tmp_path / "hf"
+    _export(tiny_run, out)
+    sm = load_for_sampling(tiny_run, "cpu")
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    lengths: list[int] = []
+    hf.model.register_forward_pre_hook(lambda mod, args: lengths.append(args[0].shape[1]))
+    eos, pad = sm.tokenizer.eos_id, sm.tokenizer.pad_id
+
+    def upto_eos(tokens: list[int]) -> list[int]:  # transformers stops a row at <eos> (and pads it); jepa does not
+        return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+
+    a, b = sm.tokenizer.encode("ROMEO:"), sm.tokenizer.encode("JULIET:\nO Romeo, Romeo")
+    n = 10
+    want_a = upto_eos(sm.model.generate(torch.tensor([a]), n, temperature=0)[0, len(a) :].tolist())
+    want_b = upto_eos(sm.model.generate(torch.tensor([b]), n, temperature=0)[0, len(b) :].tolist())
+    kw = {"max_new_tokens": n, "do_sample": False, "pad_token_id": pad}
+    with torch.no_grad():
+        got = hf.generate(torch.tensor([a]), attention_mask=torch.ones(1, len(a), dtype=torch.long), **kw)[0, len(a) :].tolist()
+        assert len(want_a) >= 5 and got == want_a and lengths == [len(a)] + [1] * (len(got) - 1)  # the prompt once, then one token a step
+        no_cache = hf.generate(torch.tensor([a]), use_cache=False, **kw)[0, len(a) :].tolist()
+        assert no_cache == want_a
+        left = len(b) - len(a)
+        ids = torch.tensor([[pad] * left + a, b])
+        mask = torch.tensor([[0] * left + [1] * len(a), [1] * len(b)])
+        both = hf.generate(ids, attention_mask=mask, **kw)[:, len(b) :].tolist()
+        # the padded row's logits are its own: the padding is masked out (RoPE sees only offsets)
+        padded = hf(input_ids=ids, attention_mask=mask).logits[0, left:]
+        alone = hf(input_ids=torch.tensor([a])).logits[0]
+    assert left > 0 and (padded - alone).abs().max().item() < 1e-4
+    assert [upto_eos(row) for row in both] == [want_a, want_b]
 
 
 def test_blockers_one_at_a_time():
@@ -182,6 +256,22 @@ def test_cli_export_says_lm_only_and_guards_the_folder(jepa_run, tmp_path, cli):
     assert bad.returncode == 2 and "--format" in bad.stderr
     bad = cli("export", str(jepa_run), str(tmp_path / "other"), "--dtype", "int8")
     assert bad.returncode == 2 and "--dtype" in bad.stderr
+
+
+def test_cli_says_which_architecture_and_why(tiny_run, jepa_run, tmp_path, cli):
+    out = tmp_path / "hf"
+    r = cli("export", str(tiny_run), str(out))
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stdout.split())
+    assert "as JepaForCausalLM" in said and "model.lm_bridge" in said and "model.logit_bias" in said
+    assert "trust_remote_code=True" in said and "--set model.lm_bridge=false" in said and "modeling_jepa.py" in said
+    # over it, without --force: refused, naming the files; with it, a Llama export leaves no modeling file behind
+    (out / "config.json").unlink()
+    again = cli("export", str(jepa_run), str(out))
+    assert again.returncode == 2 and "modeling_jepa.py" in again.stderr and "--force" in again.stderr
+    r = cli("export", str(jepa_run), str(out), "--force")
+    assert r.returncode == 0 and "as LlamaForCausalLM" in " ".join(r.stdout.split())
+    assert not (out / "modeling_jepa.py").exists() and "trust_remote_code" not in r.stdout
 
 
 def test_help_has_an_example(cli):
@@ -225,3 +315,72 @@ def test_logit_bias_false_has_no_bias_and_bridge_false_has_no_bridge():
     out = m(idx, torch.randint(0, 300, (2, 16)))
     out.loss.backward()  # trains (JEPA loss included) without the bridge
     assert torch.isfinite(out.loss) and out.jepa_loss is not None
+
+
+# -- read back: what export writes, `read_hf_model` (--init-from hf:) reads -----------------------
+
+
+@pytest.mark.parametrize("which", ["baseline_run", "jepa_run"])
+def test_llama_export_reads_back_to_the_same_lm(which, request, tmp_path):
+    from jepa_core.model.hf import LLAMA, read_hf_model
+    from jepa_core.tools.sample import load_for_sampling
+
+    from hf_helpers import jepa_model_from
+
+    run = request.getfixturevalue(which)
+    out = tmp_path / "hf"
+    _export(run, out)
+    sm = load_for_sampling(run, "cpu")
+    src = sm.model.state_dict()
+    hfm = read_hf_model(out)
+    assert hfm.architecture == LLAMA and hfm.run_baseline and hfm.tokenizer == out / "tokenizer.json"
+    m = sm.cfg.model
+    assert hfm.model == {k: getattr(m, k) for k in hfm.model}  # the run's own keys, ff_multiplier and ff_round included
+    assert set(hfm.model) == {"d_model", "n_layers", "n_heads", "ff_multiplier", "ff_round", "rope_base", "norm_eps", "weight_tying"}
+    assert hfm.max_position_embeddings == sm.cfg.data.block_size
+    for name, t in hfm.tensors.items():
+        if name == "transformer.norm_f.weight":  # the logit scale is folded in
+            assert torch.allclose(t, src[name] * src["transformer.logit_scale"], rtol=1e-6)
+        elif name == "transformer.logit_scale":
+            assert t.item() == 1.0
+        elif name == "transformer.out_bias":
+            assert not t.any()
+        else:
+            assert torch.equal(t, src[name]), name
+    ours = jepa_model_from(hfm, sm.block_size)
+    ids = torch.randint(0, sm.tokenizer.vocab_size, (2, sm.block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours.lm_logits(ids) - sm.model.lm_logits(ids)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("which", ["tiny_run", "tiny_baseline_run", "tied_jepa_run"])
+def test_jepa_lm_export_reads_back_exactly_as_data(which, request, tmp_path):
+    """The JepaForCausalLM kind read back: every LM tensor bit-exact (nothing folded), its code never run."""
+    from jepa_core.model.hf import JEPA, read_hf_model
+    from jepa_core.tools.sample import load_for_sampling
+
+    from hf_helpers import jepa_model_from
+
+    run = request.getfixturevalue(which)
+    out = tmp_path / "hf"
+    _export(run, out)
+    marker = tmp_path / "code-ran"
+    with open(out / "modeling_jepa.py", "a") as f:  # were the file imported, this would show
+        f.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    sm = load_for_sampling(run, "cpu")
+    src = sm.model.state_dict()
+    hfm = read_hf_model(out)
+    assert not marker.exists()
+    assert hfm.architecture == JEPA and hfm.run_baseline is (which == "tiny_baseline_run")
+    m = sm.cfg.model
+    assert hfm.model == {k: getattr(m, k) for k in hfm.model}
+    assert hfm.model["logit_bias"] is True and hfm.model.get("lm_bridge", False) is (which != "tiny_baseline_run")
+    if which != "tiny_baseline_run":
+        assert hfm.model["tap_layer"] == m.tap_layer == -1  # the run's own spelling of the tap
+    lm = {n: t for n, t in src.items() if n.startswith("transformer.") and not n.startswith("transformer.tap_norm.")}
+    assert hfm.tensors.keys() == lm.keys()
+    assert all(torch.equal(hfm.tensors[n], lm[n]) for n in lm)
+    ours = jepa_model_from(hfm, sm.block_size)
+    ids = torch.randint(0, sm.tokenizer.vocab_size, (2, sm.block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ours.lm_logits(ids), sm.model.lm_logits(ids))

@@ -1,4 +1,4 @@
-"""Where profiles are found: shipped inside the package, the search order, `extends`
+"""Where profiles are found: shipped from the top-level profiles/ (package data in a wheel), the search order, `extends`
 across folders, `jepa profiles new`, and a wheel installed outside the checkout."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import jepa_core
 from cli_helpers import cli  # noqa: F401
 from jepa_core.config import load_config
 from jepa_core.errors import ConfigError
-from jepa_core.profiles import find_profile, new_profile, profile_entries, shipped_dir, user_dir
+from jepa_core.profiles import find_profile, new_profile, profile_entries, shipped_dir, sources, user_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ("tiny", "tiny-baseline", "shakespeare", "wikitext2", "gpt2-small", "fineweb-edu")
@@ -42,13 +43,39 @@ def places(tmp_path, monkeypatch):
     return {"cwd": work / "profiles", "env": env_dir, "user": tmp_path / "xdg" / "jepa" / "profiles"}
 
 
-def test_shipped_profiles_are_package_data():
-    # inside the package, so that a wheel carries them; nothing left at the repository root
-    assert shipped_dir().resolve() == Path(jepa_core.__file__).resolve().parent / "profiles_data"
-    assert not list((ROOT / "profiles").glob("*.toml"))
+def test_shipped_profiles_live_in_top_level_profiles_only():
+    # one home: the repository's profiles/ (the design card's layout); the wheel carries it
+    # as package data through a build mapping, not through a second copy in the tree
+    assert shipped_dir().resolve() == ROOT / "profiles"
+    tracked = subprocess.run(["git", "ls-files", "*.toml"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if tracked:  # a git checkout (an sdist has no git)
+        assert sorted(t for t in tracked if t.endswith("tiny.toml")) == ["profiles/tiny.toml"]
+    assert not (Path(jepa_core.__file__).parent / "profiles_data").exists()
     assert {e.name for e in profile_entries() if e.source == "shipped"} >= set(SHIPPED)
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'jepa_core = ["profiles_data/*.toml"]' in pyproject
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"jepa_core.profiles_data": "profiles"}
+    assert setuptools["package-data"]["jepa_core.profiles_data"] == ["*.toml"]
+
+
+def test_pyproject_lists_every_package_on_disk():
+    # the packages are listed by hand (find cannot see the profiles mapping): a new
+    # subpackage missing from the list would be left out of the wheel
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(d.relative_to(ROOT).parts)
+        for top in ("jepa_core", "jepa_cli")
+        for d in [ROOT / top, *(ROOT / top).rglob("*")]
+        if (d / "__init__.py").is_file()
+    }
+    assert listed == on_disk | {"jepa_core.profiles_data"}
+
+
+def test_repository_root_lists_shipped_profiles_as_shipped(monkeypatch):
+    # in a checkout's root ./profiles is the shipped folder: one source, named "shipped"
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("JEPA_PROFILES", raising=False)
+    kinds = [s.kind for s in sources() if s.dir.resolve() == ROOT / "profiles"]
+    assert kinds == ["shipped"]
 
 
 def test_user_folder_follows_xdg(tmp_path, monkeypatch):
@@ -183,7 +210,7 @@ def test_wheel_in_a_fresh_venv_lists_and_trains_from_anywhere(tmp_path, mirror):
     src.mkdir()
     for f in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / f, src / f)
-    for pkg in ("jepa_core", "jepa_cli"):  # a copy: building in place leaves build/ and *.egg-info
+    for pkg in ("jepa_core", "jepa_cli", "profiles"):  # a copy: building in place leaves build/ and *.egg-info
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]

@@ -63,7 +63,7 @@ def small_overrides(text: Path, *extra: str) -> list[str]:
     ]
 
 
-def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False, teacher: str = "projector") -> Config:
+def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False, teacher: str = "projector", profile: str = "tiny") -> Config:
     overrides = small_overrides(
         text,
         f'jepa.teacher="{teacher}"',
@@ -72,10 +72,10 @@ def small_config(text: Path, out_dir: Path, *extra: str, baseline: bool = False,
         "optim.warmup_steps=2",
         *extra,
     )
-    return load_config("tiny", overrides)
+    return load_config(profile, overrides)
 
 
-def finished_run(tmp: Path, name: str, *extra: str, baseline: bool = False, text: Path | None = None) -> Path:
+def finished_run(tmp: Path, name: str, *extra: str, baseline: bool = False, text: Path | None = None, profile: str = "tiny") -> Path:
     """A small finished run at tmp/runs/NAME, for module-scoped fixtures: trained with JEPA_HOME
     at tmp/home (the per-test home fixture is not there yet) and JEPA_HOME restored after."""
     from jepa_core.train.loop import train
@@ -83,7 +83,7 @@ def finished_run(tmp: Path, name: str, *extra: str, baseline: bool = False, text
     old = os.environ.get("JEPA_HOME")
     os.environ["JEPA_HOME"] = str(tmp / "home")
     try:
-        cfg = small_config(text or small_text(tmp), tmp / "runs", *extra, baseline=baseline)
+        cfg = small_config(text or small_text(tmp), tmp / "runs", *extra, baseline=baseline, profile=profile)
         result = train(cfg, run_dir=tmp / "runs" / name, handle_signals=False)
     finally:
         if old is None:

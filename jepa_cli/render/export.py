@@ -31,5 +31,9 @@ def run_export(run: str, out: Path, *, fmt: str, dtype: str, force: bool) -> Non
     for n in r.notes:
         console.print(f"  {escape(n)}")
     q = escape(str(r.out))
-    console.print(f"[dim]load:     AutoModelForCausalLM.from_pretrained({str(r.out)!r}), AutoTokenizer.from_pretrained(...)[/]")
-    console.print(f"[dim]evaluate: lm_eval --model hf --model_args pretrained={q} --tasks lambada_openai[/]")
+    if r.architecture == "LlamaForCausalLM":
+        console.print(f"[dim]load:     AutoModelForCausalLM.from_pretrained({str(r.out)!r}), AutoTokenizer.from_pretrained(...)[/]")
+        console.print(f"[dim]evaluate: lm_eval --model hf --model_args pretrained={q} --tasks lambada_openai[/]")
+    else:
+        console.print(f"[dim]load:     AutoModelForCausalLM.from_pretrained({str(r.out)!r}, trust_remote_code=True), AutoTokenizer.from_pretrained(...)[/]")
+        console.print(f"[dim]evaluate: lm_eval --model hf --model_args pretrained={q},trust_remote_code=True --tasks lambada_openai[/]")

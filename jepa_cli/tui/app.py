@@ -271,7 +271,7 @@ class Dashboard(App[str]):
 
     def _launch_note(self, run: RunLog) -> str:
         """Before run_start: the last line the trainer printed (preparing data...), when it runs under us."""
-        from .launch import LOG_FILE
+        from jepa_core.rundir import LOG_FILE
 
         try:
             with open(run.run_dir / LOG_FILE, "rb") as f:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from jepa_core.rundir import STOPFILE
+from jepa_core.rundir import LOG_FILE, STOPFILE
 
-LOG_FILE = "train.log"
 
 
 def spawn_training(child_argv: list[str], run_dir: Path) -> subprocess.Popen:

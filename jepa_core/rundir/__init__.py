@@ -36,12 +36,14 @@ from .checkpoints import (
 from .folder import RunFolder, RunFolderGone
 from .header import HeaderError, read_header
 from .layout import (
+    BATCH_LOG,
     BEST,
     CKPT_DIR,
     CONFIG,
     HEARTBEAT,
     LATEST,
     LOCKFILE,
+    LOG_FILE,
     METRICS,
     PIDFILE,
     STOPFILE,
@@ -71,13 +73,13 @@ from .lock import (
 from .status import COMPLETED, END_STATES, EXIT_CODES, LIVE_STATES, SETTLED
 
 __all__ = [
-    "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
-    "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "FileCheck",
-    "HeaderError", "RunBusy", "RunFolder", "RunFolderGone", "RunLock", "Verdict", "check_checkpoint", "check_file", "digest",
-    "enclosing_run", "heartbeat_text", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
-    "pid_is_local_and_alive", "pid_text", "pointer_text", "read_best", "read_header", "read_heartbeat", "read_latest",
-    "read_pidfile", "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
-    "set_aside", "state_name", "sweep_half_checkpoints", "sweep_if_idle", "sweep_temp_files", "unverified_note",
-    "utc_now_iso", "utc_stamp", "verified_checkpoint", "verify_checkpoint", "weights_name", "weights_step",
-    "write_heartbeat", "write_pidfile", "write_pointer",
+    "BATCH_LOG", "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT",
+    "LATEST", "LIVE_STATES", "LOCKFILE", "LOG_FILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER",
+    "CheckpointRef", "FileCheck", "HeaderError", "RunBusy", "RunFolder", "RunFolderGone", "RunLock", "Verdict",
+    "check_checkpoint", "check_file", "digest", "enclosing_run", "heartbeat_text", "holds_run", "list_checkpoints",
+    "new_run_dir", "newest_run", "pid_is_local_and_alive", "pid_text", "pointer_text", "read_best", "read_header",
+    "read_heartbeat", "read_latest", "read_pidfile", "refuse_nested_run", "remove_pidfile", "resolve_checkpoint",
+    "resume_checkpoint", "set_aside", "state_name", "sweep_half_checkpoints", "sweep_if_idle", "sweep_temp_files",
+    "unverified_note", "utc_now_iso", "utc_stamp", "verified_checkpoint", "verify_checkpoint", "weights_name",
+    "weights_step", "write_heartbeat", "write_pidfile", "write_pointer",
 ]  # fmt: skip

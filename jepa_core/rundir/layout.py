@@ -6,6 +6,8 @@
       train.lock       held with flock() while a trainer runs (authoritative)
       heartbeat.json   {"step", "max_steps", "phase", "time"}: cheap liveness, written often
       stop             created to ask the trainer to stop
+      train.log        stdout and stderr of a trainer the dashboard started detached
+      batches.txt      an ablation arm's "<batch index> <sha256>" per batch drawn
       checkpoints/step-XXXXXXXX.safetensors / .state.safetensors, latest.json, best.json
 
 Stdlib only. The writer (the trainer and its checkpointer) and every reader use these
@@ -31,6 +33,8 @@ STOPFILE = "stop"
 CKPT_DIR = "checkpoints"
 LATEST = "latest.json"
 BEST = "best.json"
+LOG_FILE = "train.log"  # a detached trainer's stdout and stderr (the dashboard's launcher)
+BATCH_LOG = "batches.txt"  # an ablation arm's batch digests, for the pairing check
 
 WEIGHTS_RE = re.compile(r"^step-(\d{8})\.safetensors$")
 STATE_RE = re.compile(r"^step-(\d{8})\.state\.safetensors$")

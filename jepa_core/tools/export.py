@@ -1,31 +1,24 @@
-"""`jepa export`: a checkpoint's language model in the Hugging Face layout, as `LlamaForCausalLM`.
+"""`jepa export`: a checkpoint's language model in the Hugging Face layout.
 
 Writes `config.json`, `model.safetensors`, `generation_config.json`, `tokenizer.json` and
 `tokenizer_config.json` into a folder that `transformers` loads with
-`AutoModelForCausalLM.from_pretrained(OUT)` and `AutoTokenizer.from_pretrained(OUT)` (no
-remote code), and lm-evaluation-harness and vLLM after it. transformers is not needed to
-export: the files are written from the checkpoint with torch and safetensors alone.
+`AutoModelForCausalLM.from_pretrained(OUT)` and `AutoTokenizer.from_pretrained(OUT)`, and
+lm-evaluation-harness after it. transformers is not needed to export: the files are written
+from the checkpoint with torch and safetensors alone.
+
+Every run exports, as one of two architectures:
+
+- `LlamaForCausalLM` (no remote code; vLLM reads it too) when the LM is Llama-compatible: the
+  stack maps onto Llama exactly by the one name mapping in `jepa_core/model/hf.py` (which
+  `--init-from hf:` reads back with), the logit scale folded into model.norm
+  (norm(x) * s = x / rms(x) * (w * s)) and an all-zero output bias dropped.
+- `JepaForCausalLM` when it is not (`llama_blockers`: a JEPA arm's gated `lm_bridge`, a learned
+  output bias): the same tensors plus the bridge, the logit scale and the bias, and
+  `modeling_jepa.py` (model/hf_remote/, torch and transformers only) beside them, loaded with
+  `trust_remote_code=True`. config.json's `auto_map` points transformers at it.
 
 Only the LM is exported: the JEPA heads, the tap norm and the EMA teacher are training-time
-parts that the LM's forward pass never reads. The stack maps onto Llama exactly:
-
-    transformer.tok_emb                    model.embed_tokens
-    blocks.i.attn_norm / mlp_norm          model.layers.i.input_layernorm / post_attention_layernorm
-    blocks.i.attn.qkv (rows q | k | v)     model.layers.i.self_attn.q_proj / k_proj / v_proj
-    blocks.i.attn.proj                     model.layers.i.self_attn.o_proj
-    blocks.i.mlp.w12 (rows u | v)          model.layers.i.mlp.gate_proj / up_proj
-    blocks.i.mlp.w3                        model.layers.i.mlp.down_proj
-    norm_f * logit_scale                   model.norm (the scale folded in: norm(x) * s = x / rms(x) * (w * s))
-    lm_head (untied) / the embedding       lm_head (tie_word_embeddings when tied)
-
-RoPE needs no permutation: jepa rotates the half-split pairs (i, i + head_dim/2) with
-frequency base^(-2i/head_dim), which is transformers' `rotate_half` convention (the
-permutation in Meta-to-HF conversions turns the interleaved layout into this one).
-
-What has no place in Llama is refused, naming the setting: a JEPA arm's gated `lm_bridge`
-(`model.lm_bridge`) and a non-zero output bias (`model.logit_bias`; Llama's lm_head is
-bias-free, and a per-token bias cannot be folded into a matrix product exactly). A bias that
-is still all zeros is dropped.
+parts that the LM's forward pass never reads.
 """
 
 from __future__ import annotations
@@ -38,6 +31,7 @@ from typing import Any
 import torch
 
 from jepa_core.errors import ConfigError
+from jepa_core.model.hf import JEPA, JEPA_FORMAT, JEPA_FORMAT_KEY, JEPA_MODEL_KEY, LLAMA, to_hf
 
 FORMATS = ("hf",)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -46,8 +40,8 @@ GENERATION_CONFIG = "generation_config.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
+MODELING = "modeling_jepa.py"  # JepaForCausalLM only
 FILES = (CONFIG, GENERATION_CONFIG, WEIGHTS, TOKENIZER, TOKENIZER_CONFIG)
-ARCHITECTURE = "LlamaForCausalLM"
 
 # training-time parts, never in an export (the tap norm only feeds the JEPA heads)
 _TRAINING_ONLY = ("jepa.", "teacher.", "transformer.tap_norm.")
@@ -58,7 +52,7 @@ class ExportResult:
     out: Path
     source: Path  # the weights file exported
     step: int
-    architecture: str
+    architecture: str  # LLAMA, or JEPA (remote code: trust_remote_code=True)
     dtype: str
     files: list[str]
     lm_params: int  # parameters written (a tied head counted once)
@@ -87,12 +81,12 @@ def llama_blockers(cfg: Any, tensors: dict[str, torch.Tensor]) -> list[tuple[str
     return out
 
 
-def llama_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, specials: dict[str, int | None], dtype: str) -> dict[str, Any]:
+def hf_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, specials: dict[str, int | None], dtype: str, architecture: str) -> dict[str, Any]:
     m = cfg.model
     hidden = tensors["transformer.blocks.0.mlp.w12.weight"].shape[0] // 2
-    return {
-        "architectures": [ARCHITECTURE],
-        "model_type": "llama",
+    config: dict[str, Any] = {
+        "architectures": [architecture],
+        "model_type": "llama" if architecture == LLAMA else "jepa_lm",
         "vocab_size": vocab_size,
         "hidden_size": m.d_model,
         "intermediate_size": hidden,
@@ -104,12 +98,6 @@ def llama_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, sp
         "max_position_embeddings": cfg.data.block_size,
         "rms_norm_eps": m.norm_eps,
         "rope_theta": m.rope_base,
-        # transformers >= 5 reads rope_parameters; older versions keep it as an unused attribute
-        "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_base},
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
         "tie_word_embeddings": bool(m.weight_tying),
         "initializer_range": m.init_std,
         "use_cache": True,
@@ -118,42 +106,61 @@ def llama_config(cfg: Any, tensors: dict[str, torch.Tensor], vocab_size: int, sp
         "pad_token_id": specials["pad"],
         "torch_dtype": dtype,
     }
-
-
-def llama_tensors(cfg: Any, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The LM's tensors under Llama's names (fresh, contiguous, in `dtype`), and notes on what was folded."""
-    m = cfg.model
-    d = m.d_model
-    notes: list[str] = []
-
-    def put(t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
-
-    out = {"model.embed_tokens.weight": put(tensors["transformer.tok_emb.weight"])}
-    for i in range(m.n_layers):
-        src, dst = f"transformer.blocks.{i}.", f"model.layers.{i}."
-        q, k, v = tensors[src + "attn.qkv.weight"].split(d, dim=0)
-        gate, up = tensors[src + "mlp.w12.weight"].chunk(2, dim=0)
-        out |= {
-            dst + "input_layernorm.weight": put(tensors[src + "attn_norm.weight"]),
-            dst + "self_attn.q_proj.weight": put(q),
-            dst + "self_attn.k_proj.weight": put(k),
-            dst + "self_attn.v_proj.weight": put(v),
-            dst + "self_attn.o_proj.weight": put(tensors[src + "attn.proj.weight"]),
-            dst + "post_attention_layernorm.weight": put(tensors[src + "mlp_norm.weight"]),
-            dst + "mlp.gate_proj.weight": put(gate),
-            dst + "mlp.up_proj.weight": put(up),
-            dst + "mlp.down_proj.weight": put(tensors[src + "mlp.w3.weight"]),
+    if architecture == LLAMA:
+        config |= {
+            # transformers >= 5 reads rope_parameters; older versions keep it as an unused attribute
+            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_base},
+            "attention_bias": False,
+            "attention_dropout": 0.0,
+            "mlp_bias": False,
+            "pretraining_tp": 1,
         }
-    scale = tensors["transformer.logit_scale"].double()
-    out["model.norm.weight"] = put(tensors["transformer.norm_f.weight"].double() * scale)
-    notes.append(f"logit_scale ({scale.item():.6g}) folded into model.norm.weight")
-    if not m.weight_tying:
-        out["lm_head.weight"] = put(tensors["transformer.lm_head.weight"])
-    # else: tie_word_embeddings, and lm_head.weight is left out of the file as transformers does
+    else:
+        config |= {
+            "auto_map": {"AutoConfig": "modeling_jepa.JepaLMConfig", "AutoModelForCausalLM": "modeling_jepa.JepaForCausalLM"},
+            JEPA_FORMAT_KEY: JEPA_FORMAT,
+            "bridge_layer": m.tap_index if "transformer.bridge_gate" in tensors else None,
+            "logit_bias": "transformer.out_bias" in tensors,
+        }
+    # the run's [model] keys, for `--init-from hf:` (a Llama's size alone does not say which
+    # ff_multiplier and ff_round gave it); transformers keeps an unknown key as an attribute
+    config[JEPA_MODEL_KEY] = m.model_dump(mode="json")
+    return config
+
+
+def hf_tensors(cfg: Any, tensors: dict[str, torch.Tensor], dtype: torch.dtype, architecture: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The LM's tensors under HF names (fresh, contiguous, in `dtype`), and notes on what was folded or kept."""
+    hf = to_hf(tensors, cfg.model.n_layers, architecture)
+    out = {n: t.detach().to(device="cpu", dtype=dtype, copy=True).contiguous() for n, t in hf.items()}
+    scale = tensors["transformer.logit_scale"].item()
+    if architecture == LLAMA:
+        notes = [f"logit_scale ({scale:.6g}) folded into model.norm.weight"]
+        # tied: tie_word_embeddings, and lm_head.weight is left out of the file as transformers does
+        if "transformer.out_bias" in tensors:
+            notes.append("out_bias is all zeros: dropped")
+        return out, notes
+    kept = [f"logit_scale ({scale:.6g})"]
     if "transformer.out_bias" in tensors:
-        notes.append("out_bias is all zeros: dropped")
-    return out, notes
+        kept.append("the output bias (lm_head.bias)")
+    if "transformer.bridge_gate" in tensors:
+        gate = torch.sigmoid(tensors["transformer.bridge_gate"]).item()
+        kept.append(f"the lm_bridge above layer {cfg.model.tap_index} (model.bridge, gate sigmoid(g) = {gate:.3g})")
+    return out, [f"kept as they are: {', '.join(kept)}"]
+
+
+def architecture_note(blockers: list[tuple[str, str]]) -> str:
+    """Which architecture is written, and why, in words."""
+    if not blockers:
+        return (
+            f"{LLAMA}: the LM has no lm_bridge and no learned output bias, so it is a plain Llama "
+            "(transformers, lm-evaluation-harness and vLLM load it with no remote code)"
+        )
+    why = " ".join(f"{k}: {reason}." for k, reason in blockers)
+    return (
+        f"{JEPA}, with {MODELING} (load with trust_remote_code=True): a plain {LLAMA} cannot hold "
+        f"{' and '.join(k for k, _ in blockers)}. {why} For a plain {LLAMA}, train with "
+        + " ".join(f"--set {k}=false" for k, _ in blockers)
+    )
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int | None]:
@@ -191,7 +198,7 @@ def _tokenizer_config(tokenizer: Any, specials: dict[str, int | None], block_siz
 
 def check_export_args(fmt: str, dtype: str) -> None:
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r} is not supported.", hint="Use --format hf (the Hugging Face layout, LlamaForCausalLM).")
+        raise ConfigError(f"--format {fmt!r} is not supported.", hint="Use --format hf (the Hugging Face layout: LlamaForCausalLM, or JepaForCausalLM with its modeling file).")
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}.", hint="float32 (the default) keeps the trained weights exactly.")
 
@@ -199,7 +206,7 @@ def check_export_args(fmt: str, dtype: str) -> None:
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder.", hint="Give a new folder (it is created) or an existing one.")
-    present = [n for n in FILES if (out / n).exists()]
+    present = [n for n in (*FILES, MODELING) if (out / n).exists()]
     if present and not force:
         raise ConfigError(
             f"{out} already holds {', '.join(present)}.",
@@ -207,8 +214,16 @@ def _check_out(out: Path, force: bool) -> None:
         )
 
 
+def _modeling_source() -> str:
+    """The JepaForCausalLM modeling file, shipped inside the package (model/hf_remote/)."""
+    from importlib.resources import files
+
+    return files("jepa_core.model").joinpath("hf_remote", MODELING).read_text(encoding="utf-8")
+
+
 def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", force: bool = False) -> ExportResult:
-    """Export the checkpoint at `path` (what `jepa sample` takes, `RUN:best` included) into `out`."""
+    """Export the checkpoint at `path` (what `jepa sample` takes, `RUN:best` included) into `out`:
+    a LlamaForCausalLM when the LM is Llama-compatible, else a JepaForCausalLM with its modeling file."""
     from safetensors.torch import save_file
 
     from jepa_core.fsutil import atomic_path, atomic_write_text
@@ -221,18 +236,11 @@ def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", forc
     cfg = sm.cfg
     tensors = dict(sm.model.state_dict())
     blockers = llama_blockers(cfg, tensors)
-    if blockers:
-        settings = " and ".join(f"{k} = true" for k, _ in blockers)
-        raise ConfigError(
-            f"{sm.ref.weights} cannot be exported as a plain {ARCHITECTURE}: {settings}. "
-            + " ".join(f"{k}: {why}." for k, why in blockers),
-            hint="Train with " + " ".join(f"--set {k}=false" for k, _ in blockers)
-            + " for an exportable LM (the logit scale and a tied or untied head export as they are).",
-        )
-    hf, notes = llama_tensors(cfg, tensors, DTYPES[dtype])
+    arch = JEPA if blockers else LLAMA
+    hf, notes = hf_tensors(cfg, tensors, DTYPES[dtype], arch)
     left_out = sum(t.numel() for n, t in tensors.items() if n.startswith(_TRAINING_ONLY))
     specials = _special_ids(sm.tokenizer)
-    config = llama_config(cfg, tensors, sm.tokenizer.vocab_size, specials, dtype)
+    config = hf_config(cfg, tensors, sm.tokenizer.vocab_size, specials, dtype, arch)
     generation = {
         "bos_token_id": specials["bos"],
         "eos_token_id": specials["eos"],
@@ -246,9 +254,16 @@ def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", forc
         "jepa_step": str(sm.step),
         "jepa_tokenizer_sha256": sm.tokenizer.sha256(),
     }
+    files = list(FILES)
+    # the modeling file first: config.json's auto_map must never point at a missing or stale one
+    if arch == JEPA:
+        atomic_write_text(out / MODELING, _modeling_source())
+        files.append(MODELING)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(hf, str(tmp), metadata=metadata)
     atomic_write_text(out / CONFIG, json.dumps(config, indent=2) + "\n")
+    if arch == LLAMA and (out / MODELING).exists():
+        (out / MODELING).unlink()  # an earlier JepaForCausalLM export's (--force): nothing reads it now
     atomic_write_text(out / GENERATION_CONFIG, json.dumps(generation, indent=2) + "\n")
     atomic_write_text(out / TOKENIZER, sm.tokenizer.to_str())
     atomic_write_text(out / TOKENIZER_CONFIG, json.dumps(_tokenizer_config(sm.tokenizer, specials, cfg.data.block_size), indent=2) + "\n")
@@ -256,12 +271,12 @@ def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", forc
         out=out,
         source=sm.ref.weights,
         step=sm.step,
-        architecture=ARCHITECTURE,
+        architecture=arch,
         dtype=dtype,
-        files=list(FILES),
+        files=files,
         lm_params=sum(t.numel() for t in hf.values()),
         left_out=left_out,
-        notes=notes,
+        notes=[architecture_note(blockers), *notes],
         note=sm.note,
         integrity=sm.integrity,
     )

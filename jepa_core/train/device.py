@@ -75,7 +75,7 @@ def bf16_supported(device: torch.device) -> bool:
 # CPU feature flags (Linux /proc/cpuinfo names) that give bf16 matmul native instructions:
 # x86 AVX512-BF16 (Cooper Lake, Zen 4 and later) and AMX (Sapphire Rapids), Arm's BF16 extension
 # (Graviton 3, Neoverse V1/N2, Apple M2 and later). Without one of them torch's CPU bf16 matmul
-# converts element by element and runs 10-35x slower than fp32 (benchmarks/README.md).
+# converts element by element and runs many times slower than fp32 (benchmarks/2026-12-zen3-epyc.md).
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 

@@ -29,7 +29,7 @@ class StepPlan:
     """The device-dependent choices of a step.
 
     - fused AdamW: one kernel per parameter group on CUDA; on CPU `fused=True`
-      exists too but is off by default (measured in benchmarks/README.md);
+      exists too but is off, as in torch's own default (not measured here yet);
     - compile: when the profile asks and a compiler works here;
     - pinned memory and non-blocking host-to-device copies: CUDA only;
     - a host sync (`loss.item()`) every step on CPU, where it costs nothing, so a
@@ -52,7 +52,7 @@ class StepPlan:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
 
-# Fused AdamW on CPU: benchmarks/README.md has the measurement behind this default.
+# Fused AdamW on CPU: off, torch's default; no benchmark here has compared it yet.
 DEFAULT_FUSED_CPU = False
 
 

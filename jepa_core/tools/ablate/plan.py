@@ -17,7 +17,7 @@ from typing import Any
 from jepa_core.config import SAME_ACROSS_ARMS_KEYS, Config, apply_overrides, config_to_toml, load_config, parse_override, validate
 from jepa_core.errors import CheckpointError, ConfigError
 from jepa_core.fsutil import atomic_write_text
-from jepa_core.rundir import utc_now_iso, utc_stamp
+from jepa_core.rundir import BATCH_LOG, utc_now_iso, utc_stamp
 
 FORMAT = "jepa-ablation/1"
 REPORT_FORMAT = "jepa-ablation-report/2"
@@ -25,7 +25,6 @@ MANIFEST = "manifest.json"
 BASE_CONFIG = "base_config.toml"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-BATCH_LOG = "batches.txt"
 
 
 #: Settings every arm must share (for the same seed index): the config fields marked SAME_ACROSS_ARMS.
