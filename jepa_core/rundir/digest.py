@@ -15,8 +15,8 @@ covered (it is JSON that `read_header` validates, and it holds the digest).
 
 Algorithm: XXH3-128 (`xxhash`, which `datasets` already requires); sha256 from hashlib when
 xxhash is missing. This guards against accident, not an attacker: the digest sits in the file it
-covers, so whoever can rewrite the bytes can rewrite it too. XXH3 hashes about 8-11 GB/s here,
-sha256 1.2-1.7 GB/s (benchmarks/digest-2026-12-06.md). Standard library only, xxhash lazily.
+covers, so whoever can rewrite the bytes can rewrite it too. XXH3 is several times faster than
+sha256 (benchmarks/2026-12-xeon-amx.md). Standard library only, xxhash lazily.
 """
 
 from __future__ import annotations
