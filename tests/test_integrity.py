@@ -6,7 +6,6 @@ Corrupt checkpoints through the CLI (exit 2, one paragraph) are rows of test_bad
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
