@@ -39,22 +39,38 @@ def _umask() -> int:
     return 0o022
 
 
+def new_file_mode() -> int:
+    """The mode a file created here gets (0644 under the usual umask 022)."""
+    return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path` atomically."""
+def atomic_path(path: Path, *, parents: bool = True, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` atomically.
+
+    `parents=False` never creates a missing folder (a run directory that vanished must stay
+    gone); `durable=False` skips the fsyncs (a heartbeat, rewritten often, need not survive a crash).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = new_file_mode()
     # mkstemp makes the file 0600; the final file should have the mode any new file gets here
-    os.fchmod(fd, 0o666 & ~_umask())
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        # again: a writer may have replaced the temp file rather than written into it (safetensors'
+        # save_file does, and its file is 0600 again)
+        os.chmod(tmp_path, mode)
+        if durable:
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()

@@ -24,7 +24,7 @@ from jepa_core import rundir as rd
 from jepa_core.train.loop import train
 
 from cli_helpers import cli  # noqa: F401 (fixture)
-from train_helpers import _use_home, home, small_config, small_overrides, text  # noqa: F401 (fixtures)
+from train_helpers import _use_home, home, small_config, small_overrides, spoil_tensor_bytes, text  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +81,20 @@ def _cut_short(ctx: Ctx) -> Path:
     path = ctx.run / "checkpoints" / rd.weights_name(4)
     path.write_bytes(path.read_bytes()[:-100])
     return path
+
+
+def _spoiled(ctx: Ctx, step: int) -> Path:
+    """The weights file of `step`, 64 bytes changed inside one of its tensors (the header intact)."""
+    path = ctx.run / "checkpoints" / rd.weights_name(step)
+    spoil_tensor_bytes(path)
+    return path
+
+
+def _all_spoiled(ctx: Ctx) -> Path:
+    """The run, both of its checkpoints spoiled as `_spoiled` does."""
+    for step in (2, 4):
+        _spoiled(ctx, step)
+    return ctx.run
 
 
 def _early_run_elsewhere(ctx: Ctx) -> Path:
@@ -164,6 +178,14 @@ CORPUS = [
         'train.out_dir="elsewhere"'),
     Bad("read_only_run_directory", lambda c: ["train", "--resume", c.run, "--no-tui"],
         "Cannot write to the run directory", mode="ro_mount"),
+    # ---- issue 33, item 1: tensor bytes that do not match the digest written with them (a file named
+    # explicitly is never substituted; a run directory falls back, and refuses only when none verifies)
+    Bad("resume_corrupt_payload_file_named", lambda c: ["train", "--resume", _spoiled(c, 4), "--no-tui"], "do not match"),
+    Bad("resume_no_checkpoint_verifies", lambda c: ["train", "--resume", _all_spoiled(c), "--no-tui"], "no checkpoint verifies"),
+    Bad("sample_corrupt_payload_file_named", lambda c: ["sample", _spoiled(c, 4), "--tokens", "2"], "do not match"),
+    Bad("sample_no_checkpoint_verifies", lambda c: ["sample", _all_spoiled(c), "--tokens", "2"], "no checkpoint verifies"),
+    Bad("export_corrupt_payload_file_named", lambda c: ["export", _spoiled(c, 4), c.tmp / "hf"], "do not match"),
+    Bad("inspect_verify_corrupt_payload", lambda c: ["inspect", _spoiled(c, 4), "--verify"], "does not verify"),
     # ---- earlier passes (issues 16 and 17) and their neighbours
     Bad("no_profile", lambda c: ["train", "--no-tui"], "--profile"),
     Bad("unknown_profile", lambda c: ["train", "--profile", "nonexistent", "--no-tui"], "nonexistent"),

@@ -411,7 +411,7 @@ JSON_KEYS = {
     "path", "file_size", "header_size", "is_jepa", "format", "kind", "profile", "step", "tokens_seen", "created",
     "jepa_version", "torch_version", "tokenizer_sha256", "weight_tying", "metrics", "config_toml", "config_summary",
     "tensors", "modules", "totals", "params", "tied_embedding", "optimizer", "rng", "data", "stats", "source",
-    "state_file", "available_steps", "extra_metadata", "warnings", "init_from",
+    "state_file", "available_steps", "extra_metadata", "warnings", "init_from", "payload_digest", "verified",
 }  # fmt: skip
 
 

@@ -208,8 +208,9 @@ def test_safetensors_write_error_becomes_an_os_error_naming_the_file(tmp_path):
 
     err = ck._as_os_error(SafetensorError("Error while serializing: I/O error: File too large (os error 27)"), tmp_path / "w.safetensors")
     assert isinstance(err, OSError) and err.errno == 27 and err.filename == str(tmp_path / "w.safetensors")
-    ck._save_tensors(tmp_path / "ok.safetensors", {"a": torch.zeros(2)}, {"step": "1"})
-    assert rd.read_header(tmp_path / "ok.safetensors", whole=True).metadata == {"step": "1"}
+    ck._save_tensors(rd.RunFolder(tmp_path), "ok.safetensors", {"a": torch.zeros(2)}, {"step": "1"})
+    meta = rd.read_header(tmp_path / "ok.safetensors", whole=True).metadata
+    assert meta == {"step": "1", "payload_digest": ck.tensors_digest({"a": torch.zeros(2)})}
 
 
 def test_half_written_metrics_line_is_never_glued_to_the_next_record(tmp_path, text, monkeypatch):

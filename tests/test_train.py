@@ -171,13 +171,13 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, text, monkeypatch):
     real = ck._save_tensors
     n = {"calls": 0}
 
-    def flaky(path, tensors, metadata):
+    def flaky(folder, name, tensors, metadata):
         n["calls"] += 1
         if n["calls"] == 3:  # the second checkpoint's weights file
-            with ck.atomic_path(path) as tmp:
+            with folder.atomic(name) as tmp:
                 tmp.write_bytes(b"partial")
                 raise OSError(28, "No space left on device")
-        return real(path, tensors, metadata)
+        return real(folder, name, tensors, metadata)
 
     monkeypatch.setattr(ck, "_save_tensors", flaky)
     cfg = small_config(text, tmp_path / "runs", "train.checkpoint_every=2")

@@ -94,6 +94,23 @@ def finished_run(tmp: Path, name: str, *extra: str, baseline: bool = False, text
     return result.run_dir
 
 
+def spoil_tensor_bytes(path: Path, n: int = 64) -> str:
+    """Overwrite `n` bytes in the middle of the largest tensor of a safetensors file (each XORed with
+    0xA5, so every one changes): the header, sizes and metadata stay intact. Returns the tensor's name."""
+    from jepa_core.rundir import read_header
+
+    h = read_header(path, whole=True)
+    e = max(h.entries, key=lambda e: e.end - e.begin)
+    assert e.end - e.begin > n
+    at = 8 + h.header_size + e.begin + (e.end - e.begin - n) // 2
+    with open(path, "r+b") as f:
+        f.seek(at)
+        old = f.read(n)
+        f.seek(at)
+        f.write(bytes(b ^ 0xA5 for b in old))
+    return e.name
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(l) for l in lines if l.strip()]

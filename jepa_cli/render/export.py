@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jepa_cli.console import console, quiet_library_warnings
+from jepa_cli.console import console, err_console, quiet_library_warnings
 
 
 def run_export(run: str, out: Path, *, fmt: str, dtype: str, force: bool) -> None:
@@ -17,6 +17,8 @@ def run_export(run: str, out: Path, *, fmt: str, dtype: str, force: bool) -> Non
     r = export_hf(run, out, dtype=dtype, force=force)
     where = f"{r.source}" + (f" ({r.note})" if r.note else "")
     console.print(f"[dim]{escape(where)} · step {r.step}[/]")
+    for n in r.integrity:
+        err_console.print(f"[yellow]note:[/] {escape(n)}")
     console.print(f"[bold green]exported[/] {escape(str(r.out))} as {r.architecture} ({r.lm_params:,} parameters, {r.dtype})")
     console.print(f"  files: {', '.join(r.files)}")
     if r.left_out:

@@ -21,15 +21,17 @@ _CATEGORY_LABELS = {
 
 _ALGORITHM_NAMES = {"adamw": "AdamW", "muon+adamw": "Muon + AdamW", None: "AdamW"}
 
-def run_inspect(path: Path, json_out: bool, show_config: bool, stats: bool, expand: bool = False) -> None:
-    from jepa_core.tools.inspect import inspect_checkpoint
+def run_inspect(path: Path, json_out: bool, show_config: bool, stats: bool, expand: bool = False, verify: bool = False) -> None:
+    from jepa_core.tools.inspect import inspect_checkpoint, verification_problem
 
-    report = inspect_checkpoint(path, stats=stats)
+    report = inspect_checkpoint(path, stats=stats, verify=verify)
     if json_out:
         sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         sys.stdout.flush()
     else:
         _render(report, show_config=show_config, expand=expand)
+    if (error := verification_problem(report)) is not None:
+        raise error
     if not report.is_jepa:
         # the tensors are shown; the exit code still tells a script this is not a jepa checkpoint
         raise CheckpointError(
@@ -135,6 +137,12 @@ def _render(report, show_config: bool, expand: bool) -> None:
     if report.config_summary:
         hint = "" if show_config else "  [dim](--config shows the full profile)[/]"
         info.add_row("config", escape(_config_line(report.config_summary)) + hint)
+    if report.payload_digest:
+        info.add_row("digest", escape(report.payload_digest) + ("" if report.verified is not None else "  [dim](--verify checks it)[/]"))
+    for v in report.verified or []:
+        colour = {"verified": "green", "unverified": "yellow", "failed": "bold red"}[v["status"]]
+        label = {"verified": "verified", "unverified": "not verified", "failed": "FAILED"}[v["status"]]
+        info.add_row("payload", f"[{colour}]{label}[/] {escape(Path(v['file']).name)}: {escape(v['detail'])}")
     for key, value in report.extra_metadata.items():
         info.add_row(escape(key), escape(value if len(value) <= 200 else value[:200] + "…"))
     console.print(info)

@@ -44,6 +44,8 @@ def run_sample(run: str, *, prompt: str | None, tokens: int, temperature: float,
         f"[dim]{escape(where)}\nstep {sm.step} · val BPB {_fmt(bpb)} · {sm.device} · {len(ids)} prompt tokens · "
         f"temperature {temperature:g} · top-k {top_k or 'off'} · seed {seed}[/]"
     )
+    for n in sm.integrity:
+        err_console.print(f"[yellow]note:[/] {escape(n)}")
     if text_note:
         err_console.print(f"[yellow]note:[/] {escape(text_note)}")
     if len(ids) > sm.block_size:

@@ -343,8 +343,9 @@ def _resolve_config(profile: str | None, overrides: list[str], resume: str | Non
             raise _resume_refusal(e, resume, profile, overrides, out_dir) from None
         if resume == "auto" or ref.note:
             err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
-        if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
-            err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
+        # a checkpoint other than the one latest.json names (or none named): which, and why; one without a digest
+        for note in filter(None, (ref.note, rd.unverified_note(ref))):
+            err_console.print(f"[yellow]note:[/] {escape(note)}")
     return cfg, ref, overrides
 
 

@@ -454,14 +454,7 @@ def _build(
     else:
         fingerprint = None
         raw = fetch_alias(spec, from_path=from_path, force=force, progress=progress, warn=warn)
-    if val_spec is not None:
-        val_raw = fetch_text(val_spec, progress=progress)
-        train_text, val_text = raw.splits["train"], val_raw.splits["train"]
-        raw.files = raw.files + [dict(f, split="val") for f in val_raw.files]
-    elif spec.stream:
-        train_text, val_text = split_stream(raw.splits["train"], data_cfg.val_fraction)
-    else:
-        train_text, val_text = raw.splits["train"], raw.splits["val"]
+    train_text, val_text = _split_texts(raw, spec, val_spec, data_cfg.val_fraction, progress)
 
     train_pieces = split_for_encoding(train_text)
     val_pieces = split_for_encoding(val_text)
@@ -535,6 +528,17 @@ def _build(
     prepared = _load(data_cfg, spec)
     prepared._tokenizer = tokenizer
     return prepared
+
+
+def _split_texts(raw, spec: Spec, val_spec: TextSpec | None, val_fraction: float, progress: ProgressFn | None) -> tuple[str, str]:
+    """The train and val text: data.val_text's whole text as val, else the stream's tail, else the alias's split."""
+    if val_spec is not None:
+        val_raw = fetch_text(val_spec, progress=progress)
+        raw.files = raw.files + [dict(f, split="val") for f in val_raw.files]
+        return raw.splits["train"], val_raw.splits["train"]
+    if spec.stream:
+        return split_stream(raw.splits["train"], val_fraction)
+    return raw.splits["train"], raw.splits["val"]
 
 
 def _text_fingerprints(spec: TextSpec, val: TextSpec | None) -> list:

@@ -3,6 +3,7 @@ verifying before a resume, and sweeping what a killed writer left behind (stdlib
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,7 +15,10 @@ from typing import Any
 from jepa_core.errors import CheckpointError
 from jepa_core.fsutil import atomic_write_text
 
+from . import digest
+from .digest import DIGEST_KEY
 from .header import HeaderError, read_header
+from .lock import RunBusy, RunLock
 from .layout import BEST, CKPT_DIR, LATEST, STATE_RE, TOKENIZER, WEIGHTS_RE, state_name, weights_name, weights_step
 
 
@@ -28,6 +32,8 @@ class CheckpointRef:
     # the newer checkpoints that failed verification (to be set aside once the run is claimed)
     note: str | None = field(default=None, compare=False)
     rejected: tuple["CheckpointRef", ...] = field(default=(), compare=False)
+    # set by `verified_checkpoint`: names of its files used without checking their tensor bytes (no digest)
+    unverified: tuple[str, ...] = field(default=(), compare=False)
 
 
 def _ref(ckpt_dir: Path, step: int) -> CheckpointRef:
@@ -72,10 +78,15 @@ def read_best(run_dir: Path) -> CheckpointRef | None:
     return _read_pointer(Path(run_dir) / CKPT_DIR / BEST, Path(run_dir))
 
 
+def pointer_text(step: int, **extra: Any) -> str:
+    """The body of latest.json or best.json naming the checkpoint of `step`."""
+    return json.dumps({"step": step, "weights": weights_name(step), "state": state_name(step), **extra}) + "\n"
+
+
 def write_pointer(ckpt_dir: Path, name: str, step: int, **extra: Any) -> None:
-    """Replace latest.json or best.json atomically, after the files it names are complete."""
-    body = {"step": step, "weights": weights_name(step), "state": state_name(step), **extra}
-    atomic_write_text(Path(ckpt_dir) / name, json.dumps(body) + "\n")
+    """Replace latest.json or best.json atomically, after the files it names are complete (the trainer
+    writes through its RunFolder instead)."""
+    atomic_write_text(Path(ckpt_dir) / name, pointer_text(step, **extra))
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[CheckpointRef, str | None]:
@@ -181,86 +192,171 @@ def newest_run(out_dir: str | Path, profile: str | None = None) -> Path | None:
     return max(runs, key=lambda p: (p / CKPT_DIR / LATEST).stat().st_mtime, default=None)
 
 
-# --------------------------------------------------------------------------- verifying checkpoints before a resume
+# --------------------------------------------------------------------------- verifying checkpoints before use
 
 
-def verify_checkpoint(ref: CheckpointRef) -> str | None:
-    """None when both files of `ref` are whole and agree on its step; else what is wrong (one phrase).
+@dataclass(frozen=True)
+class FileCheck:
+    """What `check_file` found: a `problem` (one phrase naming the file) or none; the metadata;
+    and whether the tensor bytes were verified (`unverified` says why not, when they were not)."""
 
-    Whole means `read_header(whole=True)` accepts the file; agreeing means the
-    `step` in each file's metadata equals the step in its name (a file renamed or
-    copied over another fails). Tensor values are not checked: no checksum is kept.
+    problem: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    unverified: str | None = None
+
+
+def check_file(path: Path, kind: str = "weights") -> FileCheck:
+    """The one check of a checkpoint file before its tensors are used: the header is whole
+    (`read_header(whole=True)`) and the tensor bytes hash to the `payload_digest` recorded when it
+    was written (`digest.py`). Every reader that loads tensors reaches it through
+    `verified_checkpoint` (`check_checkpoint` for both files of a checkpoint).
+
+    A file without a digest (written before digests existed) or with one this installation cannot
+    compute is not a problem: `unverified` says so, for a note.
+    """
+    path = Path(path)
+    try:
+        header = read_header(path, whole=True)
+    except FileNotFoundError:
+        return FileCheck(f"its {kind} file {path.name} is missing")
+    except OSError as e:
+        return FileCheck(f"its {kind} file {path.name} cannot be read ({e.strerror or e})")
+    except HeaderError as e:
+        return FileCheck(f"its {kind} file {path.name} is damaged ({e.reason})")
+    meta = header.metadata
+    stored = meta.get(DIGEST_KEY)
+    if stored is None:
+        return FileCheck(metadata=meta, unverified="written before checkpoints carried a payload digest")
+    parsed = digest.parse(stored)
+    if parsed is None:
+        return FileCheck(f"its {kind} file {path.name} is damaged (its {DIGEST_KEY} {stored[:80]!r} is not ALGORITHM:HEX)", meta)
+    algorithm, want = parsed
+    try:
+        got = digest.file_digest(header, algorithm)
+    except OSError as e:
+        return FileCheck(f"its {kind} file {path.name} cannot be read ({e.strerror or e})", meta)
+    if got is None:
+        return FileCheck(metadata=meta, unverified=f"its digest is {algorithm}, which this installation cannot compute")
+    if got != f"{algorithm}:{want}":
+        return FileCheck(
+            f"its {kind} file {path.name} is corrupt: its tensor bytes do not match the {algorithm} digest "
+            "recorded when it was written", meta,
+        )
+    return FileCheck(metadata=meta)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    problem: str | None  # what is wrong with the checkpoint (one phrase), None when it may be used
+    unverified: tuple[str, ...] = ()  # names of its files whose tensor bytes could not be checked, for a note
+
+
+def check_checkpoint(ref: CheckpointRef, *, state: bool = True) -> Verdict:
+    """Both files of `ref` (the weights only when `state` is False) pass `check_file` and agree on its step.
+
+    Agreeing means the `step` in each file's metadata equals the step in its name (a file
+    renamed or copied over another fails). Without `state` (sampling, exporting: a weights file
+    copied on its own), a file that carries no step or no step in its name is not asked to.
     """
     named = weights_step(ref.weights)
     if named is not None and named != ref.step:
-        return f"it is step {ref.step} but names {ref.weights.name}"
-    for kind, path in (("weights", ref.weights), ("state", ref.state)):
-        try:
-            meta = read_header(path, whole=True).metadata
-        except FileNotFoundError:
-            return f"its {kind} file {path.name} is missing"
-        except OSError as e:
-            return f"its {kind} file {path.name} cannot be read ({e.strerror or e})"
-        except HeaderError as e:
-            return f"its {kind} file {path.name} is damaged ({e.reason})"
-        meta_step = meta.get("step")
-        if meta_step is None:
-            return f"its {kind} file {path.name} has no `step` in its metadata: it was not written by `jepa train`"
-        if meta_step != str(ref.step):
-            return f"its {kind} file {path.name} holds step {meta_step}, not {ref.step}"
-    return None
+        return Verdict(f"it is step {ref.step} but names {ref.weights.name}")
+    files = (("weights", ref.weights), ("state", ref.state)) if state else (("weights", ref.weights),)
+    unverified = []
+    for kind, path in files:
+        check = check_file(path, kind)
+        if check.problem is not None:
+            return Verdict(check.problem)
+        meta_step = check.metadata.get("step")
+        if meta_step is None and state:
+            return Verdict(f"its {kind} file {path.name} has no `step` in its metadata: it was not written by `jepa train`")
+        if meta_step is not None and ref.step >= 0 and meta_step != str(ref.step):
+            return Verdict(f"its {kind} file {path.name} holds step {meta_step}, not {ref.step}")
+        if check.unverified is not None:
+            unverified.append(path.name)
+    return Verdict(None, tuple(unverified))
 
 
-def resume_checkpoint(path: str | Path) -> CheckpointRef:
-    """The checkpoint to resume from: as `resolve_checkpoint`, but only one that verifies.
+def verify_checkpoint(ref: CheckpointRef, *, state: bool = True) -> str | None:
+    """None when `ref` may be used (`check_checkpoint`); else what is wrong, in one phrase."""
+    return check_checkpoint(ref, state=state).problem
 
-    For a run directory (or its checkpoints/ folder): the one latest.json names
-    when it verifies, else the newest that does, with `note` saying why and
-    `rejected` listing the newer ones that failed. A file named explicitly must
-    verify itself; no other is substituted for it.
+
+def unverified_note(ref: CheckpointRef) -> str | None:
+    """The note for a checkpoint used without checking its tensor bytes (no digest), or None."""
+    if not ref.unverified:
+        return None
+    names = " and ".join(ref.unverified)
+    return (f"{names} {'was' if len(ref.unverified) == 1 else 'were'} written before checkpoints carried a payload "
+            "digest (or with one this installation cannot compute): its tensors are used without checking their bytes")
+
+
+def verified_checkpoint(path: str | Path, *, state: bool = True) -> tuple[CheckpointRef, str | None]:
+    """The checkpoint `path` names, as `resolve_checkpoint` does, but only one that passes `check_checkpoint`.
+
+    Every command that loads a checkpoint's tensors asks here: resume (`state=True`: both files),
+    sampling and exporting (`state=False`: the weights). For a run directory (or its checkpoints/
+    folder): the one latest.json names when it verifies, else the newest that does, with `note`
+    saying why and `rejected` listing the newer ones that failed (the trainer sets them aside as
+    `*.corrupt` once it holds the run's lock; readers leave them). A file named explicitly, or
+    `RUN:best`, must verify itself: no other is substituted for it. `unverified` names the files
+    used without a digest check (`unverified_note`). Returns the checkpoint and how a directory
+    was resolved (None for a file).
     """
     ref, how = resolve_checkpoint(path)
     p = Path(path)
+    verb, doing = ("resume from", "resuming from") if state else ("use", "using")
     if p.is_file() or str(path).endswith(":best") or (not p.exists() and _STEP_SUFFIX.match(str(path))):
-        problem = verify_checkpoint(ref)
-        if problem is None:
-            return ref
+        verdict = check_checkpoint(ref, state=state)
+        if verdict.problem is None:
+            return _with(ref, unverified=verdict.unverified), how
         ckpt_dir = ref.weights.parent
-        good = next((c for c in reversed(list_checkpoints(ckpt_dir)) if verify_checkpoint(c) is None), None)
+        good = next((c for c in reversed(list_checkpoints(ckpt_dir)) if verify_checkpoint(c, state=state) is None), None)
+        command = f"`jepa train --resume {ref.run_dir}` resumes from it" if state else "pass the run directory to use it"
         raise CheckpointError(
-            f"Cannot resume from {ref.weights}: {problem}.",
-            hint=(f"The newest checkpoint there that verifies is {good.weights.name}; `jepa train --resume {ref.run_dir}` "
-                  "resumes from it." if good else "No checkpoint in that folder verifies; start a new run.")
+            f"Cannot {verb} {ref.weights}: {verdict.problem}.",
+            hint=(f"The newest checkpoint there that verifies is {good.weights.name}; {command}."
+                  if good else "No checkpoint in that folder verifies; start a new run.")
             + " `jepa inspect FILE` shows what a file holds.",
         )
     ckpt_dir = p / CKPT_DIR if (p / CKPT_DIR).is_dir() else p
     pointer = ckpt_dir / LATEST
     from_pointer = how == f"{pointer} names step {ref.step}"  # not "names FILE, which does not exist"
-    problem = verify_checkpoint(ref)
-    if problem is None:
+    verdict = check_checkpoint(ref, state=state)
+    if verdict.problem is None:
         if from_pointer:
-            return ref
+            return _with(ref, unverified=verdict.unverified), how
         # latest.json missing or unreadable (a kill before its first write, a stray edit): the
         # newest file is a guess that happened to verify, and a guess is said, like any fallback
-        note = f"{how}, which verifies; resuming from step {ref.step}"
-        return CheckpointRef(ref.run_dir, ref.step, ref.weights, ref.state, note=note)
-    why = f"{pointer} names step {ref.step}, but {problem}" if from_pointer else f"{how}; but {problem}"
+        note = f"{how}, which verifies; {doing} step {ref.step}"
+        return _with(ref, note=note, unverified=verdict.unverified), how
+    why = f"{pointer} names step {ref.step}, but {verdict.problem}" if from_pointer else f"{how}; but {verdict.problem}"
     skipped = [ref]
     for cand in reversed(list_checkpoints(ckpt_dir)):
         if cand.weights == ref.weights:
             continue
-        cand_problem = verify_checkpoint(cand)
-        if cand_problem is None:
+        cand_verdict = check_checkpoint(cand, state=state)
+        if cand_verdict.problem is None:
             # by the step in the file name: a pointer may name an older file than its step says
             rejected = tuple(c for c in skipped if (weights_step(c.weights) or -1) > cand.step and c.weights.exists())
-            note = f"{why}; resuming from step {cand.step} ({cand.weights.name}), the newest checkpoint that verifies"
-            return CheckpointRef(cand.run_dir, cand.step, cand.weights, cand.state, note=note, rejected=rejected)
+            note = f"{why}; {doing} step {cand.step} ({cand.weights.name}), the newest checkpoint that verifies"
+            return _with(cand, note=note, rejected=rejected, unverified=cand_verdict.unverified), how
         skipped.append(cand)
-        why += f"; {cand.weights.name}: {cand_problem}"
+        why += f"; {cand.weights.name}: {cand_verdict.problem}"
     raise CheckpointError(
-        f"Cannot resume {ckpt_dir.parent}: no checkpoint verifies ({why}).",
-        hint="Start a new run without --resume; `jepa inspect FILE` shows what each file holds.",
+        f"Cannot {verb} {ckpt_dir.parent}: no checkpoint verifies ({why}).",
+        hint=("Start a new run without --resume; " if state else "")
+        + "`jepa inspect FILE --verify` shows what each file holds and whether its tensors are intact.",
     )
+
+
+def resume_checkpoint(path: str | Path) -> CheckpointRef:
+    """The checkpoint to resume from: `verified_checkpoint` of both files."""
+    return verified_checkpoint(path, state=True)[0]
+
+
+def _with(ref: CheckpointRef, **changes: Any) -> CheckpointRef:
+    return dataclasses.replace(ref, **changes)
 
 
 CORRUPT_SUFFIX = ".corrupt"
@@ -300,6 +396,26 @@ def sweep_temp_files(run_dir: Path) -> list[str]:
                     continue  # a read-only folder: the write that needs the space will say so
                 removed.append(str((folder / name).relative_to(run_dir)))
     return sorted(removed)
+
+
+def sweep_if_idle(run_dir: Path) -> list[str]:
+    """`sweep_temp_files` for a command that does not claim the run (a refused resume): only when the
+    run's lock exists and no trainer holds it (taken for the sweep, then let go). Returns the removed names.
+
+    A run killed while writing its first checkpoint has nothing to resume, so no resume ever
+    claims it and sweeps; without this its temp files (megabytes each) would stay for good.
+    """
+    lock = RunLock(Path(run_dir))
+    if not lock.path.is_file():  # never a run's folder: nothing of ours to sweep (and no lock file to create)
+        return []
+    try:
+        lock.acquire()
+    except (OSError, RunBusy):
+        return []  # a trainer holds it: those temp files may be its writes in flight
+    try:
+        return sweep_temp_files(run_dir)
+    finally:
+        lock.release()
 
 
 def sweep_half_checkpoints(run_dir: Path) -> list[str]:

@@ -15,9 +15,13 @@ from jepa_core.errors import JepaError
 from .layout import HEARTBEAT, LOCKFILE, PIDFILE, STOPFILE
 
 
+def pid_text() -> str:
+    """The body of train.pid for this process."""
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+
 
 def write_pidfile(run_dir: Path) -> None:
-    (Path(run_dir) / PIDFILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+    (Path(run_dir) / PIDFILE).write_text(pid_text())
 
 
 def remove_pidfile(run_dir: Path) -> None:
@@ -79,7 +83,7 @@ class RunLock:
         except ImportError:  # pragma: no cover - Windows
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # as any new file: the umask decides
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -114,13 +118,18 @@ def write_heartbeat(run_dir: Path, **fields: Any) -> None:
     path = Path(run_dir) / HEARTBEAT
     tmp = path.with_name(f".{HEARTBEAT}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps({**fields, "time": time.time()}))
+        tmp.write_text(heartbeat_text(**fields))
         os.replace(tmp, path)
     except OSError:  # a missing heartbeat only makes the dashboard less lively; the run goes on
         try:
             tmp.unlink()
         except OSError:
             pass
+
+
+def heartbeat_text(**fields: Any) -> str:
+    """The body of heartbeat.json: `fields` and the time now."""
+    return json.dumps({**fields, "time": time.time()})
 
 
 def read_heartbeat(run_dir: Path) -> dict[str, Any] | None:

@@ -59,6 +59,7 @@ class ExportResult:
     left_out: int  # JEPA heads, tap norm and EMA teacher parameters not exported
     notes: list[str] = field(default_factory=list)  # what was folded or dropped, in words
     note: str | None = None  # how a directory was resolved to a checkpoint
+    integrity: list[str] = field(default_factory=list)  # a verification fallback or an unchecked checkpoint, as notes
 
 
 def llama_blockers(cfg: Any, tensors: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
@@ -277,4 +278,5 @@ def export_hf(path: str | Path, out: str | Path, *, dtype: str = "float32", forc
         left_out=left_out,
         notes=[architecture_note(blockers), *notes],
         note=sm.note,
+        integrity=sm.integrity,
     )

@@ -116,6 +116,10 @@ class InspectReport:
     extra_metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     init_from: dict[str, Any] | None = None  # the weights the run started from (train.init_from)
+    payload_digest: str | None = None  # ALGORITHM:HEX over the tensors, recorded when the file was written
+    # with --verify: per file checked (this one, and its state file), {"file", "status", "detail"};
+    # status "verified", "unverified" (no digest: a note) or "failed" (the problem in detail)
+    verified: list[dict[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -410,8 +414,9 @@ def _describe_rng(value: Any) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
-    """Everything `jepa inspect` shows about a checkpoint file, run directory or checkpoints/ folder."""
+def inspect_checkpoint(path: str | Path, stats: bool = False, verify: bool = False) -> InspectReport:
+    """Everything `jepa inspect` shows about a checkpoint file, run directory or checkpoints/ folder;
+    with `verify`, also `verified` (`_verify_files`)."""
     target, source = resolve_checkpoint(path)
     header = read_header(target)
     if stats:
@@ -489,8 +494,8 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
         report.optimizer = _optimizer_summary(opt, header.tensors, warnings) if opt is not None else None
         report.rng = _rng_summary(_json_or_none(meta.pop("rng", None), "rng", warnings), header.tensors)
         report.data = _json_or_none(meta.pop("data", None), "data", warnings)
-    init = _json_or_none(meta.pop("init_from", None), "init_from", warnings)
-    report.init_from = init if isinstance(init, dict) else None
+    report.init_from = _json_dict(meta.pop("init_from", None), "init_from", warnings)
+    report.payload_digest = meta.pop(rundir.digest.DIGEST_KEY, None)
     report.extra_metadata = meta
 
     ckpt_dir = target.parent
@@ -506,7 +511,46 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
     if not is_jepa:
         warnings.insert(0, "not a jepa checkpoint: no jepa `format` metadata (tensors shown; nothing else is known)")
     report.warnings = warnings
+    if verify:
+        report.verified = _verify_files(report)
     return report
+
+
+def _json_dict(raw: str | None, key: str, warnings: list[str]) -> dict[str, Any] | None:
+    value = _json_or_none(raw, key, warnings)
+    return value if isinstance(value, dict) else None
+
+
+def _verify_files(report: InspectReport) -> list[dict[str, str]]:
+    """The file, and the state file of a weights file that has one, checked as every loader checks
+    them (`rundir.check_file`: the whole header and the payload digest); `verification_problem`
+    turns a failure into the error to raise."""
+    files = [(report.kind or "weights", Path(report.path))]
+    if report.state_file and report.kind != "state":
+        files.append(("state", Path(report.state_file)))
+    return [_verify_file(p, k) for k, p in files]
+
+
+def _verify_file(path: Path, kind: str) -> dict[str, str]:
+    check = rundir.check_file(path, kind)
+    if check.problem is not None:
+        return {"file": str(path), "status": "failed", "detail": check.problem}
+    if check.unverified is not None:
+        return {"file": str(path), "status": "unverified", "detail": check.unverified}
+    algorithm = (rundir.digest.parse(check.metadata.get(rundir.digest.DIGEST_KEY, "")) or ("?", ""))[0]
+    return {"file": str(path), "status": "verified", "detail": f"its tensor bytes match the {algorithm} digest recorded when it was written"}
+
+
+def verification_problem(report: InspectReport) -> CheckpointError | None:
+    """The error `jepa inspect --verify` ends with when a file failed its check, else None."""
+    failed = [v for v in report.verified or [] if v["status"] == "failed"]
+    if not failed:
+        return None
+    return CheckpointError(
+        f"{report.path} does not verify: {'; '.join(v['detail'] for v in failed)}.",
+        hint="Use an earlier checkpoint: `jepa train --resume RUN` sets a corrupt newest checkpoint aside (NAME.corrupt) and "
+        "resumes from the newest that verifies, and `jepa sample RUN` / `jepa export RUN` use that one. Or re-copy the file.",
+    )
 
 
 def metric_items(metrics: dict[str, Any] | None) -> list[tuple[str, Any]]:

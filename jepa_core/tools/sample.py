@@ -39,6 +39,8 @@ class SamplingModel:
     step: int
     metrics: dict[str, Any] = field(default_factory=dict)  # the checkpoint's last eval
     note: str | None = None  # how a directory was resolved to a file
+    # said before sampling: a fallback past a checkpoint that failed verification, or one used without a digest check
+    integrity: list[str] = field(default_factory=list)
 
     @property
     def block_size(self) -> int:
@@ -69,6 +71,11 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
             f"{ref.weights} does not exist (the state file {ref.state.name} has no weights file next to it).",
             hint="Pass a run directory or a step-*.safetensors weights file; `jepa inspect RUN` lists what a run holds.",
         )
+    # the weights' header and tensor bytes, checked (the state file is not needed to sample)
+    ref, note = rd.verified_checkpoint(path, state=False)
+    integrity = [n for n in (ref.note, rd.unverified_note(ref)) if n]
+    if ref.note:  # a fallback: its note tells the whole story ("latest.json names step 6, but ...")
+        note = None
     meta = read_metadata(ref.weights)
     if meta.get("format") != WEIGHTS_FORMAT or "config" not in meta:
         kind = meta.get("kind") or meta.get("format") or "no jepa metadata"
@@ -92,7 +99,7 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
     except ValueError:
         metrics = {}
     step = int(meta["step"]) if str(meta.get("step", "")).isdigit() else ref.step
-    return SamplingModel(model, tokenizer, cfg, ref, dev, step, metrics if isinstance(metrics, dict) else {}, note)
+    return SamplingModel(model, tokenizer, cfg, ref, dev, step, metrics if isinstance(metrics, dict) else {}, note, integrity)
 
 
 def check_sampling_args(tokens: int, temperature: float, top_k: int | None, seed: int | None = None) -> None:

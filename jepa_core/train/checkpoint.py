@@ -20,8 +20,7 @@ import torch
 
 from jepa_core import __version__
 from jepa_core.errors import CheckpointError
-from jepa_core.fsutil import atomic_path
-from jepa_core.rundir import BEST, CKPT_DIR, LATEST, CheckpointRef, list_checkpoints, read_best, state_name, utc_now_iso, weights_name, write_pointer
+from jepa_core.rundir import BEST, CKPT_DIR, LATEST, CheckpointRef, RunFolder, digest, list_checkpoints, pointer_text, read_best, state_name, utc_now_iso, weights_name
 
 WEIGHTS_FORMAT = "jepa-weights/1"
 STATE_FORMAT = "jepa-state/1"
@@ -38,15 +37,41 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+# torch dtypes as safetensors names them in a header (what `rundir.digest` hashes with each tensor)
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    **{getattr(torch, n): s for n, s in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"), ("uint16", "U16"),
+                                        ("uint32", "U32"), ("uint64", "U64")) if hasattr(torch, n)},
+}  # fmt: skip
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor], algorithm: str | None = None) -> str:
+    """The payload digest of `tensors` as a safetensors file of them holds it (`rundir.digest`), from memory."""
+    algorithm = algorithm or digest.default_algorithm()
+    h = digest.new_hasher(algorithm)
+    if h is None:
+        raise ValueError(f"cannot compute a {algorithm} digest here")
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(digest.entry_line(name, _SAFETENSORS_DTYPES[t.dtype], t.shape))
+        # the bytes as safetensors writes them: contiguous, little-endian (the host's order on x86 and ARM)
+        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    return f"{algorithm}:{h.hexdigest()}"
+
+
+def _save_tensors(folder: RunFolder, name: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write `tensors` with `metadata` and their payload digest to `name` inside `folder` (through its identity check)."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
+    metadata = {**metadata, digest.DIGEST_KEY: tensors_digest(tensors)}
+    with folder.atomic(name) as tmp:
         try:
             save_file(tensors, str(tmp), metadata=metadata)
         except SafetensorError as e:  # its I/O errors carry the errno only in the text
-            raise _as_os_error(e, path) from e
+            raise _as_os_error(e, folder.path / name) from e
+    return folder.path / name
 
 
 def _as_os_error(e: Exception, path: Path) -> OSError:
@@ -149,7 +174,7 @@ class CheckpointMeta:
 
 
 def save_checkpoint(
-    run_dir: Path,
+    run_dir: Path | RunFolder,
     model: torch.nn.Module,
     optimizer: Any,
     meta: CheckpointMeta,
@@ -158,9 +183,13 @@ def save_checkpoint(
     best: bool = False,
 ) -> CheckpointRef:
     """Write weights, then state, then latest.json (and best.json when `best`); then drop checkpoints
-    beyond keep_last, except the one best.json names."""
-    ckpt_dir = Path(run_dir) / CKPT_DIR
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    beyond keep_last, except the one best.json names.
+
+    A trainer passes its RunFolder: every file goes through its identity check, so a run directory
+    deleted or moved since the run started is never recreated (the write fails instead). A plain
+    path is a folder created here (preflight, tests)."""
+    folder = run_dir if isinstance(run_dir, RunFolder) else RunFolder.create(run_dir)
+    ckpt_dir = folder.mkdir(CKPT_DIR)
     created = utc_now_iso()
     weights_meta = {
         "format": WEIGHTS_FORMAT,
@@ -180,9 +209,7 @@ def save_checkpoint(
         weights_meta["eval_watch"] = json.dumps(meta.watch, allow_nan=True)
     if meta.init_from is not None:
         weights_meta["init_from"] = json.dumps(meta.init_from)
-    w_path = ckpt_dir / weights_name(meta.step)
-    s_path = ckpt_dir / state_name(meta.step)
-    _save_tensors(w_path, model_tensors(model), weights_meta)
+    w_path = _save_tensors(folder, f"{CKPT_DIR}/{weights_name(meta.step)}", model_tensors(model), weights_meta)
 
     opt_tensors, opt_meta = optimizer_tensors(model, optimizer)
     rng_tensors, rng_meta = rng_snapshot()
@@ -198,13 +225,14 @@ def save_checkpoint(
         "jepa_version": __version__,
         "torch_version": torch.__version__,
     }
-    _save_tensors(s_path, {**opt_tensors, **rng_tensors}, state_meta)
+    s_path = _save_tensors(folder, f"{CKPT_DIR}/{state_name(meta.step)}", {**opt_tensors, **rng_tensors}, state_meta)
 
-    write_pointer(ckpt_dir, LATEST, meta.step)
+    folder.write_text(f"{CKPT_DIR}/{LATEST}", pointer_text(meta.step))
     if best:
-        write_pointer(ckpt_dir, BEST, meta.step, val_loss=meta.metrics.get("val_loss"), val_bpb=meta.metrics.get("val_bpb"))
+        best_text = pointer_text(meta.step, val_loss=meta.metrics.get("val_loss"), val_bpb=meta.metrics.get("val_bpb"))
+        folder.write_text(f"{CKPT_DIR}/{BEST}", best_text)
     _rotate(ckpt_dir, keep_last, meta.step)
-    return CheckpointRef(run_dir=Path(run_dir), step=meta.step, weights=w_path, state=s_path)
+    return CheckpointRef(run_dir=folder.path, step=meta.step, weights=w_path, state=s_path)
 
 
 def _rotate(ckpt_dir: Path, keep_last: int, current: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_core.config import Config
+from jepa_core.rundir import RunFolder
 from jepa_core.train.checkpoint import CheckpointMeta, save_checkpoint
 
 
@@ -26,7 +27,7 @@ def write_errors() -> tuple[type[BaseException], ...]:
 @dataclass
 class Checkpointer:
     cfg: Config
-    run_dir: Path
+    run_dir: Path | RunFolder  # the trainer's RunFolder on the writing rank: writes go through its identity check
     config_toml: str
     tokenizer_sha256: str
     is_main: bool
@@ -61,7 +62,8 @@ class Checkpointer:
                 self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last, best=best
             )
         except write_errors() as e:
-            return describe_write_error(e, f"the checkpoint for step {step}", Path(self.run_dir) / "checkpoints")
+            where = self.run_dir.path if isinstance(self.run_dir, RunFolder) else Path(self.run_dir)
+            return describe_write_error(e, f"the checkpoint for step {step}", where / "checkpoints")
         self.last = ref.weights
         return None
 

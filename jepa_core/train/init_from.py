@@ -102,7 +102,9 @@ def _checkpoint_source(text: str) -> InitSource:
             hint="Pass a run directory (RUN, RUN:best, RUN:step-N), a step-*.safetensors weights file, or hf:DIR for a Hugging Face model folder.",
         )
     try:
-        ref, _ = rd.resolve_checkpoint(text)
+        # the one verifying resolver (header, then the payload digest): a damaged newest
+        # checkpoint of a run falls back to the newest that verifies, said in a note
+        ref, _ = rd.verified_checkpoint(text, state=False)
     except CheckpointError as e:
         raise CheckpointError(f"Cannot start from {text}: {_lower_first(e.message)}",
                               hint=e.hint or "Pass a run directory (RUN, RUN:best, RUN:step-N), a weights file or hf:DIR.") from None
@@ -143,6 +145,7 @@ def _checkpoint_source(text: str) -> InitSource:
         given=text, kind="checkpoint" if Path(text).is_file() else "run", path=path, step=step,
         model=cfg.model.model_dump(), jepa=cfg.jepa.model_dump() if has_heads else None, names=names,
         vocab_size=int(emb.shape[0]), tokenizer=tokenizer, _load=load,
+        notes=[f"{text}: {n}" for n in (ref.note, rd.unverified_note(ref)) if n],
     )
 
 

@@ -128,7 +128,7 @@ def train(
     try:
         # the flag first: a signal while the session opens still ends the run with a checkpoint
         with SignalFlag(handle_signals) as signals, RunSession(run, cb) as session:
-            return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after))
+            return _loop(run, session, cb, StopConditions(cfg.train, run.run_dir, signals, stop_after, folder=session.folder))
     finally:
         shutdown(run.dist)
 
@@ -136,7 +136,7 @@ def train(
 def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditions) -> TrainResult:
     cfg, tr, batcher = run.cfg, run.trainee, run.batcher
     evaluate = Evaluator(cfg, run.prepared, run.device, tr.plan.autocast, baseline=tr.model.is_baseline) if run.dist.is_main else None
-    ckpt = Checkpointer(cfg, run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
+    ckpt = Checkpointer(cfg, session.folder or run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
                         last=run.resume.weights if run.resume else None, init_from=run.init_from)
     clock = _Clock(tr.plan.compile)
     watch = EvalWatch.for_config(cfg.train, run.watch_state)
@@ -159,6 +159,8 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     message = stop.message
     if status == "interrupted":
         message += f"; resume with: jepa train --resume {run.run_dir}"
+    elif status == "write_failed" and stop.save:  # metrics.jsonl vanished, the folder works: the final checkpoint went there
+        message += f"; {last_good(ckpt.last)}. Resume with: jepa train --resume {run.run_dir} (a new metrics.jsonl starts there)"
     elif status == "write_failed" and ckpt.last is not None and not stops.run_dir_gone():
         message += f" Fix the cause (free space, permissions, a file-size limit), then resume with: jepa train --resume {run.run_dir}"
     if stop.now:
@@ -196,7 +198,7 @@ def _steps(run: Run, session: RunSession, stops: StopConditions, evaluate, watch
         if log_due and loss is not None:
             _log_train(session, run, step, loss, res, tokens, clock)
 
-        stop = stops.check(run.dist, run.device, step, loss, clock.train_s, session.write_error, ckpt.last)
+        stop = stops.check(run.dist, run.device, step, loss, clock.train_s, session.write_error, ckpt.last, session.metrics_vanished)
         if stop.now:
             break
         best = False

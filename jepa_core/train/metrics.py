@@ -16,7 +16,11 @@ from typing import Any
 
 from jepa_core.config import LogConfig
 from jepa_core.errors import ConfigError
-from jepa_core.rundir import METRICS
+from jepa_core.rundir import METRICS, RunFolder
+
+
+class MetricsVanished(OSError):
+    """metrics.jsonl was removed or replaced while the run wrote it: what follows would go nowhere."""
 
 
 class JsonlSink:
@@ -25,15 +29,39 @@ class JsonlSink:
     A half line left by a crash or a full disk is ended with a newline before
     the next record, so that record is never glued onto it. Readers then skip
     the broken line and keep everything else.
+
+    Before each record the file's identity is compared with the one opened (one stat): a
+    metrics.jsonl deleted or replaced under a running trainer raises MetricsVanished instead of
+    appending to an unlinked file for the rest of the run. When the whole run folder moved
+    (`folder.gone()`), the open file moved with it and the record is written there; the stop
+    check reports the folder.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, folder: RunFolder | None = None):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.folder = folder
+        if folder is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            folder.check()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # as any new file: the umask decides
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino)
         self._needs_newline = _ends_mid_line(self.path)
 
+    def _check_identity(self) -> None:
+        try:
+            st = os.stat(self.path)
+            how = None if (st.st_dev, st.st_ino) == self._identity else "replaced by another file"
+        except FileNotFoundError:
+            how = "removed"
+        except OSError:
+            return  # cannot look (a permission change): the write itself will say what is wrong
+        if how is not None and not (self.folder is not None and self.folder.gone()):
+            raise MetricsVanished(errno.ENOENT, f"{self.path} was {how} during training; the records since went nowhere", str(self.path))
+
     def write(self, record: dict[str, Any]) -> None:
+        self._check_identity()
         # allow_nan keeps NaN/Infinity tokens: a diverged value must be visible, not dropped
         line = json.dumps(record, allow_nan=True, separators=(",", ":")) + "\n"
         data = (b"\n" if self._needs_newline else b"") + line.encode("utf-8")
@@ -129,12 +157,14 @@ class WandbSink:
 class MetricsLogger:
     """Fans one record out to every sink; only the writing rank creates one."""
 
-    def __init__(self, lcfg: LogConfig, run_dir: Path, enabled: bool = True, run_config: dict[str, Any] | None = None):
+    def __init__(self, lcfg: LogConfig, run_dir: Path, enabled: bool = True, run_config: dict[str, Any] | None = None,
+                 folder: RunFolder | None = None):
         self.sinks: list[Any] = []
         self.error: str | None = None
+        self.vanished = False  # metrics.jsonl was removed or replaced (the run folder itself is still there)
         if not enabled:
             return
-        self.sinks.append(JsonlSink(Path(run_dir) / METRICS))
+        self.sinks.append(JsonlSink(Path(run_dir) / METRICS, folder))
         if lcfg.tensorboard:
             self.sinks.append(TensorBoardSink(run_dir))
         if lcfg.wandb:
@@ -144,9 +174,16 @@ class MetricsLogger:
         """Write a record to every sink. A failed write does not raise (under DDP that would strand
         the other ranks): the first failure is kept in `error` for the stop decision to act on."""
         record = {"type": type_, "step": int(step), "time": round(time.time(), 3), **fields}
-        for s in self.sinks:
+        for s in list(self.sinks):
             try:
                 s.write(record)
+            except MetricsVanished as e:
+                # not a failing disk: the file is gone and the folder still works, so the run may
+                # end with a final checkpoint; nothing more is written to the vanished file
+                self.sinks.remove(s)
+                s.close()
+                self.vanished = self.error is None
+                self.error = self.error or e.strerror
             except OSError as e:
                 if self.error is None:
                     where = e.filename or getattr(s, "path", "a metrics sink")

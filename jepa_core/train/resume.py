@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from jepa_core import rundir as rd
 from jepa_core.config import RESUME_SAFE_KEYS, Config, apply_overrides, config_from_toml, diff_configs, validate
-from jepa_core.errors import CheckpointError, ConfigError
+from jepa_core.errors import CheckpointError, ConfigError, JepaError
 
 
 def find_checkpoint(target: str, out_dir: str, profile: str | None) -> rd.CheckpointRef:
@@ -36,12 +37,35 @@ def resolve_resume(
     Without a profile the checkpoint's own config is used (plus overrides);
     with one, it must match the checkpoint except for RESUME_SAFE_KEYS.
     """
+    out_dir = cfg.train.out_dir if cfg is not None else "runs"
+    ref = None
+    try:
+        ref = find_checkpoint(resume, out_dir, cfg.name if cfg is not None else profile)
+        return _resume_config(ref, cfg, overrides)
+    except JepaError:
+        # a refused resume still sweeps what a killed write left there (a run killed during its first
+        # checkpoint has nothing to resume: no later resume would ever sweep it)
+        run = ref.run_dir if ref is not None else _run_dir_of(resume if resume != "auto" else rd.newest_run(out_dir, profile))
+        if run is not None:
+            rd.sweep_if_idle(run)
+        raise
+
+
+def _run_dir_of(target: str | Path | None) -> Path | None:
+    """The run directory a --resume target names (a run, its checkpoints/ folder, a file in it), if any."""
+    if target is None:
+        return None
+    p = Path(str(target)[: -len(":best")] if str(target).endswith(":best") else target)
+    if p.is_file():
+        p = p.parent
+    return p.parent if p.name == rd.CKPT_DIR else p
+
+
+def _resume_config(ref: rd.CheckpointRef, cfg: Config | None, overrides: list[str] | tuple[str, ...]) -> tuple[Config, rd.CheckpointRef]:
     import tomllib
 
     from jepa_core.train.checkpoint import read_metadata
 
-    out_dir = cfg.train.out_dir if cfg is not None else "runs"
-    ref = find_checkpoint(resume, out_dir, cfg.name if cfg is not None else profile)
     # refuse a run that is training now before building anything (the trainer's lock is the real claim)
     from jepa_core.train.session import claim_run_dir
 

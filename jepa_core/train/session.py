@@ -15,7 +15,6 @@ from typing import Any
 from jepa_core import rundir as rd
 from jepa_core.config import config_to_toml
 from jepa_core.errors import JepaError
-from jepa_core.fsutil import atomic_write_bytes, atomic_write_text
 from jepa_core.train.build import Run
 from jepa_core.train.metrics import MetricsLogger
 
@@ -28,6 +27,8 @@ class RunSession:
         self.is_main = run.dist.is_main
         self.config_toml = config_to_toml(run.cfg)
         self.logger: MetricsLogger | None = None
+        # the run directory as claimed: every write into it goes through this (never recreated once gone)
+        self.folder: rd.RunFolder | None = None
         self._lock = rd.RunLock(run.run_dir)
         self._ended = False
         self._swept: list[str] = []
@@ -44,7 +45,9 @@ class RunSession:
         if self.is_main:
             claim_run_dir(run.run_dir, run.resume, self._lock)
         try:
-            self.logger = MetricsLogger(run.cfg.log, run.run_dir, enabled=self.is_main, run_config=run.cfg.to_dict())
+            if self.is_main:
+                self.folder = rd.RunFolder(run.run_dir)
+            self.logger = MetricsLogger(run.cfg.log, run.run_dir, enabled=self.is_main, run_config=run.cfg.to_dict(), folder=self.folder)
             if self.is_main:
                 self._write_run_files()
         except OSError as e:
@@ -69,6 +72,8 @@ class RunSession:
                     extra["fallback"] = run.resume.note
                 if self._set_aside:
                     extra["set_aside"] = self._set_aside
+                if run.resume.unverified:
+                    extra["unverified"] = list(run.resume.unverified)
                 self.emit("event", run.start_step, event="resume", from_step=run.start_step, checkpoint=str(run.resume.weights), **extra)
             if self.is_main:
                 self.cb.on_start(info)
@@ -80,7 +85,8 @@ class RunSession:
 
     def _write_run_files(self) -> None:
         """Set aside checkpoints that failed verification, sweep what killed or failed writes left, then the run's files."""
-        run = self.run
+        run, folder = self.run, self.folder
+        assert folder is not None
         # set aside first: a rejected checkpoint may be a half one, and is kept (renamed) for a look
         if run.resume is not None and run.resume.rejected:
             self._set_aside = rd.set_aside(run.resume.rejected)
@@ -89,11 +95,11 @@ class RunSession:
             # correct latest.json now (it named a checkpoint that failed verification, or was unreadable
             # or missing), so that readers and a resume after a kill before the next checkpoint agree
             # with this run
-            rd.write_pointer(run.resume.weights.parent, rd.LATEST, run.resume.step)
+            folder.write_text(f"{rd.CKPT_DIR}/{rd.LATEST}", rd.pointer_text(run.resume.step))
         # atomic: on resume these replace the run's own copies, which a failed write must not destroy
-        atomic_write_text(run.run_dir / rd.CONFIG, self.config_toml)
-        atomic_write_bytes(run.run_dir / rd.TOKENIZER, Path(run.prepared.tokenizer_path).read_bytes())
-        rd.write_pidfile(run.run_dir)
+        folder.write_text(rd.CONFIG, self.config_toml)
+        folder.write_bytes(rd.TOKENIZER, Path(run.prepared.tokenizer_path).read_bytes())
+        folder.write_text(rd.PIDFILE, rd.pid_text())
         with contextlib.suppress(FileNotFoundError):
             (run.run_dir / rd.STOPFILE).unlink()
 
@@ -110,12 +116,20 @@ class RunSession:
     def write_error(self) -> str | None:
         return self.logger.error if self.logger is not None else None
 
+    @property
+    def metrics_vanished(self) -> bool:
+        """The write error is metrics.jsonl removed or replaced, the folder intact: a final checkpoint can still be written."""
+        return self.logger is not None and self.logger.vanished
+
     def heartbeat(self, step: int, phase: str, force: bool = False) -> None:
         """A cheap liveness note for the dashboard (the step counter moves between log steps)."""
         now = time.monotonic()
-        if self.is_main and (force or now - self._last_beat >= _HEARTBEAT_EVERY_S):
+        if self.folder is not None and (force or now - self._last_beat >= _HEARTBEAT_EVERY_S):
             self._last_beat = now
-            rd.write_heartbeat(self.run.run_dir, step=step, max_steps=self.run.cfg.train.max_steps, phase=phase)
+            # a missing heartbeat only makes the dashboard less lively; a vanished folder is the stop check's to report
+            with contextlib.suppress(OSError):
+                text = rd.heartbeat_text(step=step, max_steps=self.run.cfg.train.max_steps, phase=phase)
+                self.folder.write_text(rd.HEARTBEAT, text, durable=False)
 
     # ---- end
 
@@ -134,9 +148,10 @@ class RunSession:
         if self.logger is not None:
             self.logger.close()
         if self.is_main:
-            rd.remove_pidfile(self.run.run_dir)
-            with contextlib.suppress(OSError):
-                (self.run.run_dir / rd.STOPFILE).unlink()
+            if self.folder is None or not self.folder.gone():  # at a path that is no longer the run's, touch nothing
+                rd.remove_pidfile(self.run.run_dir)
+                with contextlib.suppress(OSError):
+                    (self.run.run_dir / rd.STOPFILE).unlink()
             self._lock.release()
 
     def __exit__(self, exc_type, exc, tb) -> None:

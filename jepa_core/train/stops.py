@@ -10,7 +10,6 @@ every rank leaves at the same step with the same status.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from jepa_core.config import TrainConfig
-from jepa_core.rundir import STOPFILE
+from jepa_core.rundir import STOPFILE, RunFolder
 
 _STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
@@ -96,11 +95,12 @@ class Stop:
     status: str | None = None
     message: str = ""
     budget: bool = False  # the time budget ran out: evaluate, checkpoint, end as finished
+    save: bool = False  # a write failed but the run folder still works: checkpoint, then end with `status`
 
     @property
     def now(self) -> bool:
         """Leave without evaluating or checkpointing (the state is bad or cannot be written)."""
-        return self.status in ("diverged", "write_failed")
+        return self.status in ("diverged", "write_failed") and not self.save
 
     @property
     def any(self) -> bool:
@@ -108,28 +108,34 @@ class Stop:
 
 
 class StopConditions:
-    def __init__(self, tc: TrainConfig, run_dir: Path, signals: SignalFlag, stop_after: int | None = None):
+    def __init__(self, tc: TrainConfig, run_dir: Path, signals: SignalFlag, stop_after: int | None = None, folder: RunFolder | None = None):
+        """`folder`: the session's RunFolder on the writing rank (None elsewhere), whose identity says whether the run directory is still there."""
         self.tc, self.run_dir, self.signals, self.stop_after = tc, Path(run_dir), signals, stop_after
         self.stop_file = self.run_dir / STOPFILE
-        self._identity = _identity(self.run_dir)
+        self.folder = folder
 
     def run_dir_gone(self) -> bool:
-        """The run directory was deleted or replaced: writes would go to an unlinked inode."""
-        return _identity(self.run_dir) != self._identity
+        """The run directory was deleted, moved or replaced: writes would go to an unlinked inode or a stranger's folder."""
+        return self.folder is not None and self.folder.gone()
 
-    def check(self, dinfo, device, step: int, loss: float | None, train_time: float, write_error: str | None, last_ckpt: Path | None) -> Stop:
-        """One collective decision; `loss` is None on steps that did not sync it to the host."""
+    def check(self, dinfo, device, step: int, loss: float | None, train_time: float, write_error: str | None, last_ckpt: Path | None,
+              metrics_vanished: bool = False) -> Stop:
+        """One collective decision; `loss` is None on steps that did not sync it to the host. `metrics_vanished`:
+        the write error is metrics.jsonl removed or replaced, so a final checkpoint is still written."""
         from jepa_core.train.distributed import any_rank
 
         gone = dinfo.is_main and self.run_dir_gone()
+        soft = bool(write_error) and metrics_vanished and not gone
         diverged = loss is not None and not math.isfinite(loss)
         asked = self.signals.requested or self.stop_file.exists() or (self.stop_after is not None and step >= self.stop_after)
         budget = self.tc.time_budget_s > 0 and train_time >= self.tc.time_budget_s
-        failed, diverged, asked, budget = any_rank(dinfo, [bool(write_error) or gone, diverged, asked, budget], device)
+        failed, soft, diverged, asked, budget = any_rank(dinfo, [(bool(write_error) and not soft) or gone, soft, diverged, asked, budget], device)
         where = last_good(last_ckpt)
         if failed:
             why = write_error or f"the run directory {self.run_dir} was deleted or replaced during training"
             return Stop("write_failed", f"{why}; {where}.")
+        if soft and not diverged:  # the loop adds where the final checkpoint went
+            return Stop("write_failed", f"{write_error or 'metrics.jsonl was removed or replaced on rank 0'}", save=True)
         if diverged:
             what = f"became {loss}" if loss is not None else "became non-finite on another rank"
             return Stop("diverged", f"loss {what} at step {step}; {where}.")
@@ -144,11 +150,3 @@ class StopConditions:
 def last_good(last_ckpt: Path | None) -> str:
     """Where a stopped run can be resumed from, for its messages."""
     return f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written before it"
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
