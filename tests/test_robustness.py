@@ -494,6 +494,32 @@ def test_a_hang_up_while_the_run_is_built_is_a_named_keyboard_interrupt(tmp_path
         signal.signal(sig, old)
 
 
+def test_every_signal_handler_leaves_an_ignored_signal_ignored():
+    """`nohup` ignores SIGHUP, a script's background job SIGINT: the trainer's flag, the build's raising
+    handlers and ablate's relay leave such a signal ignored (and give the others back as they were).
+    The whole run through `jepa train` is tests/test_robustness_cli.py's (slow)."""
+    import signal
+
+    from jepa_core.tools.ablate.jobs import _Relay
+    from jepa_core.train.stops import SignalFlag, SignalsRaise
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)}
+    mine = lambda *a: None  # noqa: E731
+    try:
+        for ignored, handled in ((signal.SIGHUP, signal.SIGINT), (signal.SIGINT, signal.SIGHUP)):
+            signal.signal(ignored, signal.SIG_IGN)
+            signal.signal(handled, mine)
+            for handler in (SignalFlag(), SignalsRaise(), _Relay()):
+                with handler:
+                    assert signal.getsignal(ignored) == signal.SIG_IGN, type(handler).__name__
+                    if handled in getattr(handler, "signals", (handled,)):
+                        assert signal.getsignal(handled) not in (mine, signal.SIG_IGN), type(handler).__name__
+                assert signal.getsignal(ignored) == signal.SIG_IGN and signal.getsignal(handled) is mine
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     """Checkpoints and pointers are readable like any file this process creates (mkstemp alone gives 0600)."""
     import os
