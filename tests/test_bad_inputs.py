@@ -99,7 +99,19 @@ def _json_docs(ctx: Ctx) -> Path:
     return ctx.tmp / "docs"
 
 
+def _export_folder(ctx: Ctx) -> Path:
+    """A folder that is not a run: an HF export, with the tokenizer.json a run would overwrite."""
+    _file(ctx.tmp / "export" / "tokenizer.json", b'{"model": {"type": "BPE"}}')
+    return ctx.tmp / "export"
+
+
 CORPUS = [
+    # ---- issue 33: a folder that is not a run, empty options
+    Bad("run_dir_holds_a_tokenizer_json", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _export_folder(c), "--no-tui"],
+        "holds tokenizer.json"),
+    Bad("run_dir_empty", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", "", "--no-tui"], "--run-dir '' names nothing"),
+    Bad("profile_empty", lambda c: ["train", "--profile", "", "--no-tui"], "--profile '' names nothing"),
+    Bad("resume_empty", lambda c: ["train", "--resume", "", "--no-tui"], "--resume '' names nothing"),
     # ---- issue 26, items 2-4: crashes and acceptances. (Item 1, undecodable or huge `jepa sample`
     # prompts, is no bad input any more: the bytes are replaced and a note says how many, exit 0;
     # tests/test_sample.py holds those cases.)

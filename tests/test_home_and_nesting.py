@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from jepa_core import rundir as rd
+from jepa_core.rundir import layout
 from jepa_core.errors import ConfigError, JepaError
 from jepa_core.profiles import jepa_home
 from cli_helpers import cli  # noqa: F401  (fixture)
@@ -136,3 +137,71 @@ def test_what_counts_as_inside_a_run(finished, tmp_path):
     assert rd.enclosing_run(project / "runs" / "tiny-1") is None
     with pytest.raises(JepaError, match="inside the run"):
         rd.refuse_nested_run(finished / "checkpoints" / "deeper" / "still")
+
+
+# --------------------------------------------------------------------------- folders that are not runs
+
+
+_NOT_A_RUN_YET = [n for n in rd.RUN_NAMES if n not in (rd.METRICS, rd.CONFIG, rd.PIDFILE, rd.CKPT_DIR, rd.TRAIN_LOG)]
+
+
+@pytest.mark.parametrize("name", _NOT_A_RUN_YET)
+def test_run_dir_on_a_folder_holding_a_file_a_run_writes_is_refused(tmp_path, cli, text, name):
+    """An HF export folder (its tokenizer.json), a project with a `stop` script or a wandb/ folder: `--run-dir`
+    there is refused, naming the file, and the folder is left byte for byte as it was."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\x00weights")
+    theirs = folder / name
+    if name in (layout.TENSORBOARD_DIR, layout.WANDB_DIR):
+        theirs.mkdir()
+        (theirs / "events").write_bytes(b"their logs")
+    else:
+        theirs.write_bytes(b'{"model": {"type": "BPE"}, "theirs": true}\n')
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    r = cli("train", "--no-tui", "--profile", "tiny", *_train_sets(text), "--run-dir", str(folder))
+    _one_clean_error(r)
+    err = _flat(r.stderr)
+    assert f"holds {name}," in err and "is not a run" in err and "nothing was written" in err
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # and nothing added
+
+
+def test_the_dashboard_path_refuses_a_folder_holding_a_train_log(tmp_path, cli, text, monkeypatch):
+    """The dashboard writes the trainer's output to train.log: refused before it does (its trainer child, started
+    with --run-dir on the folder, allows the train.log its parent has just made there)."""
+    import jepa_cli.tui.launch as launch
+    from jepa_core.train.session import claim_run_dir
+
+    monkeypatch.setattr(launch, "train_with_dashboard", lambda argv, run_dir: pytest.fail("started"))
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / rd.TRAIN_LOG).write_text("their log\n")
+    r = cli("train", "--tui", "--profile", "tiny", *_train_sets(text), "--run-dir", str(folder))
+    _one_clean_error(r)
+    assert f"holds {rd.TRAIN_LOG}," in _flat(r.stderr)
+    assert (folder / rd.TRAIN_LOG).read_text() == "their log\n" and _listing(folder) == [rd.TRAIN_LOG]
+    claim_run_dir(folder, None)  # the child's own check: train.log is its parent's
+
+
+def test_every_top_level_name_in_the_layout_is_a_run_name():
+    """RUN_NAMES is made of layout's names: a new top-level file added there without it would be overwritten
+    in a folder that is not a run. LATEST and BEST live in checkpoints/, covered by CKPT_DIR."""
+    names = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str)}
+    assert names - {layout.LATEST, layout.BEST} == set(rd.RUN_NAMES)
+    assert {rd.METRICS, rd.TOKENIZER, rd.HEARTBEAT, rd.TRAIN_LOG} <= set(rd.RUN_NAMES)
+
+
+def test_a_new_run_in_a_folder_with_other_files_leaves_them_alone(tmp_path, text):
+    """No file a run writes is there: the run goes ahead, and what was there (a `.x.tmp` too, which only a
+    resume's sweep of its own temp files could remove) is untouched."""
+    from jepa_core.train.loop import train
+    from train_helpers import small_config
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "README.md").write_text("mine\n")
+    (folder / ".draft.tmp").write_text("an editor's\n")
+    cfg = small_config(text, tmp_path / "runs", "train.max_steps=2", "train.eval_every=2", "train.checkpoint_every=2", "train.sample_tokens=0")
+    assert train(cfg, run_dir=folder, handle_signals=False).status == "finished"
+    assert (folder / "README.md").read_text() == "mine\n" and (folder / ".draft.tmp").read_text() == "an editor's\n"
+    assert rd.read_latest(folder).step == 2

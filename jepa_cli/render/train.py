@@ -290,14 +290,32 @@ def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, 
     raise typer.Exit(130) from None
 
 
+def _refuse_empty(profile: str | None, resume: str | None, run_dir: str | None) -> None:
+    """`--profile ''`, `--resume ''`, `--run-dir ''` (an unset shell variable, usually): named, not guessed at.
+    An empty --run-dir would be the current folder, an empty --profile or --resume no option at all."""
+    from jepa_core.profiles import list_profiles
+
+    fixes = {
+        "--profile": f"Name a profile ({', '.join(list_profiles())}) or a .toml file.",
+        "--resume": "Name a run directory (`jepa runs` lists them) or a checkpoint file, or use --resume auto.",
+        "--run-dir": "Name a new or empty folder, or drop --run-dir to start the run under train.out_dir.",
+    }
+    for option, value in (("--profile", profile), ("--resume", resume), ("--run-dir", run_dir)):
+        if value is not None and not value.strip():
+            what = "empty" if not value else "blank"
+            raise ConfigError(f"{option} {value!r} names nothing: it is {what} (an unset shell variable?).", hint=fixes[option])
+
+
 def run_train(
-    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: str | Path | None, tui: bool | None, force: bool = False
 ) -> None:
     import os
 
     from jepa_core.config import load_config
 
     quiet_library_warnings()
+    _refuse_empty(profile, resume, None if run_dir is None else str(run_dir))
+    run_dir = None if run_dir is None else Path(run_dir)
     if profile is None and resume is None:
         from jepa_core.profiles import list_profiles
 
@@ -339,10 +357,12 @@ def run_train(
 
         target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
         if ref is None:
-            from jepa_core.rundir import refuse_nested_run
+            from jepa_core.rundir import holds_run, refuse_foreign_folder, refuse_nested_run
 
             # here, before the mkdir: the trainer child would refuse too, but only after an empty folder was left in the old run
             refuse_nested_run(target_dir, out_dir=None if run_dir else cfg.train.out_dir)
+            if not holds_run(target_dir):  # train.log included: the child trainer's check allows the one made below
+                refuse_foreign_folder(target_dir)
         target_dir.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 

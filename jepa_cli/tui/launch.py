@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from jepa_core.rundir import STOPFILE
+from jepa_core.rundir import STOPFILE, TRAIN_LOG
 
-LOG_FILE = "train.log"
+LOG_FILE = TRAIN_LOG
 
 
 def spawn_training(child_argv: list[str], run_dir: Path) -> subprocess.Popen:

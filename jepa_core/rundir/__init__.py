@@ -33,11 +33,14 @@ from .layout import (
     LOCKFILE,
     METRICS,
     PIDFILE,
+    RUN_NAMES,
     STOPFILE,
     TOKENIZER,
+    TRAIN_LOG,
     enclosing_run,
     holds_run,
     new_run_dir,
+    refuse_foreign_folder,
     refuse_nested_run,
     state_name,
     utc_now_iso,
@@ -50,10 +53,10 @@ from .status import COMPLETED, END_STATES, EXIT_CODES, LIVE_STATES, SETTLED
 
 __all__ = [
     "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
-    "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "SETTLED", "STOPFILE", "TOKENIZER", "CheckpointRef", "HeaderError",
+    "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "RUN_NAMES", "SETTLED", "STOPFILE", "TOKENIZER", "TRAIN_LOG", "CheckpointRef", "HeaderError",
     "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
     "pid_is_local_and_alive", "read_best", "read_header", "read_heartbeat", "read_latest", "read_pidfile",
-    "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
+    "refuse_foreign_folder", "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
     "set_aside", "state_name", "sweep_half_checkpoints", "sweep_temp_files", "utc_now_iso", "utc_stamp",
     "verify_checkpoint", "weights_name", "weights_step", "write_heartbeat", "write_pidfile", "write_pointer",
 ]  # fmt: skip

@@ -84,7 +84,8 @@ class RunSession:
         # set aside first: a rejected checkpoint may be a half one, and is kept (renamed) for a look
         if run.resume is not None and run.resume.rejected:
             self._set_aside = rd.set_aside(run.resume.rejected)
-        self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
+        if run.resume is not None:  # a new run's folder holds nothing of a run: a `.x.tmp` there is someone else's
+            self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
         if run.resume is not None and run.resume.note:
             # correct latest.json now (it named a checkpoint that failed verification, or was unreadable
             # or missing), so that readers and a resume after a kill before the next checkpoint agree
@@ -147,7 +148,8 @@ class RunSession:
 
 
 def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLock | None = None) -> None:
-    """Refuse a run directory another trainer holds, or (without a resume) one that holds a run already.
+    """Refuse a run directory another trainer holds, or (without a resume) one that holds a run already,
+    or a folder that is not a run but holds a file a run would write (`rundir.refuse_foreign_folder`).
 
     With `lock`, take it and keep it (the trainer's claim, for its whole life);
     without, only check (an early refusal before data and model are built).
@@ -155,6 +157,9 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     """
     run_dir = Path(run_dir)
     existing = resume is None and rd.holds_run(run_dir)
+    if resume is None and not existing:
+        # before anything is written; train.log is the dashboard's, made after its own check (render/train.py)
+        rd.refuse_foreign_folder(run_dir, allow=(rd.TRAIN_LOG,))
     probe = lock is None
     lock = lock or rd.RunLock(run_dir)
     existed = run_dir.is_dir()  # a read-only run directory fails here too, and it was not being created
