@@ -105,6 +105,12 @@ def _export_folder(ctx: Ctx) -> Path:
     return ctx.tmp / "export"
 
 
+def _metrics_a_folder(ctx: Ctx) -> Path:
+    (ctx.run / rd.METRICS).unlink()
+    (ctx.run / rd.METRICS).mkdir()
+    return ctx.run
+
+
 CORPUS = [
     # ---- issue 33: a folder that is not a run, empty options
     Bad("run_dir_holds_a_tokenizer_json", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _export_folder(c), "--no-tui"],
@@ -112,6 +118,8 @@ CORPUS = [
     Bad("run_dir_empty", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", "", "--no-tui"], "--run-dir '' names nothing"),
     Bad("profile_empty", lambda c: ["train", "--profile", "", "--no-tui"], "--profile '' names nothing"),
     Bad("resume_empty", lambda c: ["train", "--resume", "", "--no-tui"], "--resume '' names nothing"),
+    Bad("runs_on_a_run_whose_metrics_is_a_folder", lambda c: ["runs", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
+    Bad("watch_on_a_run_whose_metrics_is_a_folder", lambda c: ["watch", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
     # ---- issue 26, items 2-4: crashes and acceptances. (Item 1, undecodable or huge `jepa sample`
     # prompts, is no bad input any more: the bytes are replaced and a note says how many, exit 0;
     # tests/test_sample.py holds those cases.)

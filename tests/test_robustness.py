@@ -494,6 +494,27 @@ def test_a_hang_up_while_the_run_is_built_is_a_named_keyboard_interrupt(tmp_path
         signal.signal(sig, old)
 
 
+def test_a_pid_file_that_cannot_be_removed_is_said_not_raised(tmp_path, text, monkeypatch):
+    """The run folder made read-only at the end: unlinking train.pid fails with EROFS. Simulated here by
+    making that one unlink raise as the kernel would (root ignores chmod); the real read-only mount is
+    tests/test_robustness_cli.py's (slow, needs mount). The run ends as it would, and says the file stays."""
+    import pathlib
+
+    unlink = pathlib.Path.unlink
+
+    def read_only(self, *a, **k):
+        if self.name == rd.PIDFILE:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return unlink(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    res = train(_cfg(text, tmp_path, "train.max_steps=2"), run_dir=tmp_path / "ro", handle_signals=False)
+    assert res.status == "finished" and res.exit_code == 0 and res.last_checkpoint is not None
+    assert res.message == ("train.pid stays in the run directory (Read-only file system (errno 30)); it is harmless: the lock, "
+                           "not that file, decides who trains, and readers see that its process has exited.")
+    assert (tmp_path / "ro" / rd.PIDFILE).exists() and read_metrics(tmp_path / "ro")[-1]["status"] == "finished"
+
+
 def test_every_signal_handler_leaves_an_ignored_signal_ignored():
     """`nohup` ignores SIGHUP, a script's background job SIGINT: the trainer's flag, the build's raising
     handlers and ablate's relay leave such a signal ignored (and give the others back as they were).

@@ -303,6 +303,29 @@ def test_read_only_checkpoints_folder_via_a_real_mount(tmp_path, text, home):
 
 
 @needs_mount
+def test_run_folder_made_read_only_while_training_is_an_exit_2_paragraph(tmp_path, text, home):
+    """The whole run folder bind-mounted read-only mid-run, as an admin's remount would (root ignores chmod):
+    the next checkpoint fails (EROFS), and so does removing train.pid at the end. Exit 2, no traceback; the
+    message names the checkpoint that was written and says that the pid file left is harmless."""
+    run = tmp_path / "ro_mid_run"
+    cmd = _shell(_argv(*_sets(text, "train.max_steps=100000", "train.checkpoint_every=10"), "--profile", "tiny", "--run-dir", str(run)))
+    script = (f"{cmd} & P=$!; while [ ! -f {run}/checkpoints/latest.json ] && kill -0 $P 2>/dev/null; do sleep 0.05; done; "
+              f"mount --bind {run} {run} && mount -o remount,bind,ro {run} {run}; wait $P")
+    proc = _in_namespace(script, home)
+    both = proc.stdout + proc.stderr
+    assert proc.returncode == 2, both[-3000:]
+    assert "Traceback" not in both and "Read-only file system (errno 30)" in both
+    said = " ".join(both.split())
+    latest = rd.read_latest(run)
+    assert latest is not None and rd.verify_checkpoint(latest) is None
+    assert f"the last good checkpoint is {latest.weights}" in said
+    assert "train.pid stays in the run directory (Read-only file system (errno 30)); it is harmless" in said
+    assert (run / rd.PIDFILE).exists()  # left, as said
+    end = _records(run)[-1]  # the trainer's open metrics file still takes its lines
+    assert end["event"] == "run_end" and end["status"] == "write_failed" and end["last_checkpoint"] == str(latest.weights)
+
+
+@needs_mount
 def test_full_disk_via_a_tiny_tmpfs(tmp_path, text, home):
     """The run directory copied onto a tmpfs with room for one more weights file but not its state
     file: ENOSPC mid-checkpoint. The tmpfs dies with the namespace, so the script copies it back."""

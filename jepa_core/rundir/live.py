@@ -18,12 +18,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from jepa_core.errors import JepaError
 
 from . import layout
 from .lock import pid_is_local_and_alive, read_heartbeat, read_pidfile
@@ -34,6 +37,27 @@ _HEAD_BYTES = 64
 
 
 # ---------------------------------------------------------------- tailing
+
+
+class RunUnreadable(JepaError):
+    """A run's metrics.jsonl exists but cannot be read: a folder, a pipe, no permission, an I/O error.
+    Readers of many runs (`jepa runs`, `jepa watch`) leave such a run out with a note."""
+
+    run_dir: Path
+    why: str  # "it is a folder, not a file", "Permission denied (errno 13)"
+
+    def note(self) -> str:
+        """One line for a listing that goes on without this run."""
+        return f"skipped {self.run_dir}: its {layout.METRICS} cannot be read ({self.why})"
+
+
+def _unreadable(path: Path, why: str) -> RunUnreadable:
+    e = RunUnreadable(
+        f"{path} cannot be read: {why}.",
+        hint=f"A run's {layout.METRICS} is a file the trainer appends to; move this one aside (or fix its permissions) to read the run.",
+    )
+    e.run_dir, e.why = path.parent, why
+    return e
 
 
 @dataclass
@@ -67,7 +91,8 @@ class MetricsTail:
         return max(0, self.size - self._offset)
 
     def read(self, max_bytes: int | None = None) -> TailRead:
-        """New complete lines since the last call (at most about max_bytes of them)."""
+        """New complete lines since the last call (at most about max_bytes of them).
+        RunUnreadable when the path is there but is no readable file (a folder, say)."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -75,6 +100,10 @@ class MetricsTail:
             self._restart()
             self.size, self.mtime = 0, None
             return TailRead([], had, 0)
+        except OSError as e:
+            raise _unreadable(self.path, _why(e)) from None
+        if not stat.S_ISREG(st.st_mode):  # a folder fails to open; a FIFO would block the reader forever
+            raise _not_a_file(self.path, st)
         self.mtime = st.st_mtime
         self.size = st.st_size
         ident = (st.st_dev, st.st_ino)
@@ -97,6 +126,8 @@ class MetricsTail:
         except FileNotFoundError:
             self._restart()
             return TailRead([], True, 0)
+        except OSError as e:
+            raise _unreadable(self.path, _why(e)) from None
         self._ident = ident
         if self._offset == 0:
             self._head = data[:_HEAD_BYTES]
@@ -120,6 +151,31 @@ class MetricsTail:
             else:
                 bad += 1
         return TailRead(records, reset, bad)
+
+
+def unreadable(run_dir: Path) -> RunUnreadable | None:
+    """Why the run's metrics.jsonl cannot be read (it is a folder, say), or None: a check before attaching
+    to it, which reads nothing (a missing file is fine: the run has not logged yet)."""
+    path = Path(run_dir) / layout.METRICS
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return _not_a_file(path, st)
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return _unreadable(path, _why(e))
+    return None
+
+
+def _not_a_file(path: Path, st: os.stat_result) -> RunUnreadable:
+    return _unreadable(path, "it is a folder, not a file" if stat.S_ISDIR(st.st_mode) else "it is not a regular file")
+
+
+def _why(e: OSError) -> str:
+    return f"{e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "")
 
 
 # ---------------------------------------------------------------- columns
@@ -305,6 +361,7 @@ class RunLog:
         self.resets = 0  # times the file was truncated or replaced and reading started over
         self._hb: dict[str, Any] | None = None
         self._hb_read_at = -math.inf
+        self.unreadable: RunUnreadable | None = None  # why the last poll could not read metrics.jsonl
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -321,7 +378,8 @@ class RunLog:
     # ---- ingest
 
     def poll(self, budget_s: float | None = None, chunk_bytes: int = 1 << 20) -> bool:
-        """Read what was appended since the last call; True when anything changed.
+        """Read what was appended since the last call; True when anything changed. A metrics.jsonl that
+        cannot be read sets `unreadable` (cleared once it reads again) instead of raising.
 
         With `budget_s`, stop after about that many seconds even if more is
         waiting (`behind` then says so): attaching to a long run fills in over a
@@ -330,7 +388,14 @@ class RunLog:
         t_end = None if budget_s is None else time.monotonic() + budget_s
         changed = False
         while True:
-            r = self.tail.read(chunk_bytes if t_end is not None else None)
+            try:
+                r = self.tail.read(chunk_bytes if t_end is not None else None)
+            except RunUnreadable as e:  # kept, not raised: a dashboard polling many runs decides what to do
+                changed |= self.unreadable is None or self.unreadable.message != e.message
+                self.unreadable = e
+                break
+            changed |= self.unreadable is not None
+            self.unreadable = None
             if r.reset:
                 self._reset_state()
                 self.resets += 1

@@ -20,11 +20,19 @@ def write_pidfile(run_dir: Path) -> None:
     (Path(run_dir) / PIDFILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
 
 
-def remove_pidfile(run_dir: Path) -> None:
+def remove_pidfile(run_dir: Path) -> str | None:
+    """Remove `train.pid`; None when it is gone, else why it stayed (a folder made read-only during the run).
+
+    A pid file left behind is harmless: the lock, not the pid file, decides who trains (a resume takes
+    over), and readers see that the process it names has exited. So this never raises.
+    """
     try:
         (Path(run_dir) / PIDFILE).unlink()
     except FileNotFoundError:
         pass
+    except OSError as e:
+        return f"{e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "")
+    return None
 
 
 def read_pidfile(run_dir: Path) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ class RunSession:
         self._swept: list[str] = []
         self._set_aside: list[str] = []
         self._last_beat = 0.0
+        self.pid_left: str | None = None  # why train.pid could not be removed at the end, if it could not
         self.step = run.start_step  # the step the loop is at (run_end names it on any exit)
         self.alerted: set[str] = set()  # alert kinds already raised (each once per run)
         self.t_start = time.time()
@@ -135,7 +136,7 @@ class RunSession:
         if self.logger is not None:
             self.logger.close()
         if self.is_main:
-            rd.remove_pidfile(self.run.run_dir)
+            self.pid_left = rd.remove_pidfile(self.run.run_dir)
             with contextlib.suppress(OSError):
                 (self.run.run_dir / rd.STOPFILE).unlink()
             self._lock.release()
