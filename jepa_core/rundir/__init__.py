@@ -48,13 +48,13 @@ from .layout import (
     weights_name,
     weights_step,
 )
-from .lock import RunBusy, RunLock, pid_is_local_and_alive, read_heartbeat, read_pidfile, remove_pidfile, write_heartbeat, write_pidfile
+from .lock import RunBusy, RunLock, lock_held, pid_is_local_and_alive, read_heartbeat, read_pidfile, remove_pidfile, write_heartbeat, write_pidfile
 from .status import COMPLETED, END_STATES, EXIT_CODES, LIVE_STATES, SETTLED
 
 __all__ = [
     "BEST", "CKPT_DIR", "COMPLETED", "CONFIG", "CORRUPT_SUFFIX", "END_STATES", "EXIT_CODES", "HEARTBEAT", "LATEST",
     "LIVE_STATES", "LOCKFILE", "METRICS", "PIDFILE", "RUN_NAMES", "SETTLED", "STOPFILE", "TOKENIZER", "TRAIN_LOG", "CheckpointRef", "HeaderError",
-    "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "new_run_dir", "newest_run",
+    "RunBusy", "RunLock", "enclosing_run", "holds_run", "list_checkpoints", "lock_held", "new_run_dir", "newest_run",
     "pid_is_local_and_alive", "read_best", "read_header", "read_heartbeat", "read_latest", "read_pidfile",
     "refuse_foreign_folder", "refuse_nested_run", "remove_pidfile", "resolve_checkpoint", "resume_checkpoint",
     "set_aside", "state_name", "sweep_half_checkpoints", "sweep_temp_files", "utc_now_iso", "utc_stamp",

@@ -29,7 +29,7 @@ from typing import Any
 from jepa_core.errors import JepaError
 
 from . import layout
-from .lock import pid_is_local_and_alive, read_heartbeat, read_pidfile
+from .lock import lock_held, pid_is_local_and_alive, read_heartbeat, read_pidfile
 from .status import LIVE_STATES
 
 # Bytes of the file's start remembered to notice a rewrite that is not a shrink.
@@ -576,7 +576,8 @@ class RunLog:
             return RunStatus(st, str(self.end.get("message") or ""))
         if self.tail.mtime is None:
             return RunStatus("waiting", "no metrics.jsonl yet")
-        pid_alive = pid_is_local_and_alive(read_pidfile(self.run_dir))
+        pid = read_pidfile(self.run_dir)
+        pid_alive = pid_is_local_and_alive(pid)
         hb = self.heartbeat()
         hb_time = _num(hb.get("time")) if hb else None
         # the heartbeat moves between log lines, so it is the fresher sign of life
@@ -585,6 +586,11 @@ class RunLog:
         limit = max(self.stale_after, 5 * self._typical_gap())
         if pid_alive is False:
             return RunStatus("stale", "trainer process exited without run_end")
+        # no trainer holds the lock (killed by a full disk after removing its pid file, say): stale now, not
+        # after a minute's quiet. Not for a trainer on another host, whose flock this host may not see
+        if (pid is None or pid_alive is True) and (self.events or self.train.n or self.evals.n):
+            if lock_held(self.run_dir) is False:
+                return RunStatus("stale", "no trainer holds the run's lock, and it has no run_end")
         # torch.compile's first step is one long call without heartbeats: a live trainer compiling is not stale
         compiling = bool(hb) and hb.get("phase") in ("compiling", "starting") and pid_alive is True
         if quiet > limit and not compiling:
