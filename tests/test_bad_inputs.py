@@ -120,6 +120,7 @@ CORPUS = [
     Bad("resume_empty", lambda c: ["train", "--resume", "", "--no-tui"], "--resume '' names nothing"),
     Bad("set_with_a_line_break", lambda c: ["train", "--profile", "tiny", "--set", "train.max_steps=5\ntrain.seed=3", "--no-tui"],
         "holds a line break"),
+    Bad("sample_tokens_past_any_meaning", lambda c: ["sample", c.run, "--tokens", "100000000000000000000"], "between 1 and 1,000,000"),
     Bad("runs_on_a_run_whose_metrics_is_a_folder", lambda c: ["runs", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
     Bad("watch_on_a_run_whose_metrics_is_a_folder", lambda c: ["watch", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
     # ---- issue 26, items 2-4: crashes and acceptances. (Item 1, undecodable or huge `jepa sample`
