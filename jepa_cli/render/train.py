@@ -75,13 +75,17 @@ class PlainProgress:
         self.compiling_since: float | None = None
         self._compile_done = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.stages: set[str] = set()  # data preparation stages seen (what an interrupt before training left)
+        self.started = False  # on_start came: the run is open, and a stop from here on ends it with a checkpoint
 
     # -- TrainCallbacks protocol
     def on_prepare(self, stage: str, done: int, total: int) -> None:
+        self.stages.add(stage)
         if total and done == 0:
             err_console.print(f"[dim]preparing data: {stage}...[/]")
 
     def on_start(self, info: dict[str, Any]) -> None:
+        self.started = True
         p = info["params"]
         console.print(
             f"[bold]{info['run_name']}[/]  profile [cyan]{info['profile']}[/]  device {info['device']} ({info['precision']})  "
@@ -278,15 +282,27 @@ def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: l
     return type(e)(message, hint=hint[0].upper() + hint[1:])
 
 
-def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, out_guard) -> NoReturn:
+def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress | None = None, out_guard=None, cfg=None) -> NoReturn:
+    """Ctrl-C (or a hang-up, SIGTERM) before the first step: said, from the first second (loading torch) on."""
+    import contextlib
     import os
 
-    with out_guard:  # a hung-up terminal loses the line; exit code 130 still tells
-        progress.close()
-        how = f" ({e.args[0]})" if e.args else ""  # SignalsRaise names SIGHUP / SIGTERM; Ctrl-C has no name
+    from jepa_core.train.stops import BuildInterrupted
+
+    with out_guard or contextlib.nullcontext():  # a hung-up terminal loses the line; exit code 130 still tells
+        if progress is not None:
+            progress.close()
+        how = f" ({e.args[0]})" if e.args and isinstance(e.args[0], str) else ""  # SignalsRaise names SIGHUP / SIGTERM
+        said = f"[yellow]interrupted{how}[/] before training"
+        if isinstance(e, BuildInterrupted):
+            said += ", while the run was being built"
+        said += ": nothing was trained"
+        if progress is not None and "encode" in progress.stages and cfg is not None:
+            from jepa_core.data.prepare import kept_when_interrupted
+
+            said += f"; of the data preparation, {kept_when_interrupted(cfg.data)[1]}"
         if os.environ.get("RANK", "0") == "0":
-            err_console.print(f"[yellow]interrupted{how}[/] before training, while the run was being built: nothing was trained "
-                              "(a data preparation keeps what it encoded, up to its last whole chunk). Run the same command again.")
+            err_console.print(f"{said}. Run the same command again.")
     raise typer.Exit(130) from None
 
 
@@ -306,16 +322,12 @@ def _refuse_empty(profile: str | None, resume: str | None, run_dir: str | None) 
             raise ConfigError(f"{option} {value!r} names nothing: it is {what} (an unset shell variable?).", hint=fixes[option])
 
 
-def run_train(
-    profile: str | None, overrides: list[str], resume: str | None, run_dir: str | Path | None, tui: bool | None, force: bool = False
-) -> None:
-    import os
-
+def _config_and_resume(profile: str | None, overrides: list[str], resume: str | None, run_dir: str | None):
+    """The run's config, and the checkpoint to resume from (None for a new run); a refused resume names a command that works."""
     from jepa_core.config import load_config
 
     quiet_library_warnings()
-    _refuse_empty(profile, resume, None if run_dir is None else str(run_dir))
-    run_dir = None if run_dir is None else Path(run_dir)
+    _refuse_empty(profile, resume, run_dir)
     if profile is None and resume is None:
         from jepa_core.profiles import list_profiles
 
@@ -347,7 +359,22 @@ def run_train(
             err_console.print(f"[dim]resuming {escape(str(ref.run_dir))} from step {ref.step}[/]")
         if ref.note:  # a checkpoint other than the one latest.json names (or none named): which, and why
             err_console.print(f"[yellow]note:[/] {escape(ref.note)}")
-    assert cfg is not None
+    assert cfg is not None  # --profile or --resume gave it (both empty ones are refused before)
+    return cfg, ref
+
+
+def run_train(
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: str | Path | None, tui: bool | None, force: bool = False
+) -> None:
+    import os
+
+    # from here to the first step, a Ctrl-C is said (Typer would end the command with 130 and no word); loading the
+    # config and, for a resume, torch takes a second or more
+    try:
+        cfg, ref = _config_and_resume(profile, overrides, resume, None if run_dir is None else str(run_dir))
+    except KeyboardInterrupt as e:
+        _interrupted_before_training(e)
+    run_dir = None if run_dir is None else Path(run_dir)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if tui is None:
@@ -369,9 +396,6 @@ def run_train(
         code = train_with_dashboard(_build_child_argv(profile, overrides, resume and str(target_dir), target_dir, force), target_dir)
         raise typer.Exit(code)
 
-    from jepa_core.train.loop import train
-    from jepa_core.train.stops import BuildInterrupted
-
     live = sys.stdout.isatty() and not distributed
     progress = PlainProgress(live=live)
     # a closed or broken stdout/stderr (`| head -1`, `>&-`, a hung-up terminal) costs the display only
@@ -380,10 +404,14 @@ def run_train(
     out_guard = guard(console, err_console)
     t0 = time.time()
     try:
+        from jepa_core.train.loop import train  # torch: the first second or two of a new run
+
         result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
                        overrides=overrides)
-    except BuildInterrupted as e:
-        _interrupted_before_training(e, progress, out_guard)
+    except KeyboardInterrupt as e:  # BuildInterrupted, or one before the build began (loading torch)
+        if progress.started:  # a second Ctrl-C once the run was open: the run's own end said what it could
+            raise
+        _interrupted_before_training(e, progress, out_guard, cfg)
     finally:
         with out_guard:
             progress.close()
