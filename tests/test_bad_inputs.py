@@ -111,6 +111,12 @@ def _metrics_a_folder(ctx: Ctx) -> Path:
     return ctx.run
 
 
+def _without_checkpoints(ctx: Ctx) -> Path:
+    """The run as if killed before its first checkpoint."""
+    shutil.rmtree(ctx.run / rd.CKPT_DIR)
+    return ctx.run
+
+
 CORPUS = [
     # ---- issue 33: a folder that is not a run, empty options
     Bad("run_dir_holds_a_tokenizer_json", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _export_folder(c), "--no-tui"],
@@ -118,6 +124,9 @@ CORPUS = [
     Bad("run_dir_empty", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", "", "--no-tui"], "--run-dir '' names nothing"),
     Bad("profile_empty", lambda c: ["train", "--profile", "", "--no-tui"], "--profile '' names nothing"),
     Bad("resume_empty", lambda c: ["train", "--resume", "", "--no-tui"], "--resume '' names nothing"),
+    Bad("run_dir_holds_a_run_without_a_checkpoint",
+        lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _without_checkpoints(c), "--no-tui"],
+        "stopped before its first checkpoint: there is nothing in it to resume"),
     Bad("set_with_a_line_break", lambda c: ["train", "--profile", "tiny", "--set", "train.max_steps=5\ntrain.seed=3", "--no-tui"],
         "holds a line break"),
     Bad("sample_tokens_past_any_meaning", lambda c: ["sample", c.run, "--tokens", "100000000000000000000"], "between 1 and 1,000,000"),

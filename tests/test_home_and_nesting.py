@@ -7,6 +7,7 @@ and the command that was probably meant.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,36 @@ def test_a_new_run_in_a_folder_with_other_files_leaves_them_alone(tmp_path, text
     assert train(cfg, run_dir=folder, handle_signals=False).status == "finished"
     assert (folder / "README.md").read_text() == "mine\n" and (folder / ".draft.tmp").read_text() == "an editor's\n"
     assert rd.read_latest(folder).step == 2
+
+
+def test_run_dir_on_a_run_without_a_checkpoint_suggests_a_command_that_works(tmp_path, text, cli, monkeypatch):
+    """A run that died before its first checkpoint (killed: no checkpoints, no run_end). `--run-dir` on it suggested
+    `jepa train --resume RUN`, which is then refused; now it gives the command that starts it again, and that works."""
+    import shlex
+
+    from jepa_core.config import load_config
+    from jepa_core.train.loop import train
+    from train_helpers import read_metrics
+
+    sets = small_overrides(text, "train.max_steps=2", "train.eval_every=2", "train.checkpoint_every=2", "train.sample_tokens=0",
+                           f'train.out_dir="{tmp_path / "runs"}"')
+    run = tmp_path / "runs" / "early"
+    assert train(load_config("tiny", sets), run_dir=run, handle_signals=False, overrides=sets).status == "finished"
+    shutil.rmtree(run / rd.CKPT_DIR)  # as if killed before its first checkpoint
+    (run / rd.METRICS).write_text("".join(line for line in (run / rd.METRICS).read_text().splitlines(True) if '"run_end"' not in line))
+    before = _listing(run)
+
+    from jepa_cli.render.train import run_train
+
+    with pytest.raises(JepaError) as e:
+        run_train("tiny", sets, None, str(run), tui=False)
+    assert "stopped before its first checkpoint: there is nothing in it to resume" in e.value.message
+    assert "--resume" not in e.value.hint
+    cmd = e.value.hint.split("with: ", 1)[1]
+    assert _listing(run) == before
+    monkeypatch.chdir(tmp_path)
+    r = cli(*shlex.split(cmd)[1:], "--no-tui")
+    assert r.returncode == 0, r.stderr[-3000:]
+    new = [d for d in (tmp_path / "runs").iterdir() if d.name != "early"]
+    assert len(new) == 1 and read_metrics(new[0])[-1]["status"] == "finished" and rd.read_latest(new[0]).step == 2
+    assert _listing(run) == before  # the early run left as it was

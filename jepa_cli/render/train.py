@@ -282,6 +282,18 @@ def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: l
     return type(e)(message, hint=hint[0].upper() + hint[1:])
 
 
+def _with_a_restart(e: JepaError) -> JepaError:
+    """`--run-dir RUN` on a run that stopped before its first checkpoint: the command that starts it again, which
+    is what `jepa train --resume RUN` would say too (a resume of it is refused)."""
+    from jepa_core import rundir as rd
+    from jepa_core.train.session import RunTaken
+
+    if not isinstance(e, RunTaken) or rd.list_checkpoints(e.run_dir / rd.CKPT_DIR):
+        return e
+    cmd = fresh_start_command(e.run_dir)
+    return e if cmd is None else RunTaken(e.message, hint=f"Start it again, in a new folder beside it, with: {cmd}", run_dir=e.run_dir)
+
+
 def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress | None = None, out_guard=None, cfg=None) -> NoReturn:
     """Ctrl-C (or a hang-up, SIGTERM) before the first step: said, from the first second (loading torch) on."""
     import contextlib
@@ -412,6 +424,11 @@ def run_train(
         if progress.started:  # a second Ctrl-C once the run was open: the run's own end said what it could
             raise
         _interrupted_before_training(e, progress, out_guard, cfg)
+    except JepaError as e:
+        better = _with_a_restart(e)
+        if better is e:
+            raise
+        raise better from None
     finally:
         with out_guard:
             progress.close()

@@ -179,7 +179,22 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     if existing:
         if not probe:
             lock.release()
-        raise JepaError(
+        if not rd.list_checkpoints(run_dir / rd.CKPT_DIR):  # a resume would be refused: do not suggest one
+            raise RunTaken(
+                f"{run_dir} already holds a run, one that stopped before its first checkpoint: there is nothing in it to "
+                "resume, and a new run there would mix its records with that run's.",
+                hint="Start it again in a new folder: drop --run-dir (or give it a new folder).", run_dir=run_dir)
+        raise RunTaken(
             f"{run_dir} already holds a run; a new run there would rotate away its checkpoints.",
             hint=f"Continue it with `jepa train --resume {run_dir}`, or drop --run-dir to start a new run in its own directory.",
+            run_dir=run_dir,
         )
+
+
+class RunTaken(JepaError):
+    """A new run was pointed at a directory that holds one (`--run-dir RUN`); `run_dir` names it, so that the CLI
+    can give the command that starts such a run again when it has no checkpoint to resume."""
+
+    def __init__(self, message: str, hint: str | None = None, *, run_dir: Path):
+        super().__init__(message, hint=hint)
+        self.run_dir = Path(run_dir)
