@@ -1,6 +1,6 @@
 """The run directory, one package: its layout and names (`layout`), statuses and exit codes
 (`status`), the safetensors header reader (`header`), checkpoints and their pointers
-(`checkpoints`), the trainer's lock, pid file and heartbeat (`lock`), the live reader (`live`),
+(`checkpoints`), the trainer's lock, pid file and heartbeat (`lock`), the tail of metrics.jsonl (`tail`), the live reader (`live`),
 whole-run summaries (`summary`) and the run listing (`listing`). docs/architecture.md has the contract.
 
 Standard library only (`listing.overrides_vs_profile` loads a profile lazily), so every reader
