@@ -288,7 +288,7 @@ def _with_a_restart(e: JepaError) -> JepaError:
     from jepa_core import rundir as rd
     from jepa_core.train.session import RunTaken
 
-    if not isinstance(e, RunTaken) or rd.list_checkpoints(e.run_dir / rd.CKPT_DIR):
+    if not isinstance(e, RunTaken) or e.run_dir is None or rd.list_checkpoints(e.run_dir / rd.CKPT_DIR):
         return e
     cmd = fresh_start_command(e.run_dir)
     return e if cmd is None else RunTaken(e.message, hint=f"Start it again, in a new folder beside it, with: {cmd}", run_dir=e.run_dir)

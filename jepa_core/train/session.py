@@ -195,6 +195,6 @@ class RunTaken(JepaError):
     """A new run was pointed at a directory that holds one (`--run-dir RUN`); `run_dir` names it, so that the CLI
     can give the command that starts such a run again when it has no checkpoint to resume."""
 
-    def __init__(self, message: str, hint: str | None = None, *, run_dir: Path):
+    def __init__(self, message: str, hint: str | None = None, *, run_dir: Path | None = None):
         super().__init__(message, hint=hint)
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # None only when unpickled
