@@ -70,7 +70,13 @@ def test_claim_run_dir_units(tmp_path):
         holder.release()
     with pytest.raises(JepaError) as e:
         claim_run_dir(run, None)
-    assert "already holds a run" in e.value.message and f"jepa train --resume {run}" in e.value.hint
+    # no checkpoint yet: a resume would be refused, so none is suggested (the CLI adds the command that starts it again)
+    assert "already holds a run, one that stopped before its first checkpoint" in e.value.message and "--resume" not in e.value.hint
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / rd.weights_name(4)).write_bytes(b"")
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(run, None)
+    assert "already holds a run;" in e.value.message and f"jepa train --resume {run}" in e.value.hint
     for info in ({"pid": _dead_pid(), "host": socket.gethostname()}, {"pid": 1, "host": socket.gethostname()}, {"pid": 7, "host": "elsewhere"}):
         (run / rd.PIDFILE).write_text(json.dumps({**info, "started": 0}))
         lock = rd.RunLock(run)
