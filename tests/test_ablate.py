@@ -589,7 +589,8 @@ def test_a_hang_up_while_ablate_prepares_the_data_says_how_to_resume(tmp_path, m
         signal.signal(signal.SIGHUP, old)
     said = " ".join(res.stdout.split())
     assert res.exit_code == 130, res.output
-    assert "interrupted (SIGHUP) while preparing the data, before any run" in said
+    assert "interrupted (SIGHUP) while preparing the data, before any run:" in said
+    assert "before any run: nothing of the encoding is kept (a text is encoded whole, in one pass; its downloaded files are kept);" in said
     assert f"continue with: jepa ablate --resume {tmp_path / 'abl'}" in said
 
 

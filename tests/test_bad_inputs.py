@@ -152,12 +152,44 @@ def _earlier_export(ctx: Ctx) -> Path:
     return _file(ctx.tmp / "exported" / "modeling_jepa.py", b"# an earlier export's\n").parent
 
 
+def _export_folder(ctx: Ctx) -> Path:
+    """A folder that is not a run: an HF export, with the tokenizer.json a run would overwrite."""
+    _file(ctx.tmp / "export" / "tokenizer.json", b'{"model": {"type": "BPE"}}')
+    return ctx.tmp / "export"
+
+
+def _metrics_a_folder(ctx: Ctx) -> Path:
+    (ctx.run / rd.METRICS).unlink()
+    (ctx.run / rd.METRICS).mkdir()
+    return ctx.run
+
+
+def _without_checkpoints(ctx: Ctx) -> Path:
+    """The run as if killed before its first checkpoint."""
+    shutil.rmtree(ctx.run / rd.CKPT_DIR)
+    return ctx.run
+
+
 CORPUS = [
     # ---- issue 32: `jepa export` (every run exports now; what is left to refuse is the folder and the options)
     Bad("export_over_an_earlier_export", lambda c: ["export", c.run, _earlier_export(c)], "modeling_jepa.py"),
     Bad("export_out_is_a_file", lambda c: ["export", c.run, _file(c.tmp / "out.txt")], "is not a folder"),
     Bad("export_unknown_format", lambda c: ["export", c.run, c.tmp / "out", "--format", "gguf"], "--format"),
     Bad("export_missing_run", lambda c: ["export", c.tmp / "nope", c.tmp / "out"], "does not exist"),
+    # ---- issue 33: a folder that is not a run, empty options
+    Bad("run_dir_holds_a_tokenizer_json", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _export_folder(c), "--no-tui"],
+        "holds tokenizer.json"),
+    Bad("run_dir_empty", lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", "", "--no-tui"], "--run-dir '' names nothing"),
+    Bad("profile_empty", lambda c: ["train", "--profile", "", "--no-tui"], "--profile '' names nothing"),
+    Bad("resume_empty", lambda c: ["train", "--resume", "", "--no-tui"], "--resume '' names nothing"),
+    Bad("run_dir_holds_a_run_without_a_checkpoint",
+        lambda c: ["train", "--profile", "tiny", *c.sets(), "--run-dir", _without_checkpoints(c), "--no-tui"],
+        "stopped before its first checkpoint: there is nothing in it to resume"),
+    Bad("set_with_a_line_break", lambda c: ["train", "--profile", "tiny", "--set", "train.max_steps=5\ntrain.seed=3", "--no-tui"],
+        "holds a line break"),
+    Bad("sample_tokens_past_any_meaning", lambda c: ["sample", c.run, "--tokens", "100000000000000000000"], "between 1 and 1,000,000"),
+    Bad("runs_on_a_run_whose_metrics_is_a_folder", lambda c: ["runs", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
+    Bad("watch_on_a_run_whose_metrics_is_a_folder", lambda c: ["watch", _metrics_a_folder(c)], "metrics.jsonl cannot be read: it is a folder"),
     # ---- issue 26, items 2-4: crashes and acceptances. (Item 1, undecodable or huge `jepa sample`
     # prompts, is no bad input any more: the bytes are replaced and a note says how many, exit 0;
     # tests/test_sample.py holds those cases.)

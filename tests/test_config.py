@@ -68,6 +68,14 @@ def test_parse_override_values():
     assert parse_override("train.device=cuda:1")[1] == "cuda:1"
 
 
+@pytest.mark.parametrize("item", ["train.max_steps=5\ntrain.seed=3", "train.max_steps=5\n", 'data.dataset="text:a"\r\nx', "name=a\nb"])
+def test_a_set_with_a_line_break_is_refused(item):
+    """TOML reads `v = 5\\ntrain.seed=3` as v = 5 and drops the rest: it used to vanish without a word."""
+    with pytest.raises(ConfigError, match="holds a line break") as e:
+        parse_override(item)
+    assert repr(item) in e.value.message and "its own --set" in e.value.hint
+
+
 @pytest.mark.parametrize(
     "override, key, fragment",
     [

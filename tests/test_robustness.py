@@ -70,7 +70,13 @@ def test_claim_run_dir_units(tmp_path):
         holder.release()
     with pytest.raises(JepaError) as e:
         claim_run_dir(run, None)
-    assert "already holds a run" in e.value.message and f"jepa train --resume {run}" in e.value.hint
+    # no checkpoint yet: a resume would be refused, so none is suggested (the CLI adds the command that starts it again)
+    assert "already holds a run, one that stopped before its first checkpoint" in e.value.message and "--resume" not in e.value.hint
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / rd.weights_name(4)).write_bytes(b"")
+    with pytest.raises(JepaError) as e:
+        claim_run_dir(run, None)
+    assert "already holds a run;" in e.value.message and f"jepa train --resume {run}" in e.value.hint
     for info in ({"pid": _dead_pid(), "host": socket.gethostname()}, {"pid": 1, "host": socket.gethostname()}, {"pid": 7, "host": "elsewhere"}):
         (run / rd.PIDFILE).write_text(json.dumps({**info, "started": 0}))
         lock = rd.RunLock(run)
@@ -493,6 +499,53 @@ def test_a_hang_up_while_the_run_is_built_is_a_named_keyboard_interrupt(tmp_path
         assert received == ["ours"]
     finally:
         signal.signal(sig, old)
+
+
+def test_a_pid_file_that_cannot_be_removed_is_said_not_raised(tmp_path, text, monkeypatch):
+    """The run folder made read-only at the end: unlinking train.pid fails with EROFS. Simulated here by
+    making that one unlink raise as the kernel would (root ignores chmod); the real read-only mount is
+    tests/test_robustness_cli.py's (slow, needs mount). The run ends as it would, and says the file stays."""
+    import pathlib
+
+    unlink = pathlib.Path.unlink
+
+    def read_only(self, *a, **k):
+        if self.name == rd.PIDFILE:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return unlink(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", read_only)
+    res = train(_cfg(text, tmp_path, "train.max_steps=2"), run_dir=tmp_path / "ro", handle_signals=False)
+    assert res.status == "finished" and res.exit_code == 0 and res.last_checkpoint is not None
+    assert res.message == ("train.pid stays in the run directory (Read-only file system (errno 30)); it is harmless: the lock, "
+                           "not that file, decides who trains, and readers see that its process has exited.")
+    assert (tmp_path / "ro" / rd.PIDFILE).exists() and read_metrics(tmp_path / "ro")[-1]["status"] == "finished"
+
+
+def test_every_signal_handler_leaves_an_ignored_signal_ignored():
+    """`nohup` ignores SIGHUP, a script's background job SIGINT: the trainer's flag, the build's raising
+    handlers and ablate's relay leave such a signal ignored (and give the others back as they were).
+    The whole run through `jepa train` is tests/test_robustness_cli.py's (slow)."""
+    import signal
+
+    from jepa_core.tools.ablate.jobs import _Relay
+    from jepa_core.train.stops import SignalFlag, SignalsRaise
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)}
+    mine = lambda *a: None  # noqa: E731
+    try:
+        for ignored, handled in ((signal.SIGHUP, signal.SIGINT), (signal.SIGINT, signal.SIGHUP)):
+            signal.signal(ignored, signal.SIG_IGN)
+            signal.signal(handled, mine)
+            for handler in (SignalFlag(), SignalsRaise(), _Relay()):
+                with handler:
+                    assert signal.getsignal(ignored) == signal.SIG_IGN, type(handler).__name__
+                    if handled in getattr(handler, "signals", (handled,)):
+                        assert signal.getsignal(handled) not in (mine, signal.SIG_IGN), type(handler).__name__
+                assert signal.getsignal(ignored) == signal.SIG_IGN and signal.getsignal(handled) is mine
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):

@@ -6,6 +6,7 @@ model too big for the machine. Each test starts Python and torch at least once: 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -108,6 +109,59 @@ def test_sighup_checkpoints_and_ends_interrupted(tmp_path, text, home):
     assert "SIGHUP" in end["message"] and f"jepa train --resume {run}" in end["message"]
     latest = rd.read_latest(run)
     assert latest.step >= 3 and end["last_checkpoint"] == str(latest.weights)
+
+
+def _disposition(sig: int, handler):
+    def apply() -> None:  # in the child, before exec: what `nohup` (SIG_IGN) or a plain shell (SIG_DFL) leaves
+        signal.signal(sig, handler)
+
+    return apply
+
+
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGINT"])
+def test_a_signal_ignored_at_start_stays_ignored_for_the_whole_run(tmp_path, text, name):
+    """`nohup jepa train ... &` (SIGHUP ignored), a script's background job (SIGINT ignored): the signal,
+    sent every 50 ms from the start (Python's start-up, the data preparation in a fresh JEPA_HOME,
+    building, the step loop, the end), never stops the run: it trains to the end, exit 0."""
+    sig = getattr(signal, name)
+    run = tmp_path / "nohup"
+    proc = subprocess.Popen(_argv(*_sets(text, "train.max_steps=40"), "--profile", "tiny", "--run-dir", str(run)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path / "home"),
+                            preexec_fn=_disposition(sig, signal.SIG_IGN))
+    sent_before_start = sent_while_training = 0
+    collect = threading.Thread(target=lambda: setattr(proc, "outputs", proc.communicate(timeout=300)))
+    collect.start()
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        training = (run / rd.METRICS).exists() and '"type":"train"' in (run / rd.METRICS).read_text()
+        sent_while_training += training
+        sent_before_start += not (run / rd.METRICS).exists()
+        time.sleep(0.05)
+    collect.join()
+    out, err = proc.outputs
+    assert proc.returncode == 0, err[-3000:]
+    assert sent_before_start >= 5 and sent_while_training >= 5  # it was there all along, and ignored
+    end = _assert_ended(run, "finished", step=40)
+    assert end["step"] == 40
+
+
+@pytest.mark.parametrize("name", ["SIGHUP", "SIGINT"])
+def test_a_signal_not_ignored_at_start_stops_the_run_with_a_checkpoint(tmp_path, text, home, name):
+    """The same signal with its default disposition (a plain background job over SSH, on hang-up): the run
+    stops after a checkpoint at the step it reached, exit 130, resumable."""
+    sig = getattr(signal, name)
+    run = tmp_path / "plain"
+    proc = subprocess.Popen(_argv(*_sets(text, "train.max_steps=100000"), "--profile", "tiny", "--run-dir", str(run)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(home),
+                            preexec_fn=_disposition(sig, signal.SIG_DFL))
+    _wait_for_train_lines(run, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in out + err
+    end = _assert_ended(run, "interrupted")
+    assert name in end["message"] and rd.read_latest(run).step == end["step"] >= 3
 
 
 @pytest.mark.parametrize("mode", ["head_1", "stdout_closed", "stderr_closed"])
@@ -246,6 +300,29 @@ def test_read_only_checkpoints_folder_via_a_real_mount(tmp_path, text, home):
     assert "Traceback" not in both and "Read-only file system (errno 30)" in both
     assert f"the last good checkpoint is {ck / rd.weights_name(4)}" in both
     _assert_ended(run, "write_failed", step=4)
+
+
+@needs_mount
+def test_run_folder_made_read_only_while_training_is_an_exit_2_paragraph(tmp_path, text, home):
+    """The whole run folder bind-mounted read-only mid-run, as an admin's remount would (root ignores chmod):
+    the next checkpoint fails (EROFS), and so does removing train.pid at the end. Exit 2, no traceback; the
+    message names the checkpoint that was written and says that the pid file left is harmless."""
+    run = tmp_path / "ro_mid_run"
+    cmd = _shell(_argv(*_sets(text, "train.max_steps=100000", "train.checkpoint_every=10"), "--profile", "tiny", "--run-dir", str(run)))
+    script = (f"{cmd} & P=$!; while [ ! -f {run}/checkpoints/latest.json ] && kill -0 $P 2>/dev/null; do sleep 0.05; done; "
+              f"mount --bind {run} {run} && mount -o remount,bind,ro {run} {run}; wait $P")
+    proc = _in_namespace(script, home)
+    both = proc.stdout + proc.stderr
+    assert proc.returncode == 2, both[-3000:]
+    assert "Traceback" not in both and "Read-only file system (errno 30)" in both
+    said = " ".join(both.split())
+    latest = rd.read_latest(run)
+    assert latest is not None and rd.verify_checkpoint(latest) is None
+    assert f"the last good checkpoint is {latest.weights}" in said
+    assert "train.pid stays in the run directory (Read-only file system (errno 30)); it is harmless" in said
+    assert (run / rd.PIDFILE).exists()  # left, as said
+    end = _records(run)[-1]  # the trainer's open metrics file still takes its lines
+    assert end["event"] == "run_end" and end["status"] == "write_failed" and end["last_checkpoint"] == str(latest.weights)
 
 
 @needs_mount

@@ -20,6 +20,8 @@ import pytest
 from jepa_cli.tui.fakerun import T0, eval_record, train_record
 from jepa_core.rundir import live as runlog
 
+from cli_helpers import cli  # noqa: F401 (fixture)
+
 HUGE = 10**400  # json writes and reads it as an int; float() of it raises OverflowError
 BAD_VALUES = [HUGE, -HUGE, math.nan, math.inf, -math.inf, "12", True, None, [1], {"a": 1}]
 BAD_IDS = ["huge", "-huge", "nan", "inf", "-inf", "str", "bool", "null", "list", "dict"]
@@ -149,3 +151,98 @@ def test_dashboard_live_run_with_a_malformed_heartbeat(tmp_path, bad):
             return screen_text(app)
 
     assert "step" in asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- a metrics.jsonl that cannot be read (issue 33)
+
+
+def _good_and_bad(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """runs/good (a finished fake run) and runs/bad, the same with metrics.jsonl a folder."""
+    from jepa_cli.tui.fakerun import write_fake_run
+
+    folder = tmp_path / "runs"
+    good = write_fake_run(folder / "good", steps=40)
+    bad = write_fake_run(folder / "bad", steps=40)
+    (bad / "metrics.jsonl").unlink()
+    (bad / "metrics.jsonl").mkdir()
+    return folder, good, bad
+
+
+def _one_error(r, needle: str) -> None:
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
+    assert r.stderr.count("error:") == 1 and needle in " ".join(r.stderr.split()), r.stderr[-3000:]
+
+
+def test_runs_skips_an_unreadable_run_with_a_note_and_lists_the_rest(tmp_path, cli):
+    folder, good, bad = _good_and_bad(tmp_path)
+    r = cli("runs", str(folder))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: skipped {bad}: its metrics.jsonl cannot be read (it is a folder, not a file)"]
+    assert "good" in r.stdout and "finished" in r.stdout and "bad" not in r.stdout
+    r = cli("runs", "--json", str(folder))
+    assert [i["name"] for i in json.loads(r.stdout)] == ["good"]
+    # nothing else to list: the reason is the answer, as an error
+    _one_error(cli("runs", str(bad)), f"{bad / 'metrics.jsonl'} cannot be read: it is a folder, not a file")
+
+
+def test_watch_on_an_unreadable_run_is_an_error_and_the_others_are_watched(tmp_path, cli, monkeypatch):
+    from jepa_cli.render import watch
+    from jepa_cli.tui.app import Dashboard
+
+    folder, good, bad = _good_and_bad(tmp_path)
+    _one_error(cli("watch", str(bad)), "metrics.jsonl cannot be read: it is a folder, not a file")
+    watched = []
+    monkeypatch.setattr(watch, "_interactive", lambda: True)
+    monkeypatch.setattr(Dashboard, "run", lambda self, **kw: watched.append([r.run_dir for r in self.runs]))
+    r = cli("watch", str(folder))
+    assert r.returncode == 0 and watched == [[good]], r.stderr[-3000:]
+    assert f"note: skipped {bad}: its metrics.jsonl cannot be read" in r.stderr
+
+
+def _headless_dashboard(monkeypatch, seconds: float = 3.0):
+    """Dashboard.run headless, polling fast, for at most `seconds` (then `q`)."""
+    from jepa_cli.render import watch
+    from jepa_cli.tui.app import Dashboard
+
+    orig = Dashboard.run
+
+    def run(self, **kw):
+        self.poll_interval = 0.05
+
+        async def auto(pilot):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and self.is_running:
+                await pilot.pause(0.05)
+            if self.is_running:
+                await pilot.press("q")
+
+        return orig(self, headless=True, size=(100, 30), auto_pilot=auto)
+
+    monkeypatch.setattr(watch, "_interactive", lambda: True)
+    monkeypatch.setattr(Dashboard, "run", run)
+
+
+def test_watch_exits_non_zero_when_a_run_becomes_unreadable_while_watched(tmp_path, cli, monkeypatch):
+    """metrics.jsonl replaced by a folder after `jepa watch` checked it: the dashboard leaves, and the
+    command ends with the error paragraph, exit 2 (it printed a traceback and exited 0)."""
+    from jepa_cli.render import watch
+
+    folder, good, bad = _good_and_bad(tmp_path)
+    monkeypatch.setattr(watch, "_readable", lambda dirs: dirs)  # as if it broke after the check
+    _headless_dashboard(monkeypatch)
+    _one_error(cli("watch", str(good), str(bad)), f"{bad / 'metrics.jsonl'} cannot be read: it is a folder, not a file")
+
+
+def test_watch_never_exits_0_after_the_dashboard_failed(tmp_path, cli, monkeypatch):
+    from jepa_cli.tui.app import Dashboard
+
+    folder, good, bad = _good_and_bad(tmp_path)
+    _headless_dashboard(monkeypatch)
+
+    def broken(self):
+        raise RuntimeError("a bug in the dashboard")
+
+    monkeypatch.setattr(Dashboard, "_update_system", broken)
+    r = cli("watch", str(good))
+    assert r.returncode == 1

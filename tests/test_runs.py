@@ -78,6 +78,53 @@ def test_one_line_per_run_with_its_status(folder):
     assert "optim.lr=0.002" in infos["1-early_stopped"].overrides
 
 
+def test_a_run_whose_lock_nobody_holds_is_stale_at_once(tmp_path):
+    """A trainer ended by a full disk: it removed its pid file but could not write run_end. Its last
+    lines are a second old; with nobody holding train.lock it is stale now, not `running` for a minute.
+    Held by a trainer (this process, through another open file, as flock counts it), it is running."""
+    run = write_fake_run(tmp_path / "full-disk", steps=200, finished=False)
+    now = time.time()
+    os.utime(run / rd.METRICS, (now - 1, now - 1))
+    (run / rd.LOCKFILE).touch()  # what every trainer leaves behind
+    assert rd.lock_held(run) is False
+    info = run_info(run)
+    assert info.status == "stale" and info.detail == "no trainer holds the run's lock, and it has no run_end"
+    lock = rd.RunLock(run).acquire()
+    try:
+        assert rd.lock_held(run) is True and run_info(run).status == "running"
+        _pidfile(run, os.getpid())  # with its pid file, as while training
+        assert run_info(run).status == "running"
+    finally:
+        lock.release()
+    assert run_info(run).status == "stale"  # a live pid that holds no lock is no trainer (a reused pid)
+    (run / rd.PIDFILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": now}))
+    assert run_info(run).status == "running"  # a trainer on another host: its lock may not be visible here
+    (run / rd.LOCKFILE).unlink()
+    (run / rd.PIDFILE).unlink()
+    assert rd.lock_held(run) is None and run_info(run).status == "running"  # no lock file: no trainer of ours, unknown
+
+
+def test_a_readers_lock_check_never_reads_as_another_trainer(tmp_path):
+    """`lock_held` holds the lock shared for an instant: a trainer claiming the run just then waits it out."""
+    import fcntl
+    import threading
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rd.LOCKFILE).touch()
+    fd = os.open(run / rd.LOCKFILE, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a reader's check, caught in the act (and made to last 0.1 s)
+    threading.Timer(0.1, os.close, (fd,)).start()
+    rd.RunLock(run).acquire().release()
+    fd = os.open(run / rd.LOCKFILE, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # held for good: that is a trainer's (or anyone's) lock, not an instant
+    try:
+        with pytest.raises(rd.RunBusy):
+            rd.RunLock(run).acquire()
+    finally:
+        os.close(fd)
+
+
 def test_running_step_comes_from_the_heartbeat(folder):
     info = run_info(folder / "7-running")
     assert json.loads((folder / "7-running" / rd.METRICS).read_text().splitlines()[-1])["step"] == 20

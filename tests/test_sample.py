@@ -121,11 +121,26 @@ def test_cli_prompt_from_stdin_and_default_prompt(trained, cli):
         (["--temperature", "-1"], "--temperature"),
         (["--top-k", "-1"], "--top-k"),
         (["--tokens", "many"], "--tokens"),
+        (["--tokens", "100000000000000000000"], "between 1 and 1,000,000"),
     ],
 )
 def test_cli_bad_options_exit_2(trained, cli, args, fragment):
     r = cli("sample", str(trained), *args)
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tokens_are_bounded_at_a_million():
+    """`--tokens 100000000000000000000` ran until killed; the bound is said in --help, repeated there
+    without torch (commands/sample.py) and equal to the core's."""
+    from jepa_cli.commands import sample as command
+    from jepa_core.tools.sample import MAX_TOKENS, check_sampling_args
+
+    assert MAX_TOKENS == command.MAX_TOKENS == 1_000_000
+    check_sampling_args(1, 0.8, 50)
+    check_sampling_args(1_000_000, 0.8, 50)
+    for n in (1_000_001, 10**20, 0, -3):
+        with pytest.raises(ConfigError, match="between 1 and 1,000,000"):
+            check_sampling_args(n, 0.8, 50)
 
 
 def test_cli_bad_checkpoint_exits_2(tmp_path, cli):

@@ -12,6 +12,7 @@ from jepa_cli.commands import CheckpointArg
 DEFAULT_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 50
+MAX_TOKENS = 1_000_000
 
 
 def sample(
@@ -20,7 +21,7 @@ def sample(
         Optional[str],
         typer.Option("--prompt", "-p", help="Text to continue (default: the run's train.sample_prompt, a newline). `-` reads it from stdin."),
     ] = None,
-    tokens: Annotated[int, typer.Option("--tokens", "-n", help="Tokens to generate.")] = DEFAULT_TOKENS,
+    tokens: Annotated[int, typer.Option("--tokens", "-n", help=f"Tokens to generate: 1 to {MAX_TOKENS:,}.")] = DEFAULT_TOKENS,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Softmax temperature; 0 is greedy (always the likeliest token).")] = DEFAULT_TEMPERATURE,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Sample among the K likeliest tokens; 0: the whole vocabulary.")] = DEFAULT_TOP_K,
     seed: Annotated[

@@ -40,7 +40,10 @@ def train(
         ),
     ] = None,
     run_dir: Annotated[
-        Optional[Path], typer.Option("--run-dir", help="Use this run directory instead of runs/PROFILE-UTCTIME.", rich_help_panel="Run")
+        # a str, not a Path: Path('') is '.', and an empty --run-dir must be refused, not trained into the current folder
+        Optional[str],
+        typer.Option("--run-dir", help="Use this run directory instead of runs/PROFILE-UTCTIME: a new or empty folder "
+                     "(one holding a run, or a file a run writes, is refused; --resume continues a run).", rich_help_panel="Run"),
     ] = None,
     tui: Annotated[
         Optional[bool],

@@ -81,8 +81,11 @@ def run_ablate(profile, seeds, arms, grids, overrides, budget_s, out, resume, de
         outcome = run_ablation(plan, callbacks=progress, jobs=jobs)
     except BuildInterrupted as e:  # the runs handle their own: this came while the data was prepared up front
         progress.stop()
-        console.print(f"[yellow]interrupted{f' ({e.args[0]})' if e.args else ''}[/] while preparing the data, before any run "
-                      f"(it keeps what it encoded, up to its last whole chunk); continue with: [bold]jepa ablate --resume {plan.dir}[/]")
+        from jepa_core.data.prepare import kept_when_interrupted
+
+        kept = kept_when_interrupted(plan.config_for(plan.arms[0].name, 0).data)[1]
+        console.print(f"[yellow]interrupted{f' ({e.args[0]})' if e.args else ''}[/] while preparing the data, before any run: "
+                      f"{kept}; continue with: [bold]jepa ablate --resume {plan.dir}[/]")
         raise typer.Exit(130) from None
     finally:
         progress.stop()

@@ -166,6 +166,14 @@ def _data_config(dataset: str | None, overrides: dict, profile: str | None):
         raise DataError(f"Invalid data.{key}: {err['msg']} (got {err.get('input')!r}).") from None
 
 
+def interrupted_note(data_cfg) -> str:
+    """What an interrupt once encoding began leaves, and what running the same command again does."""
+    from jepa_core.data.prepare import kept_when_interrupted
+
+    continues, kept = kept_when_interrupted(data_cfg)
+    return f"{kept}; run the same command again to {'continue' if continues else 'start it over'}"
+
+
 def run_prepare(
     dataset: str | None,
     *,
@@ -186,7 +194,7 @@ def run_prepare(
 
             how = f" ({stop.reason})" if stop.reason else ""
             if "encode" in bar.tasks:
-                said = f"[yellow]interrupted{how}:[/] the work up to the last whole chunk is kept; run the same command again to continue."
+                said = f"[yellow]interrupted{how}:[/] {interrupted_note(data_cfg)}."
             else:
                 said = f"[yellow]interrupted{how}[/] before encoding began; run the same command again to start it."
             # after a hang-up the terminal is gone: the message is lost, the exit code still tells

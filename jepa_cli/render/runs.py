@@ -6,7 +6,9 @@ import json
 import time
 from pathlib import Path
 
-from jepa_cli.console import console
+from rich.markup import escape
+
+from jepa_cli.console import console, err_console
 from jepa_core.errors import JepaError
 from jepa_core.rundir.status import status_style
 
@@ -33,7 +35,12 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
             f"{where} does not exist{' here' if str(folder) == 'runs' else ''}: no runs to list.",
             hint="Run `jepa runs DIR` with the folder your runs are in (train.out_dir), or start one: `jepa train --profile tiny`.",
         )
-    infos = list_runs(folder, with_overrides=with_overrides)
+    skipped: list = []
+    infos = list_runs(folder, with_overrides=with_overrides, skipped=skipped)
+    if skipped and not infos:  # nothing else to show: the one unreadable run is the answer
+        raise skipped[0]
+    for e in skipped:  # one line each, on stderr: the listing (or its JSON) stays whole on stdout
+        err_console.print(f"[yellow]note:[/] {escape(e.note())}", soft_wrap=True)
     if json_out:
         now = time.time()
         print(json.dumps([{**i.to_dict(), "age_s": round(age_of(i, now), 1)} for i in infos], indent=2, allow_nan=False, default=str))
@@ -41,7 +48,6 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
     if not infos:
         console.print(f"No runs in {folder} (a run directory holds metrics.jsonl or config.toml). Start one with: jepa train --profile tiny", soft_wrap=True)
         return
-    from rich.markup import escape
     from rich.table import Table
 
     now = time.time()

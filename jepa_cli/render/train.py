@@ -75,13 +75,17 @@ class PlainProgress:
         self.compiling_since: float | None = None
         self._compile_done = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.stages: set[str] = set()  # data preparation stages seen (what an interrupt before training left)
+        self.started = False  # on_start came: the run is open, and a stop from here on ends it with a checkpoint
 
     # -- TrainCallbacks protocol
     def on_prepare(self, stage: str, done: int, total: int) -> None:
+        self.stages.add(stage)
         if total and done == 0:
             err_console.print(f"[dim]preparing data: {stage}...[/]")
 
     def on_start(self, info: dict[str, Any]) -> None:
+        self.started = True
         p = info["params"]
         console.print(
             f"[bold]{info['run_name']}[/]  profile [cyan]{info['profile']}[/]  device {info['device']} ({info['precision']})  "
@@ -281,22 +285,65 @@ def _resume_refusal(e: JepaError, resume: str, profile: str | None, overrides: l
     return type(e)(message, hint=hint[0].upper() + hint[1:])
 
 
-def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress, out_guard) -> NoReturn:
+def _with_a_restart(e: JepaError) -> JepaError:
+    """`--run-dir RUN` on a run that stopped before its first checkpoint: the command that starts it again, which
+    is what `jepa train --resume RUN` would say too (a resume of it is refused)."""
+    from jepa_core import rundir as rd
+    from jepa_core.train.session import RunTaken
+
+    if not isinstance(e, RunTaken) or e.run_dir is None or rd.list_checkpoints(e.run_dir / rd.CKPT_DIR):
+        return e
+    cmd = fresh_start_command(e.run_dir)
+    return e if cmd is None else RunTaken(e.message, hint=f"Start it again, in a new folder beside it, with: {cmd}", run_dir=e.run_dir)
+
+
+def _interrupted_before_training(e: KeyboardInterrupt, progress: PlainProgress | None = None, out_guard=None, cfg=None) -> NoReturn:
+    """Ctrl-C (or a hang-up, SIGTERM) before the first step: said, from the first second (loading torch) on."""
+    import contextlib
     import os
 
-    with out_guard:  # a hung-up terminal loses the line; exit code 130 still tells
-        progress.close()
-        how = f" ({e.args[0]})" if e.args else ""  # SignalsRaise names SIGHUP / SIGTERM; Ctrl-C has no name
+    from jepa_core.train.stops import BuildInterrupted
+
+    with out_guard or contextlib.nullcontext():  # a hung-up terminal loses the line; exit code 130 still tells
+        if progress is not None:
+            progress.close()
+        how = f" ({e.args[0]})" if e.args and isinstance(e.args[0], str) else ""  # SignalsRaise names SIGHUP / SIGTERM
+        said = f"[yellow]interrupted{how}[/] before training"
+        if isinstance(e, BuildInterrupted):
+            said += ", while the run was being built"
+        said += ": nothing was trained"
+        if progress is not None and "encode" in progress.stages and cfg is not None:
+            from jepa_core.data.prepare import kept_when_interrupted
+
+            said += f"; of the data preparation, {kept_when_interrupted(cfg.data)[1]}"
         if os.environ.get("RANK", "0") == "0":
-            err_console.print(f"[yellow]interrupted{how}[/] before training, while the run was being built: nothing was trained "
-                              "(a data preparation keeps what it encoded, up to its last whole chunk). Run the same command again.")
+            err_console.print(f"{said}. Run the same command again.")
     raise typer.Exit(130) from None
 
 
-def _resolve_config(profile: str | None, overrides: list[str], resume: str | None, init_from: str | None):
-    """(config, resume checkpoint or None, the --set values to record) for `jepa train`'s options."""
+def _refuse_empty(profile: str | None, resume: str | None, run_dir: str | None) -> None:
+    """`--profile ''`, `--resume ''`, `--run-dir ''` (an unset shell variable, usually): named, not guessed at.
+    An empty --run-dir would be the current folder, an empty --profile or --resume no option at all."""
+    from jepa_core.profiles import list_profiles
+
+    fixes = {
+        "--profile": f"Name a profile ({', '.join(list_profiles())}) or a .toml file.",
+        "--resume": "Name a run directory (`jepa runs` lists them) or a checkpoint file, or use --resume auto.",
+        "--run-dir": "Name a new or empty folder, or drop --run-dir to start the run under train.out_dir.",
+    }
+    for option, value in (("--profile", profile), ("--resume", resume), ("--run-dir", run_dir)):
+        if value is not None and not value.strip():
+            what = "empty" if not value else "blank"
+            raise ConfigError(f"{option} {value!r} names nothing: it is {what} (an unset shell variable?).", hint=fixes[option])
+
+
+def _resolve_config(profile: str | None, overrides: list[str], resume: str | None, init_from: str | None, run_dir: str | None):
+    """(config, resume checkpoint or None, the --set values to record) for `jepa train`'s options;
+    a refused resume names a command that works."""
     from jepa_core.config import load_config
 
+    quiet_library_warnings()
+    _refuse_empty(profile, resume, run_dir)
     if init_from is not None and resume is not None:
         raise ConfigError(
             "--init-from and --resume cannot be used together: --init-from starts a new run from a source's weights "
@@ -346,19 +393,24 @@ def _resolve_config(profile: str | None, overrides: list[str], resume: str | Non
         # a checkpoint other than the one latest.json names (or none named): which, and why; one without a digest
         for note in filter(None, (ref.note, rd.unverified_note(ref))):
             err_console.print(f"[yellow]note:[/] {escape(note)}")
+    assert cfg is not None  # --profile, --resume or --init-from gave it (empty ones are refused before)
     return cfg, ref, overrides
 
 
 def run_train(
-    profile: str | None, overrides: list[str], resume: str | None, run_dir: Path | None, tui: bool | None, force: bool = False,
+    profile: str | None, overrides: list[str], resume: str | None, run_dir: str | Path | None, tui: bool | None, force: bool = False,
     init_from: str | None = None,
 ) -> None:
     import os
 
-    quiet_library_warnings()
     child_overrides = overrides  # the dashboard's trainer gets the options as typed, --init-from included
-    cfg, ref, overrides = _resolve_config(profile, overrides, resume, init_from)
-    assert cfg is not None
+    # from here to the first step, a Ctrl-C is said (Typer would end the command with 130 and no word); loading the
+    # config and, for a resume, torch takes a second or more
+    try:
+        cfg, ref, overrides = _resolve_config(profile, overrides, resume, init_from, None if run_dir is None else str(run_dir))
+    except KeyboardInterrupt as e:
+        _interrupted_before_training(e)
+    run_dir = None if run_dir is None else Path(run_dir)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if tui is None:
@@ -372,18 +424,17 @@ def run_train(
             check_config(cfg)  # a source that cannot be used is said here, not in the dashboard
         target_dir = ref.run_dir if ref is not None else (run_dir or new_run_dir(cfg.train.out_dir, cfg.name))
         if ref is None:
-            from jepa_core.rundir import refuse_nested_run
+            from jepa_core.rundir import holds_run, refuse_foreign_folder, refuse_nested_run
 
             # here, before the mkdir: the trainer child would refuse too, but only after an empty folder was left in the old run
             refuse_nested_run(target_dir, out_dir=None if run_dir else cfg.train.out_dir)
+            if not holds_run(target_dir):  # train.log included: the child trainer's check allows the one made below
+                refuse_foreign_folder(target_dir)
         target_dir.mkdir(parents=True, exist_ok=True)
         from jepa_cli.tui.launch import train_with_dashboard
 
         code = train_with_dashboard(_build_child_argv(profile, child_overrides, resume and str(target_dir), target_dir, force, init_from), target_dir)
         raise typer.Exit(code)
-
-    from jepa_core.train.loop import train
-    from jepa_core.train.stops import BuildInterrupted
 
     live = sys.stdout.isatty() and not distributed
     progress = PlainProgress(live=live)
@@ -393,10 +444,19 @@ def run_train(
     out_guard = guard(console, err_console)
     t0 = time.time()
     try:
+        from jepa_core.train.loop import train  # torch: the first second or two of a new run
+
         result = train(cfg, run_dir=run_dir, resume=ref, callbacks=GuardedCallbacks(progress, console, err_console), force_memory=force,
                        overrides=overrides)
-    except BuildInterrupted as e:
-        _interrupted_before_training(e, progress, out_guard)
+    except KeyboardInterrupt as e:  # BuildInterrupted, or one before the build began (loading torch)
+        if progress.started:  # a second Ctrl-C once the run was open: the run's own end said what it could
+            raise
+        _interrupted_before_training(e, progress, out_guard, cfg)
+    except JepaError as e:
+        better = _with_a_restart(e)
+        if better is e:
+            raise
+        raise better from None
     finally:
         with out_guard:
             progress.close()

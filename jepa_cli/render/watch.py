@@ -29,12 +29,25 @@ def newest_or_explain(folder: Path = Path("runs")) -> Path:
     return newest
 
 
+def _readable(dirs: list[Path]) -> list[Path]:
+    """The runs whose metrics.jsonl can be read; the others left out with a note each (all of them out: an error)."""
+    from jepa_cli.console import err_console
+    from jepa_core.rundir.live import unreadable
+
+    bad = {d: e for d in dirs if (e := unreadable(d)) is not None}
+    if bad and len(bad) == len(dirs):
+        raise next(iter(bad.values()))
+    for e in bad.values():
+        err_console.print(f"note: {e.note()}", soft_wrap=True, markup=False)
+    return [d for d in dirs if d not in bad]
+
+
 def run_watch(run_dirs: list[Path]) -> None:
     from jepa_core.rundir.listing import discover_runs
 
     if not run_dirs:
         run_dirs = [newest_or_explain()]
-    dirs = discover_runs(run_dirs)
+    dirs = _readable(discover_runs(run_dirs))
     if not _interactive():
         raise JepaError(
             "`jepa watch` draws a live dashboard and needs an interactive terminal.",
@@ -45,6 +58,10 @@ def run_watch(run_dirs: list[Path]) -> None:
 
     app = Dashboard(dirs)
     app.run()
+    if app.read_error is not None:  # a run became unreadable while watched: the dashboard left, and says why here
+        raise app.read_error
+    if app.return_code:  # the dashboard failed (Textual printed why): never exit 0 after an error
+        raise SystemExit(app.return_code)
     live = [r for r in app.runs if r.status().state in ("running", "stopping", "waiting")]
     if live:
         names = " ".join(str(r.run_dir) for r in live)

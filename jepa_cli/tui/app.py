@@ -24,7 +24,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, RichLog, Static
 
 from jepa_core.rundir.listing import run_labels
-from jepa_core.rundir.live import RunLog, RunSet
+from jepa_core.rundir.live import RunLog, RunSet, RunUnreadable
 from jepa_core.rundir.lock import pid_is_local_and_alive, read_pidfile
 
 from .charts import CHARTS, METRIC_COLORS, RUN_COLORS, X_AXES, ChartWidget, View
@@ -182,6 +182,7 @@ class Dashboard(App[str]):
         # a failed run exits at once so its log tail is printed
         self.linger_on_success = linger_on_success
         self.child_returncode: int | None = None
+        self.read_error: RunUnreadable | None = None  # a run that became unreadable: the dashboard exits, its caller says why
         self.poll_interval = poll_interval
         self.view = View()
         self.labels = run_labels(self.runs)
@@ -287,6 +288,11 @@ class Dashboard(App[str]):
     def _tick(self) -> None:
         # A long file is read over several ticks so the screen stays responsive while attaching.
         changed = self.runset.poll(budget_s=0.15)
+        broken = next((r.unreadable for r in self.runs if r.unreadable is not None), None)
+        if broken is not None and self.read_error is None:
+            self.read_error = broken
+            self.exit("unreadable")
+            return
         if self.runset.behind:
             self.set_timer(0.02, self._tick)
         if changed:

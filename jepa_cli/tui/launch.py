@@ -51,7 +51,10 @@ def train_with_dashboard(child_argv: list[str], run_dir: Path) -> int:
     run_dir = Path(run_dir)
     proc = spawn_training(child_argv, run_dir)
     try:
-        Dashboard([run_dir], child=proc, linger_on_success=True).run()
+        app = Dashboard([run_dir], child=proc, linger_on_success=True)
+        app.run()
+        if app.read_error is not None:  # metrics.jsonl became unreadable: nothing left to show, the trainer may go on
+            raise app.read_error
     except BaseException:
         if proc.poll() is None:
             err_console.print(

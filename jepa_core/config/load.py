@@ -116,6 +116,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"Override `{item}` is not of the form section.key=value.",
             hint="Example: --set optim.lr=3e-4 --set jepa.horizons=[2,8]",
         )
+    if "\n" in item or "\r" in item:
+        # TOML would read the first line and silently drop (or take as other keys) what follows
+        raise ConfigError(
+            f"--set {item!r} holds a line break: a --set is one line, and what follows the break would be dropped.",
+            hint="Give each key its own --set (--set optim.lr=3e-4 --set train.max_steps=2000); a value that needs "
+            "a line break belongs in a profile .toml file (--profile PATH).",
+        )
     key, _, text = item.partition("=")
     key = key.strip()
     parts = key.split(".")

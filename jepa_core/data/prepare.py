@@ -433,6 +433,25 @@ def prepare_dataset(
     return prepared
 
 
+def kept_when_interrupted(data_cfg: DataConfig) -> tuple[bool, str]:
+    """(whether a run of the same command continues, what is kept) for a preparation of `data_cfg`
+    interrupted once encoding began: the message after Ctrl-C must not promise work that is gone.
+
+    Document datasets go through the sharded pipeline, which commits whole chunks as it goes; a
+    text file or a text alias is encoded whole, in memory, and written at the end, so nothing of
+    its encoding survives (an alias's downloaded files do: they are written as they arrive).
+    """
+    try:
+        spec = resolve_dataset(data_cfg.dataset)
+    except DataError:
+        return False, "nothing of the encoding is kept"
+    if isinstance(spec, RecordSpec):
+        return True, "the work up to the last whole chunk is kept"
+    if isinstance(spec, TextSpec):
+        return False, "nothing of the encoding is kept (a text file is encoded whole, in one pass)"
+    return False, "nothing of the encoding is kept (a text is encoded whole, in one pass; its downloaded files are kept)"
+
+
 def _build(
     data_cfg: DataConfig,
     spec: DatasetSpec | TextSpec,

@@ -8,6 +8,7 @@
       stop             created to ask the trainer to stop
       train.log        stdout and stderr of a trainer the dashboard started detached
       batches.txt      an ablation arm's "<batch index> <sha256>" per batch drawn
+      tensorboard/ wandb/   when the profile logs there too
       checkpoints/step-XXXXXXXX.safetensors / .state.safetensors, latest.json, best.json
 
 Stdlib only. The writer (the trainer and its checkpointer) and every reader use these
@@ -31,10 +32,16 @@ LOCKFILE = "train.lock"
 HEARTBEAT = "heartbeat.json"
 STOPFILE = "stop"
 CKPT_DIR = "checkpoints"
-LATEST = "latest.json"
-BEST = "best.json"
+LATEST = "latest.json"  # in CKPT_DIR
+BEST = "best.json"  # in CKPT_DIR
+TENSORBOARD_DIR = "tensorboard"  # log.tensorboard
+WANDB_DIR = "wandb"  # log.wandb (wandb.init makes it in the run directory)
 LOG_FILE = "train.log"  # a detached trainer's stdout and stderr (the dashboard's launcher)
 BATCH_LOG = "batches.txt"  # an ablation arm's batch digests, for the pairing check
+
+#: Every name a run puts at the top of its directory (CKPT_DIR holds the rest). A folder that is
+#: not a run but holds one of them is never trained into (`refuse_foreign_folder`).
+RUN_NAMES = (CONFIG, METRICS, TOKENIZER, PIDFILE, LOCKFILE, HEARTBEAT, STOPFILE, CKPT_DIR, TENSORBOARD_DIR, WANDB_DIR, LOG_FILE)
 
 WEIGHTS_RE = re.compile(r"^step-(\d{8})\.safetensors$")
 STATE_RE = re.compile(r"^step-(\d{8})\.state\.safetensors$")
@@ -66,6 +73,26 @@ def holds_run(path: Path) -> bool:
     """True when `path` is a directory some trainer has written a run into."""
     p = Path(path)
     return p.is_dir() and any((p / n).exists() for n in (METRICS, CONFIG, PIDFILE, CKPT_DIR))
+
+
+def refuse_foreign_folder(run_dir: str | Path, *, allow: tuple[str, ...] = ()) -> None:
+    """Refuse a new run in an existing folder that is not a run but holds a file a run would write.
+
+    `--run-dir` on an HF export folder would replace its `tokenizer.json`; on a project folder, its
+    `config.toml` or `train.log`. A new or empty folder, or one whose files a run leaves alone, is
+    fine. `allow`: names the caller itself has just written there (the dashboard's train.log).
+    """
+    p = Path(run_dir)
+    if not p.is_dir():
+        return
+    taken = [n for n in RUN_NAMES if n not in allow and os.path.lexists(p / n)]
+    if not taken:
+        return
+    names = ", ".join(taken)
+    raise JepaError(
+        f"The folder {_shown(p)} is not a run, but it holds {names}, which a run there would overwrite or remove; nothing was written.",
+        hint=f"Give --run-dir a new or empty folder (e.g. {_shown(p / 'run')}), or drop --run-dir to start the run under train.out_dir.",
+    )
 
 
 def enclosing_run(path: str | Path) -> Path | None:

@@ -20,7 +20,7 @@ from jepa_core.errors import CheckpointError, JepaError
 
 from . import layout
 from .layout import holds_run
-from .live import RunLog
+from .live import RunLog, RunUnreadable
 
 #: Config keys never worth a label or an override column: names, where runs go, and sinks.
 _IGNORED_KEYS = frozenset({"name", "description", "train.out_dir", "log.tensorboard", "log.wandb", "log.wandb_project"})
@@ -270,8 +270,11 @@ def _finite(v: Any) -> float | None:
 
 
 def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float = 60.0) -> RunInfo:
+    """One run's line; RunUnreadable when its metrics.jsonl cannot be read."""
     run = RunLog(Path(run_dir), stale_after=stale_after)
     run.poll()
+    if run.unreadable is not None:
+        raise run.unreadable
     st = run.status()
     first_start = next((e for e in run.events if e.get("event") == "run_start"), None)
     started = _finite(first_start.get("time")) if first_start else None
@@ -331,9 +334,19 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
     )
 
 
-def list_runs(folder: Path, *, with_overrides: bool = True) -> list[RunInfo]:
-    """Every run under `folder`, oldest first (the newest ends next to the prompt)."""
-    infos = [run_info(d, with_overrides=with_overrides) for d in find_run_dirs(Path(folder))]
+def list_runs(folder: Path, *, with_overrides: bool = True, skipped: list[RunUnreadable] | None = None) -> list[RunInfo]:
+    """Every run under `folder`, oldest first (the newest ends next to the prompt).
+
+    A run whose metrics.jsonl cannot be read is left out, so that one such run does not hide the
+    others; its RunUnreadable is appended to `skipped` when given.
+    """
+    infos = []
+    for d in find_run_dirs(Path(folder)):
+        try:
+            infos.append(run_info(d, with_overrides=with_overrides))
+        except RunUnreadable as e:
+            if skipped is not None:
+                skipped.append(e)
     base = Path(folder)
     for info in infos:
         try:

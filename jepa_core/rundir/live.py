@@ -5,17 +5,13 @@ line; readers (the dashboard, `inspect`, the ablate report) follow the file
 without ever talking to the trainer. This module is the one reader they share:
 standard library only, no UI imports, cheap to poll a few times a second.
 
-Tailing rules: a last line without its newline is not consumed until the
-newline arrives (the trainer may be mid-write); a file that shrinks, is
-replaced, or whose first bytes change was rewritten, so reading starts over; a
-line that is not a JSON object is counted and skipped. Non-finite numbers
-(`NaN`, `Infinity`, as Python's json module writes them) are kept in the
-columns and raise a `nonfinite` alert.
+The file is followed by `tail.MetricsTail` (its rules are there). Non-finite
+numbers (`NaN`, `Infinity`, as Python's json module writes them) are kept in
+the columns and raise a `nonfinite` alert.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -26,101 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
-from .lock import pid_is_local_and_alive, read_heartbeat, read_pidfile
+from .lock import lock_held, pid_is_local_and_alive, read_heartbeat, read_pidfile
 from .status import LIVE_STATES
+from .tail import MetricsTail, RunUnreadable, TailRead, unreadable
 
-# Bytes of the file's start remembered to notice a rewrite that is not a shrink.
-_HEAD_BYTES = 64
-
-
-# ---------------------------------------------------------------- tailing
-
-
-@dataclass
-class TailRead:
-    records: list[dict[str, Any]]
-    reset: bool  # the file was truncated or replaced: earlier records are void
-    bad_lines: int
-
-
-class MetricsTail:
-    """Incremental reader of a JSON-lines file that another process appends to."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._offset = 0  # bytes consumed, complete lines and the pending partial line
-        self._partial = b""
-        self._ident: tuple[int, int] | None = None
-        self._head = b""
-        self.size = 0
-        self.mtime: float | None = None
-
-    def _restart(self) -> None:
-        self._offset = 0
-        self._partial = b""
-        self._ident = None
-        self._head = b""
-
-    @property
-    def pending(self) -> int:
-        """Bytes known to be in the file but not read yet (as of the last read)."""
-        return max(0, self.size - self._offset)
-
-    def read(self, max_bytes: int | None = None) -> TailRead:
-        """New complete lines since the last call (at most about max_bytes of them)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            had = self._ident is not None
-            self._restart()
-            self.size, self.mtime = 0, None
-            return TailRead([], had, 0)
-        self.mtime = st.st_mtime
-        self.size = st.st_size
-        ident = (st.st_dev, st.st_ino)
-        reset = False
-        if self._ident is not None and (ident != self._ident or st.st_size < self._offset):
-            self._restart()
-            reset = True
-        if st.st_size == self._offset:
-            self._ident = ident
-            return TailRead([], reset, 0)
-        try:
-            with open(self.path, "rb") as f:
-                if self._offset and self._head:
-                    # Same inode and not shorter, but the start differs: rewritten in place.
-                    if f.read(len(self._head)) != self._head:
-                        self._restart()
-                        reset = True
-                f.seek(self._offset)
-                data = f.read(max_bytes if max_bytes else -1)
-        except FileNotFoundError:
-            self._restart()
-            return TailRead([], True, 0)
-        self._ident = ident
-        if self._offset == 0:
-            self._head = data[:_HEAD_BYTES]
-        self._offset += len(data)
-        buf = self._partial + data
-        lines = buf.split(b"\n")
-        self._partial = lines.pop()  # b"" when the data ended on a newline
-        records: list[dict[str, Any]] = []
-        bad = 0
-        for raw in lines:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8", errors="replace"))
-            except (ValueError, RecursionError):  # RecursionError: absurdly nested arrays, not a record
-                bad += 1
-                continue
-            if isinstance(obj, dict):
-                records.append(obj)
-            else:
-                bad += 1
-        return TailRead(records, reset, bad)
-
+__all__ = ["Alert", "MetricsTail", "RunLog", "RunSet", "RunStatus", "RunUnreadable", "Table", "TailRead", "finite_number",
+           "step_number", "unreadable"]
 
 # ---------------------------------------------------------------- columns
 
@@ -305,6 +212,7 @@ class RunLog:
         self.resets = 0  # times the file was truncated or replaced and reading started over
         self._hb: dict[str, Any] | None = None
         self._hb_read_at = -math.inf
+        self.unreadable: RunUnreadable | None = None  # why the last poll could not read metrics.jsonl
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -321,7 +229,8 @@ class RunLog:
     # ---- ingest
 
     def poll(self, budget_s: float | None = None, chunk_bytes: int = 1 << 20) -> bool:
-        """Read what was appended since the last call; True when anything changed.
+        """Read what was appended since the last call; True when anything changed. A metrics.jsonl that
+        cannot be read sets `unreadable` (cleared once it reads again) instead of raising.
 
         With `budget_s`, stop after about that many seconds even if more is
         waiting (`behind` then says so): attaching to a long run fills in over a
@@ -330,7 +239,14 @@ class RunLog:
         t_end = None if budget_s is None else time.monotonic() + budget_s
         changed = False
         while True:
-            r = self.tail.read(chunk_bytes if t_end is not None else None)
+            try:
+                r = self.tail.read(chunk_bytes if t_end is not None else None)
+            except RunUnreadable as e:  # kept, not raised: a dashboard polling many runs decides what to do
+                changed |= self.unreadable is None or self.unreadable.message != e.message
+                self.unreadable = e
+                break
+            changed |= self.unreadable is not None
+            self.unreadable = None
             if r.reset:
                 self._reset_state()
                 self.resets += 1
@@ -511,7 +427,8 @@ class RunLog:
             return RunStatus(st, str(self.end.get("message") or ""))
         if self.tail.mtime is None:
             return RunStatus("waiting", "no metrics.jsonl yet")
-        pid_alive = pid_is_local_and_alive(read_pidfile(self.run_dir))
+        pid = read_pidfile(self.run_dir)
+        pid_alive = pid_is_local_and_alive(pid)
         hb = self.heartbeat()
         hb_time = _num(hb.get("time")) if hb else None
         # the heartbeat moves between log lines, so it is the fresher sign of life
@@ -520,6 +437,11 @@ class RunLog:
         limit = max(self.stale_after, 5 * self._typical_gap())
         if pid_alive is False:
             return RunStatus("stale", "trainer process exited without run_end")
+        # no trainer holds the lock (killed by a full disk after removing its pid file, say): stale now, not
+        # after a minute's quiet. Not for a trainer on another host, whose flock this host may not see
+        if (pid is None or pid_alive is True) and (self.events or self.train.n or self.evals.n):
+            if lock_held(self.run_dir) is False:
+                return RunStatus("stale", "no trainer holds the run's lock, and it has no run_end")
         # torch.compile's first step is one long call without heartbeats: a live trainer compiling is not stale
         compiling = bool(hb) and hb.get("phase") in ("compiling", "starting") and pid_alive is True
         if quiet > limit and not compiling:

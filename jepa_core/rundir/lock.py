@@ -24,11 +24,19 @@ def write_pidfile(run_dir: Path) -> None:
     (Path(run_dir) / PIDFILE).write_text(pid_text())
 
 
-def remove_pidfile(run_dir: Path) -> None:
+def remove_pidfile(run_dir: Path) -> str | None:
+    """Remove `train.pid`; None when it is gone, else why it stayed (a folder made read-only during the run).
+
+    A pid file left behind is harmless: the lock, not the pid file, decides who trains (a resume takes
+    over), and readers see that the process it names has exited. So this never raises.
+    """
     try:
         (Path(run_dir) / PIDFILE).unlink()
     except FileNotFoundError:
         pass
+    except OSError as e:
+        return f"{e.strerror or e}" + (f" (errno {e.errno})" if e.errno else "")
+    return None
 
 
 def read_pidfile(run_dir: Path) -> dict[str, Any] | None:
@@ -61,6 +69,30 @@ def pid_is_local_and_alive(info: Mapping[str, Any] | None) -> bool | None:
     return True
 
 
+def lock_held(run_dir: Path) -> bool | None:
+    """Whether a trainer holds the run's lock now (`RunLock`): the authority on liveness, where the pid
+    file is a hint. None when it cannot be told: no lock file (no trainer of this tool made it), no
+    flock (not POSIX), or a file this process may not open. Takes a shared lock for an instant and
+    never creates the file; `RunLock.acquire` waits out such an instant."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(Path(run_dir) / LOCKFILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
+    return False
+
+
 class RunBusy(JepaError):
     """Another trainer holds this run directory."""
 
@@ -85,7 +117,7 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # as any new file: the umask decides
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(fd)
         except OSError:
             os.close(fd)
             info = read_pidfile(self.path.parent)
@@ -111,6 +143,22 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def _flock_exclusive(fd: int, patience_s: float = 0.5) -> None:
+    """LOCK_EX without blocking on a trainer, but waiting out the instant a reader's `lock_held` holds
+    the lock shared (a status poll), which would otherwise read as another trainer."""
+    import fcntl
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def write_heartbeat(run_dir: Path, **fields: Any) -> None:

@@ -25,6 +25,9 @@ from jepa_core.config import Config, config_from_toml
 from jepa_core.errors import CheckpointError, ConfigError
 
 DEFAULT_TOKENS = 200
+#: At most this many tokens a call: hours of CPU and megabytes of text already, where a typo's
+#: 10**20 would run until killed (and a number past 64 bits overflow deep in torch).
+MAX_TOKENS = 1_000_000
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 50
 
@@ -103,8 +106,9 @@ def load_for_sampling(path: str | Path, device: str = "auto") -> SamplingModel:
 
 
 def check_sampling_args(tokens: int, temperature: float, top_k: int | None, seed: int | None = None) -> None:
-    if tokens < 1:
-        raise ConfigError(f"--tokens must be at least 1, got {tokens}.", hint=f"For example --tokens {DEFAULT_TOKENS}.")
+    if not 1 <= tokens <= MAX_TOKENS:
+        raise ConfigError(f"--tokens must be between 1 and {MAX_TOKENS:,}, got {tokens:,}.",
+                          hint=f"For example --tokens {DEFAULT_TOKENS}; for more text, run it again with another --seed or a new --prompt.")
     if not temperature >= 0 or temperature == float("inf"):
         raise ConfigError(f"--temperature must be a number >= 0, got {temperature}.", hint="0 is greedy (always the likeliest token); 0.8 is a usual choice.")
     if top_k is not None and top_k < 0:

@@ -156,13 +156,14 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
         last_eval, stop = {}, Stop("interrupted", f"aborted at step {step} without a final checkpoint; last checkpoint: {ckpt.last}")
 
     status = stop.status or "finished"
-    message = stop.message
+    resume, then = f"jepa train --resume {run.run_dir}", ""  # how to go on: said last (no full stop after a command)
     if status == "interrupted":
-        message += f"; resume with: jepa train --resume {run.run_dir}"
+        then = f"; resume with: {resume}"
     elif status == "write_failed" and stop.save:  # metrics.jsonl vanished, the folder works: the final checkpoint went there
-        message += f"; {last_good(ckpt.last)}. Resume with: jepa train --resume {run.run_dir} (a new metrics.jsonl starts there)"
+        then = f"; {last_good(ckpt.last)}. Resume with: {resume} (a new metrics.jsonl starts there)"
     elif status == "write_failed" and ckpt.last is not None and not stops.run_dir_gone():
-        message += f" Fix the cause (free space, permissions, a file-size limit), then resume with: jepa train --resume {run.run_dir}"
+        then = f" Fix the cause (free space, permissions, a file-size limit), then resume with: {resume}"
+    message = stop.message + then
     if stop.now:
         session.emit("event", step, event="alert", kind=status, message=message)
     end = {"message": message, "wall_s": round(time.time() - session.t_start, 3), "train_time": round(clock.train_s, 3),
@@ -170,6 +171,11 @@ def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditio
     if run.dist.enabled:
         end.update(world_size=run.dist.world_size, ranks_in_sync=ranks_in_sync(run.dist, tr.model, run.device))
     session.end(step, status, **end)
+    if session.pid_left:  # the folder became read-only: known only after run_end, so said to the caller alone
+        said = stop.message.rstrip(".") + ". " if stop.message else ""
+        message = (f"{said}{rd.PIDFILE} stays in the run directory ({session.pid_left}); it is harmless: the lock, not that "
+                   "file, decides who trains, and readers see that its process has exited."
+                   + (f" Resume with: {resume}" if status == "interrupted" else then))
     return TrainResult(run.run_dir, status, step, message, last_eval, ckpt.last, end["wall_s"], clock.train_s, tokens, clock.tokens)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from jepa_core.config import LogConfig
 from jepa_core.errors import ConfigError
 from jepa_core.rundir import METRICS, RunFolder
+from jepa_core.rundir.layout import TENSORBOARD_DIR
 
 
 class MetricsVanished(OSError):
@@ -107,7 +108,7 @@ class TensorBoardSink:
                 "log.tensorboard = true but the tensorboard package is not installed.",
                 hint="pip install 'jepa[tensorboard]' (or tensorboard), or set log.tensorboard = false.",
             ) from None
-        self._w = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self._w = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR))
 
     def write(self, record: dict[str, Any]) -> None:
         kind = record.get("type")

@@ -34,6 +34,7 @@ class RunSession:
         self._swept: list[str] = []
         self._set_aside: list[str] = []
         self._last_beat = 0.0
+        self.pid_left: str | None = None  # why train.pid could not be removed at the end, if it could not
         self.step = run.start_step  # the step the loop is at (run_end names it on any exit)
         self.alerted: set[str] = set()  # alert kinds already raised (each once per run)
         self.t_start = time.time()
@@ -90,7 +91,8 @@ class RunSession:
         # set aside first: a rejected checkpoint may be a half one, and is kept (renamed) for a look
         if run.resume is not None and run.resume.rejected:
             self._set_aside = rd.set_aside(run.resume.rejected)
-        self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
+        if run.resume is not None:  # a new run's folder holds nothing of a run: a `.x.tmp` there is someone else's
+            self._swept = sorted(rd.sweep_temp_files(run.run_dir) + rd.sweep_half_checkpoints(run.run_dir))
         if run.resume is not None and run.resume.note:
             # correct latest.json now (it named a checkpoint that failed verification, or was unreadable
             # or missing), so that readers and a resume after a kill before the next checkpoint agree
@@ -149,7 +151,7 @@ class RunSession:
             self.logger.close()
         if self.is_main:
             if self.folder is None or not self.folder.gone():  # at a path that is no longer the run's, touch nothing
-                rd.remove_pidfile(self.run.run_dir)
+                self.pid_left = rd.remove_pidfile(self.run.run_dir)
                 with contextlib.suppress(OSError):
                     (self.run.run_dir / rd.STOPFILE).unlink()
             self._lock.release()
@@ -162,7 +164,8 @@ class RunSession:
 
 
 def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLock | None = None) -> None:
-    """Refuse a run directory another trainer holds, or (without a resume) one that holds a run already.
+    """Refuse a run directory another trainer holds, or (without a resume) one that holds a run already,
+    or a folder that is not a run but holds a file a run would write (`rundir.refuse_foreign_folder`).
 
     With `lock`, take it and keep it (the trainer's claim, for its whole life);
     without, only check (an early refusal before data and model are built).
@@ -170,6 +173,9 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     """
     run_dir = Path(run_dir)
     existing = resume is None and rd.holds_run(run_dir)
+    if resume is None and not existing:
+        # before anything is written; train.log is the dashboard's, made after its own check (render/train.py)
+        rd.refuse_foreign_folder(run_dir, allow=(rd.LOG_FILE,))
     probe = lock is None
     lock = lock or rd.RunLock(run_dir)
     existed = run_dir.is_dir()  # a read-only run directory fails here too, and it was not being created
@@ -188,7 +194,22 @@ def claim_run_dir(run_dir: Path, resume: rd.CheckpointRef | None, lock: rd.RunLo
     if existing:
         if not probe:
             lock.release()
-        raise JepaError(
+        if not rd.list_checkpoints(run_dir / rd.CKPT_DIR):  # a resume would be refused: do not suggest one
+            raise RunTaken(
+                f"{run_dir} already holds a run, one that stopped before its first checkpoint: there is nothing in it to "
+                "resume, and a new run there would mix its records with that run's.",
+                hint="Start it again in a new folder: drop --run-dir (or give it a new folder).", run_dir=run_dir)
+        raise RunTaken(
             f"{run_dir} already holds a run; a new run there would rotate away its checkpoints.",
             hint=f"Continue it with `jepa train --resume {run_dir}`, or drop --run-dir to start a new run in its own directory.",
+            run_dir=run_dir,
         )
+
+
+class RunTaken(JepaError):
+    """A new run was pointed at a directory that holds one (`--run-dir RUN`); `run_dir` names it, so that the CLI
+    can give the command that starts such a run again when it has no checkpoint to resume."""
+
+    def __init__(self, message: str, hint: str | None = None, *, run_dir: Path | None = None):
+        super().__init__(message, hint=hint)
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # None only when unpickled

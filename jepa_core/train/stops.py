@@ -23,9 +23,17 @@ from jepa_core.rundir import STOPFILE, RunFolder
 _STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
 
+def ignored(sig: int) -> bool:
+    """True when `sig` is ignored now: as `nohup` leaves SIGHUP, and a shell leaves SIGINT for a
+    background job of a script. Whoever started the process asked for that; every handler here
+    leaves such a signal alone (and restores what it replaced), so it stays ignored for the whole run."""
+    return signal.getsignal(sig) == signal.SIG_IGN
+
+
 class SignalFlag:
     """SIGINT, SIGTERM and SIGHUP (an SSH drop without tmux) set a flag the loop polls;
-    a second SIGINT raises KeyboardInterrupt at once. A no-op off the main thread."""
+    a second SIGINT raises KeyboardInterrupt at once. A no-op off the main thread, and for a
+    signal that is ignored when entered (`ignored`: `nohup` keeps training through a hang-up)."""
 
     def __init__(self, enabled: bool = True, signals: tuple[int, ...] = _STOP_SIGNALS) -> None:
         self.enabled, self.signals = enabled, signals
@@ -36,7 +44,8 @@ class SignalFlag:
     def __enter__(self) -> "SignalFlag":
         if self.enabled and threading.current_thread() is threading.main_thread():
             for sig in self.signals:
-                self._old[sig] = signal.signal(sig, self._handle)
+                if not ignored(sig):
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:

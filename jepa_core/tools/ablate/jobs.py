@@ -173,7 +173,8 @@ def _picklable_filters() -> list:
 
 
 class _Relay:
-    """The parent's handler for SIGINT, SIGTERM and SIGHUP: count it and pass it on to every running child."""
+    """The parent's handler for SIGINT, SIGTERM and SIGHUP: count it and pass it on to every running child.
+    A signal ignored when it starts stays ignored (the children inherit that, and leave it so too)."""
 
     def __init__(self):
         self.pids: dict[str, int] = {}
@@ -183,9 +184,12 @@ class _Relay:
     def __enter__(self) -> "_Relay":
         import threading
 
+        from jepa_core.train.stops import ignored
+
         if threading.current_thread() is threading.main_thread():
             for sig in _RELAYED:
-                self._old[sig] = signal.signal(sig, self._handle)
+                if not ignored(sig):  # `nohup jepa ablate`: a hang-up stays ignored, here and in the children
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
