@@ -33,11 +33,12 @@ from ..errors import DataError
 from ..fsutil import atomic_write_text
 from ..profiles import jepa_home
 from .cache import CACHE_FORMAT, CacheMiss, cache_manifest, install, open_split, read_manifest, staging_dir, token_dtype, write_split
-from .registry import TEXT_PREFIX, DatasetSpec, RecordSpec, TextSpec, resolve_dataset
+from .registry import DatasetSpec, RecordSpec, TextSpec, resolve_dataset
 from .shards import ShardCorrupt, ShardedTokens, count_bytes
 from .sources import ProgressFn, WarnFn, default_warn, fetch_alias, fetch_text
-from .textfiles import sha256_text, split_stream, text_fingerprint
+from .textfiles import sha256_text
 from .tokenizer import TOKENIZER_KIND, BPETokenizer, check_vocab_size, split_for_encoding
+from .valtext import split_texts, text_fingerprints, val_spec
 
 Spec = DatasetSpec | TextSpec | RecordSpec
 _DEFAULT_SAMPLE_BYTES = DataConfig.model_fields["tokenizer_sample_bytes"].default
@@ -118,15 +119,6 @@ def external_tokenizer(data_cfg: DataConfig) -> tuple[Path, str] | None:
     return path, hashlib.sha256(data).hexdigest()
 
 
-def _val_spec(data_cfg: DataConfig) -> TextSpec | None:
-    """data.val_text as a TextSpec (resolved against the working directory), or None."""
-    if not data_cfg.val_text:
-        return None
-    spec = resolve_dataset(TEXT_PREFIX + data_cfg.val_text)
-    assert isinstance(spec, TextSpec)
-    return spec
-
-
 def _check_keys_apply(data_cfg: DataConfig, spec: Spec) -> None:
     if data_cfg.val_text and not isinstance(spec, TextSpec):
         raise DataError(
@@ -174,7 +166,7 @@ def cache_settings(data_cfg: DataConfig, spec: Spec | None = None, ext: tuple[Pa
         "vocab_size": data_cfg.vocab_size,
         "lowercase": data_cfg.lowercase,
     }
-    val = _val_spec(data_cfg) if isinstance(spec, TextSpec) else None
+    val = val_spec(data_cfg) if isinstance(spec, TextSpec) else None
     if val is not None:  # the whole of another text is the validation split: no tail is held out
         key["val_text"] = str(val.path)
     elif spec.stream:
@@ -324,7 +316,7 @@ def _load(data_cfg: DataConfig, spec: Spec) -> PreparedData:
         raise CacheMiss(f"{folder} was prepared with other settings.")
     if isinstance(spec, RecordSpec):
         return _load_sharded(data_cfg, spec, folder, manifest, t0)
-    if isinstance(spec, TextSpec) and manifest.get("source", {}).get("fingerprint") != _text_fingerprints(spec, _val_spec(data_cfg)):
+    if isinstance(spec, TextSpec) and manifest.get("source", {}).get("fingerprint") != text_fingerprints(spec, val_spec(data_cfg)):
         raise CacheMiss(f"{spec.path} (or data.val_text) changed since it was prepared.")
     tok = manifest.get("tokenizer", {})
     tok_path = jepa_home() / tok.get("file", "?")
@@ -464,16 +456,16 @@ def _build(
 ) -> PreparedData:
     t0 = time.perf_counter()
     say = progress or (lambda stage, done, total: None)
-    val_spec = _val_spec(data_cfg) if isinstance(spec, TextSpec) else None
+    val_src = val_spec(data_cfg) if isinstance(spec, TextSpec) else None
     if isinstance(spec, TextSpec):
         if from_path is not None:
             raise DataError("`text:PATH` already names its file; --from is for dataset aliases.", hint="Drop --from.")
-        fingerprint = _text_fingerprints(spec, val_spec)
+        fingerprint = text_fingerprints(spec, val_src)
         raw = fetch_text(spec, progress=progress)
     else:
         fingerprint = None
         raw = fetch_alias(spec, from_path=from_path, force=force, progress=progress, warn=warn)
-    train_text, val_text = _split_texts(raw, spec, val_spec, data_cfg.val_fraction, progress)
+    train_text, val_text = split_texts(raw, spec, val_src, data_cfg.val_fraction, progress)
 
     train_pieces = split_for_encoding(train_text)
     val_pieces = split_for_encoding(val_text)
@@ -540,32 +532,13 @@ def _build(
             external=ext is not None,
             lowercase=data_cfg.lowercase,
             t0=t0,
-            val_fraction=data_cfg.val_fraction if spec.stream and val_spec is None else None,
+            val_fraction=data_cfg.val_fraction if spec.stream and val_src is None else None,
         )
         install(tmp, dest, manifest)
     say("write", 1, 1)
     prepared = _load(data_cfg, spec)
     prepared._tokenizer = tokenizer
     return prepared
-
-
-def _split_texts(raw, spec: Spec, val_spec: TextSpec | None, val_fraction: float, progress: ProgressFn | None) -> tuple[str, str]:
-    """The train and val text: data.val_text's whole text as val, else the stream's tail, else the alias's split."""
-    if val_spec is not None:
-        val_raw = fetch_text(val_spec, progress=progress)
-        raw.files = raw.files + [dict(f, split="val") for f in val_raw.files]
-        return raw.splits["train"], val_raw.splits["train"]
-    if spec.stream:
-        return split_stream(raw.splits["train"], val_fraction)
-    return raw.splits["train"], raw.splits["val"]
-
-
-def _text_fingerprints(spec: TextSpec, val: TextSpec | None) -> list:
-    """What a text cache is checked against on load: the train text's files, and the val text's
-    when data.val_text names one (the same shape as before val_text existed, when it does not)."""
-    if val is None:
-        return text_fingerprint(spec.path)
-    return [text_fingerprint(spec.path), text_fingerprint(val.path)]
 
 
 def _sample(pieces: list[str], limit: int) -> tuple[list[str], int | None]:
