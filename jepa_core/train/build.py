@@ -22,6 +22,7 @@ from jepa_core.config import Config
 from jepa_core.errors import ConfigError
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 from jepa_core.train.distributed import DistInfo, barrier, init_distributed
+from jepa_core.train.fsdp import mode_label as fsdp_mode_label
 from jepa_core.train.step import Trainee, build_trainee, plan_step
 
 
@@ -68,6 +69,7 @@ class Run:
             "precision": self.runtime.precision,
             "compile": self.trainee.plan.compile,
             "world_size": self.dist.world_size,
+            "parallel": fsdp_mode_label(self.cfg, self.dist.world_size),
             "max_steps": self.cfg.train.max_steps,
             "start_step": self.start_step,
             "params": model.param_counts(),
@@ -166,7 +168,11 @@ def build_run(
     if why_not:
         plan = dataclasses.replace(plan, compile=False)
         notes.append(why_not)
-    trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
+    from jepa_core.train import fsdp
+
+    sharded = fsdp.wanted(cfg, dinfo.world_size)
+    trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled and not sharded,
+                            fsdp_world=dinfo.world_size if sharded else 0)
     # taken before a resume loads its weights: the digest names the start every segment shares
     init_digest = trainee.model.shared_lm_digest()
     # identical init on every rank above; from here each rank samples pairs and dropout on its own stream
@@ -179,9 +185,10 @@ def build_run(
 
     step, tokens_seen, watch_state = 0, 0, None
     if resume is not None:
-        wmeta = load_weights_into(trainee.model, resume.weights)
+        load_w, load_s = (fsdp.load_weights, fsdp.load_state) if sharded else (load_weights_into, load_state_into)
+        wmeta = load_w(trainee.model, resume.weights)
         watch_state = json.loads(wmeta["eval_watch"]) if wmeta.get("eval_watch") else None
-        st = load_state_into(trainee.model, trainee.optimizer, resume.state)
+        st = load_s(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
     return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest,
