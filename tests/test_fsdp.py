@@ -114,3 +114,121 @@ def test_fsdp_steps_equal_one_process_on_the_same_global_batches(tmp_path):
     init = JepaLM.from_config(load_config("tiny", single_sets), 320, seed=1337).state_dict()
     moved = sum(1 for n in single if n != "grad_norms" and not single[n].equal(init[n]))
     assert moved > len(init) // 2
+
+
+def _cli_sets(tmp_path, text, *extra):
+    sets = [
+        f'data.dataset="text:{text}"', "data.vocab_size=320", "data.block_size=32", "model.d_model=32", "model.n_layers=2",
+        "model.n_heads=2", "jepa.horizons=[1,4]", "jepa.horizon_probs=[0.5,0.5]", "jepa.latent_dim=16", "train.batch_size=4",
+        "train.compile=false", "train.eval_every=2", "train.checkpoint_every=2", "train.eval_tokens=2000", "log.every=1",
+        "train.sample_tokens=4", f'train.out_dir="{tmp_path / "runs"}"', 'optim.optimizer="adamw"', 'train.parallel="fsdp"', *extra,
+    ]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def _train(tmp_path, *args):
+    r = subprocess.run(_torchrun("-m", "jepa_cli", "train", "--no-tui", *args), capture_output=True, text=True, timeout=200,
+                       env=_env(tmp_path), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.mark.slow  # one 2-rank JEPA run, then inspect, sample and export in one process each: about 25 s on 2 cores
+@pytest.mark.timeout(300)
+def test_fsdp_jepa_run_checkpoint_is_read_by_inspect_sample_and_export(tmp_path):
+    from safetensors.torch import load_file
+
+    text = small_text(tmp_path)
+    run = tmp_path / "runs" / "fsdp"
+    # an exportable JEPA model (no lm_bridge, no logit bias), with the encoder teacher's own sharded blocks
+    _train(tmp_path, "--profile", "tiny", "--run-dir", str(run),
+           *_cli_sets(tmp_path, text, 'jepa.teacher="encoder"', "model.lm_bridge=false", "model.logit_bias=false", "train.max_steps=4"))
+    recs = read_metrics(run)
+    events = [x for x in recs if x["type"] == "event"]
+    start, end = events[0], events[-1]
+    assert start["event"] == "run_start" and start["world_size"] == 2 and start["parallel"] == "fsdp"
+    assert end["status"] == "finished" and end["world_size"] == 2
+    assert end["ranks_in_sync"] is True  # every tensor, the EMA teacher's too, gathered whole and digested on each rank
+    assert [e["step"] for e in events if e["event"] == "sample"] == [2, 4]  # both ranks generated, rank 0 recorded
+    assert [x["step"] for x in recs if x["type"] == "eval"] == [2, 4]
+    # the weights file is whole: every tensor at its full shape, as one process writes it
+    from jepa_core.config import load_config
+    from jepa_core.model import JepaLM
+
+    weights = load_file(run / "checkpoints" / "step-00000004.safetensors")
+    cfg = load_config("tiny", _cli_sets(tmp_path, text, 'jepa.teacher="encoder"', "model.lm_bridge=false", "model.logit_bias=false")[1::2])
+    shapes = {k: tuple(v.shape) for k, v in JepaLM.from_config(cfg, 320, seed=1).state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in weights.items()} == shapes
+    state = load_file(run / "checkpoints" / "step-00000004.state.safetensors")
+    moments = {k: tuple(v.shape) for k, v in state.items() if k.startswith("optim.") and k.endswith(".exp_avg")}
+    assert moments and all(moments[f"optim.{n}.exp_avg"] == shapes[n] for n in (k[len("optim."):-len(".exp_avg")] for k in moments))
+
+    env = _env(tmp_path)
+    jepa = [sys.executable, "-m", "jepa_cli"]
+    r = subprocess.run([*jepa, "inspect", str(run)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "step-00000004.safetensors" in r.stdout and "jepa-weights/1" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([*jepa, "sample", str(run), "--tokens", "8", "--seed", "1"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "step 4" in r.stderr, r.stderr
+    r = subprocess.run([*jepa, "export", str(run), str(tmp_path / "exp")], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "exp" / "config.json").is_file()
+
+
+@pytest.mark.slow  # three 2-rank runs: about 30 s on 2 cores
+@pytest.mark.timeout(300)
+def test_fsdp_resume_at_the_same_world_size_is_bit_exact(tmp_path):
+    """4 steps straight and 2 + 2 (a resume from the consolidated checkpoint) give identical bytes.
+
+    The LM baseline with dropout 0: a JEPA run samples pairs from each rank's torch RNG, and the
+    state file holds rank 0's RNG only, under DDP as under FSDP (docs/gpu.md)."""
+    from safetensors.torch import load_file
+
+    text = small_text(tmp_path)
+    base = ("jepa.run_baseline=true", "train.sample_tokens=0")
+    _train(tmp_path, "--profile", "tiny", "--run-dir", str(tmp_path / "runs" / "straight"), *_cli_sets(tmp_path, text, *base, "train.max_steps=4"))
+    split = tmp_path / "runs" / "split"
+    _train(tmp_path, "--profile", "tiny", "--run-dir", str(split), *_cli_sets(tmp_path, text, *base, "train.max_steps=2"))
+    _train(tmp_path, "--resume", str(split), "--set", "train.max_steps=4")
+    for name in ("step-00000004.safetensors", "step-00000004.state.safetensors"):
+        a = load_file(tmp_path / "runs" / "straight" / "checkpoints" / name)
+        b = load_file(split / "checkpoints" / name)
+        assert sorted(a) == sorted(b)
+        for k in a:
+            if not k.startswith("rng."):
+                assert torch_equal(a[k], b[k]), (name, k)
+    resumed = [x for x in read_metrics(split) if x["type"] == "event" and x["event"] == "resume"]
+    assert resumed and resumed[0]["from_step"] == 2
+
+
+def torch_equal(a, b) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool((a.view(-1).view(__import__("torch").uint8) == b.view(-1).view(__import__("torch").uint8)).all())
+
+
+def test_a_rank_resumes_from_rank_0s_data_position():
+    """Rank 0 alone writes the data position; since one draw serves every rank, rank 1 loading it
+    must continue with exactly the windows an uninterrupted rank 1 draws next."""
+    import numpy as np
+
+    from jepa_core.data.sampling import TrainBatcher
+
+    tokens = np.arange(5000, dtype=np.uint16) % 300
+    r0 = TrainBatcher(tokens, 16, 3, seed=5, rank=0, world_size=2, accum_steps=2)
+    r1 = TrainBatcher(tokens, 16, 3, seed=5, rank=1, world_size=2, accum_steps=2)
+    for _ in range(3):
+        r0.next_starts(), r1.next_starts()
+    saved = r0.state_dict()
+    resumed = TrainBatcher(tokens, 16, 3, seed=5, rank=1, world_size=2, accum_steps=2)
+    resumed.load_state_dict(saved)
+    for _ in range(4):
+        assert resumed.next_starts().tolist() == r1.next_starts().tolist()
+
+
+def test_muon_under_fsdp_is_refused_naming_adamw():
+    from jepa_core.config import load_config
+    from jepa_core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", ['train.parallel="fsdp"'])  # tiny trains the hidden matrices with Muon
+    assert "optim.optimizer" in str(e.value) and 'optim.optimizer="adamw"' in str(e.value)
+    assert load_config("tiny", ['train.parallel="fsdp"', 'optim.optimizer="adamw"']).train.parallel == "fsdp"
+    assert load_config("tiny", ['train.parallel="ddp"']).optim.optimizer == "muon"
