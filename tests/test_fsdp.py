@@ -232,3 +232,33 @@ def test_muon_under_fsdp_is_refused_naming_adamw():
     assert "optim.optimizer" in str(e.value) and 'optim.optimizer="adamw"' in str(e.value)
     assert load_config("tiny", ['train.parallel="fsdp"', 'optim.optimizer="adamw"']).train.parallel == "fsdp"
     assert load_config("tiny", ['train.parallel="ddp"']).optim.optimizer == "muon"
+
+
+def test_memory_estimate_per_fsdp_rank():
+    """A rank's weights, grads and AdamW moments are 1/W of the whole (rounded up), plus what FSDP
+    holds gathered: the root group and two blocks, each with its gradient (counted by name here)."""
+    import math
+
+    from jepa_core.config import load_config
+    from jepa_core.model import JepaLM
+    from jepa_core.model.memory import estimate_memory, memory_verdict
+
+    cfg = load_config("tiny", ['train.parallel="fsdp"', 'optim.optimizer="adamw"', 'jepa.teacher="encoder"'])
+    whole = estimate_memory(cfg, 1024, "fp32", world_size=1)
+    assert whole.ranks == 1 and whole.gathered == 0
+    counts = {n: p.numel() for n, p in JepaLM.from_config(cfg, 1024, seed=0).named_parameters()}
+    total = sum(counts.values())
+    p_block = sum(v for n, v in counts.items() if n.startswith("transformer.blocks.0."))
+    p_root = total - sum(v for n, v in counts.items() if ".blocks." in n)
+    for world in (2, 3):
+        est = estimate_memory(cfg, 1024, "fp32", world_size=world)
+        assert (est.weights, est.grads, est.optimizer) == (
+            math.ceil(whole.weights / world), math.ceil(whole.grads / world), math.ceil(whole.optimizer / world))
+        assert est.gathered == 2 * 4 * (p_root + 2 * p_block)
+        assert est.total == est.weights + est.grads + est.optimizer + est.gathered + whole.activations
+    assert estimate_memory(cfg, 1024, "bf16", world_size=2).gathered == 2 * 2 * (p_root + 2 * p_block)
+    # DDP (and "auto") keeps the whole model on every rank
+    ddp = load_config("tiny", ['train.parallel="ddp"'])
+    assert estimate_memory(ddp, 1024, world_size=2).weights == estimate_memory(ddp, 1024).weights
+    fits, detail = memory_verdict(estimate_memory(cfg, 1024, world_size=2), cfg, 10**12, "RAM")
+    assert fits and "per rank" in detail and "1/2 each, fsdp" in detail

@@ -158,7 +158,7 @@ def build_run(
         )
 
     if not force_memory:
-        check_memory_fits(cfg, prepared.vocab_size, rt)
+        check_memory_fits(cfg, prepared.vocab_size, rt, dinfo.world_size)
     notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
     if note := slow_bf16_note(rt):
         notes.append(note)
@@ -195,7 +195,7 @@ def build_run(
                list(overrides) if overrides is not None else None)
 
 
-def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
+def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime, world_size: int = 1) -> None:
     """Refuse, before anything is allocated, a run whose memory estimate (preflight's) exceeds the device.
 
     A run that cannot fit would otherwise grow until the OS or CUDA kills it,
@@ -205,8 +205,10 @@ def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
     from jepa_core.model.memory import estimate_memory, memory_verdict
     from jepa_core.train.device import device_memory
 
-    est = estimate_memory(cfg, vocab_size, precision=rt.precision)
+    est = estimate_memory(cfg, vocab_size, precision=rt.precision, world_size=world_size)  # per rank
     capacity, what = device_memory(rt.device)
+    if est.ranks > 1 and rt.device.type == "cpu":  # fsdp ranks on one CPU share its memory
+        capacity, what = capacity // world_size, f"{what} shared by {world_size} ranks"
     fits, detail = memory_verdict(est, cfg, capacity, what)
     if not fits:
         raise ConfigError(
