@@ -11,6 +11,7 @@ two halves is not the loss of their union (under DDP just the same), while the L
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -167,6 +168,9 @@ def test_fsdp_jepa_run_checkpoint_is_read_by_inspect_sample_and_export(tmp_path)
     jepa = [sys.executable, "-m", "jepa_cli"]
     r = subprocess.run([*jepa, "inspect", str(run)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "step-00000004.safetensors" in r.stdout and "jepa-weights/1" in r.stdout, r.stdout + r.stderr
+    assert "trained fsdp x2" in " ".join(r.stdout.split()), r.stdout  # mode and world size, from the config and tokens seen
+    r = subprocess.run([*jepa, "runs", str(tmp_path / "runs"), "--json"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["parallel"] == "fsdp x2", r.stdout + r.stderr
     r = subprocess.run([*jepa, "sample", str(run), "--tokens", "8", "--seed", "1"], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "step 4" in r.stderr, r.stderr
     r = subprocess.run([*jepa, "export", str(run), str(tmp_path / "exp")], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
@@ -262,3 +266,15 @@ def test_memory_estimate_per_fsdp_rank():
     assert estimate_memory(ddp, 1024, world_size=2).weights == estimate_memory(ddp, 1024).weights
     fits, detail = memory_verdict(estimate_memory(cfg, 1024, world_size=2), cfg, 10**12, "RAM")
     assert fits and "per rank" in detail and "1/2 each, fsdp" in detail
+
+
+def test_inspect_names_the_mode_and_world_size_from_tokens_seen():
+    from jepa_core.tools.inspect import trained_on
+
+    toml = '[train]\nbatch_size = 4\ngrad_accum_steps = 3\nparallel = "fsdp"\n[data]\nblock_size = 32\n'
+    assert trained_on(toml, 10, 10 * 4 * 32 * 3 * 2) == "fsdp x2"
+    assert trained_on(toml, 10, 10 * 4 * 32 * 3 * 4) == "fsdp x4"
+    assert trained_on(toml, 10, 10 * 4 * 32 * 3) is None  # one process
+    assert trained_on(toml, 10, 10 * 4 * 32 * 3 * 2 + 1) is None  # not a whole number of ranks: say nothing
+    assert trained_on(toml.replace('"fsdp"', '"auto"'), 10, 10 * 4 * 32 * 3 * 2) == "ddp x2"
+    assert trained_on(toml, 0, 0) is None

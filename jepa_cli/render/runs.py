@@ -55,7 +55,8 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
         if i.best_val_bpb is not None and i.val_bpb is not None and i.best_val_bpb < i.val_bpb - 5e-5:
             bpb += f" (best {i.best_val_bpb:.4f})" if wide else "*"
         ov = "?" if i.overrides is None else " ".join(i.overrides)
-        rows.append((i.name, i.profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
+        profile = f"{i.profile} ({i.parallel})" if i.parallel else i.profile  # mode and world size of a torchrun run
+        rows.append((i.name, profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
     heads = ("run", "profile", "status", "step", "val BPB", "tok/s", "age", "--set")
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(heads)]
     # every column but --set keeps its full width; --set gets what is left of the line (cut, one line per run)

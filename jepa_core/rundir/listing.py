@@ -247,6 +247,7 @@ class RunInfo:
     device: str
     overrides: list[str] | None = field(default_factory=list)  # None: the profile is gone, differences unknown
     epoch: float | None = None
+    parallel: str | None = None  # "fsdp x2" / "ddp x2" under torchrun; None for one process
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,6 +318,7 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
         device=run.device,
         overrides=overrides,
         epoch=epoch,
+        parallel=run.parallel,
     )
 
 

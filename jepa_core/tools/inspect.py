@@ -345,6 +345,23 @@ def summarize_config(toml_text: str, tensors: list[TensorInfo]) -> dict[str, Any
     return summary
 
 
+def trained_on(config_toml: str, step: int | None, tokens_seen: int | None) -> str | None:
+    """"fsdp x2" / "ddp x2" for a checkpoint trained by several ranks, else None.
+
+    The world size is not in the metadata but follows from it: every step trains
+    batch_size x block_size x grad_accum_steps tokens on each rank."""
+    cfg = tomllib.loads(config_toml)
+    train, data = cfg.get("train", {}), cfg.get("data", {})
+    try:
+        per_rank = int(step) * int(train.get("batch_size")) * int(data.get("block_size")) * int(train.get("grad_accum_steps", 1))
+        world, rest = divmod(int(tokens_seen), per_rank)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if rest or world <= 1:
+        return None
+    return f"{'fsdp' if train.get('parallel') == 'fsdp' else 'ddp'} x{world}"
+
+
 def _optimizer_summary(opt: Any, tensors: list[TensorInfo], warnings: list[str]) -> dict[str, Any]:
     groups_raw = opt.get("groups") if isinstance(opt, dict) else opt if isinstance(opt, list) else None
     groups = []
@@ -489,6 +506,9 @@ def inspect_checkpoint(path: str | Path, stats: bool = False) -> InspectReport:
         report.rng = _rng_summary(_json_or_none(meta.pop("rng", None), "rng", warnings), header.tensors)
         report.data = _json_or_none(meta.pop("data", None), "data", warnings)
     report.extra_metadata = meta
+    if config_summary is not None and config_toml is not None:
+        if trained := trained_on(config_toml, report.step, report.tokens_seen):
+            config_summary["parallel"] = trained
 
     ckpt_dir = target.parent
     step = rundir.weights_step(target)
