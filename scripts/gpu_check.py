@@ -124,7 +124,7 @@ COMPARED_KEYS = ("loss", "lm_loss", "jepa_loss", "grad_norm", "lr")
 PROFILES = ("gpt2-small", "shakespeare")
 STEP_NAMES = (
     "install", "env", *(f"preflight:{p}" for p in PROFILES), "pytest", *(f"bench:{p}" for p in PROFILES),
-    "memory", "resume", "torchrun", "nccl", "resume-default",
+    "memory", "resume", "torchrun", "nccl", "fsdp", "resume-default",
 )
 
 
@@ -790,6 +790,38 @@ class Checker:
             raise StepFailed("failed: " + ", ".join(bad))
         rec.detail = f"{doc['backend']} on {doc['device']}: all_reduce, broadcast, DDP grads = plain grads ({doc['precision']}), {doc['seconds']:.1f} s"
 
+    def do_fsdp(self, rec: StepRecord) -> None:
+        """Two GPUs: train.parallel = "fsdp" over both under torchrun, a checkpoint at half, a resume to the end."""
+        gpus = int(self.env_info.get("device_count") or 0)
+        if self.cpu or gpus < 2:
+            raise NotApplicable(
+                f"needs 2 GPUs ({'CPU mode' if self.cpu else f'{gpus} here'}); FSDP on CPU with 2 gloo ranks is tests/test_fsdp.py (pytest -m slow)"
+            )
+        profile = "shakespeare"
+        n = self.plan.torchrun_steps
+        run_dir = self.work / "runs" / "fsdp"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        sets = self.sets_for(profile)
+        for s in ['train.parallel="fsdp"', 'optim.optimizer="adamw"', f"train.eval_every={n}", f"train.checkpoint_every={n // 2}",
+                  "log.every=5", "train.sample_tokens=8"]:
+            sets += ["--set", s]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "jepa_cli", "train", "--no-tui"]
+        r = self.run([*launch, "--profile", profile, "--run-dir", str(run_dir), *sets, "--set", f"train.max_steps={n // 2}"], self.cap("torchrun"))
+        self.expect_ok(r, "torchrun --nproc-per-node 2 ... train.parallel=fsdp")
+        r = self.run([*launch, "--resume", str(run_dir), "--set", f"train.max_steps={n}"], self.cap("torchrun"))
+        self.expect_ok(r, "the fsdp resume")
+        recs = read_jsonl(run_dir / "metrics.jsonl")
+        start = [x for x in recs if x.get("event") == "run_start"]
+        end = [x for x in recs if x.get("event") == "run_end"]
+        rec.figures = _run_figures(recs, r.seconds)
+        if not end or end[-1].get("status") != "finished" or end[-1].get("step") != n:
+            raise StepFailed(f"the resumed run ended {end[-1].get('status') if end else 'without a run_end event'}")
+        if start[-1].get("parallel") != "fsdp" or start[-1].get("world_size") != 2:
+            raise StepFailed(f"run_start says {start[-1].get('parallel')} x{start[-1].get('world_size')}, expected fsdp x2")
+        if end[-1].get("ranks_in_sync") is not True:
+            raise StepFailed("the ranks' gathered weights (EMA teacher included) differ at the end")
+        rec.detail = f"fsdp over 2 GPUs: {n // 2} steps, checkpoint, resume to {n}; ranks in sync"
+
     # ------------------------------------------------------------------ 7. memory
     def do_memory(self, rec: StepRecord, profiles: tuple[str, ...]) -> None:
         argv = [sys.executable, str(PROBE), "memory"]
@@ -847,6 +879,7 @@ class Checker:
         # the cheapest steps last, where a run that went long has the least time left
         self.step("torchrun", "torchrun --nproc-per-node 1 -m jepa_cli train", self.do_torchrun)
         self.step("nccl", "torchrun: process group, collectives and a DDP step", self.do_nccl)
+        self.step("fsdp", "torchrun --nproc-per-node 2, train.parallel=fsdp: train, checkpoint, resume (2 GPUs)", self.do_fsdp)
         self.step("resume-default", "the same resume without deterministic algorithms (tolerance rule)",
                   lambda rec: self.do_resume(rec, False), optional=True)
         self.write_outputs(final=True)

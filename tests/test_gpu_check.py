@@ -180,11 +180,13 @@ def test_cpu_pipeline_passes_and_writes_json_and_summary(tmp_path, mirror):
     assert doc["ok"] is True and doc["mode"] == "cpu" and doc["torch"]
     steps = {s["name"]: s for s in doc["steps"]}
     expected = {"install", "env", "preflight:gpt2-small", "preflight:shakespeare", "pytest", "bench:gpt2-small", "bench:shakespeare",
-                "resume", "torchrun", "nccl", "memory", "resume-default"}
+                "resume", "torchrun", "nccl", "fsdp", "memory", "resume-default"}
     assert set(steps) == expected
     for name, s in steps.items():
         if name == "resume-default":
             assert s["status"] == "skip" and "CPU" in s["detail"]
+        elif name == "fsdp":  # 2 GPUs only; the CPU run of FSDP is tests/test_fsdp.py
+            assert s["status"] == "skip" and "needs 2 GPUs" in s["detail"]
         else:
             assert s["status"] == "pass", (name, s["detail"])
     cmp = steps["resume"]["figures"]["comparison"]

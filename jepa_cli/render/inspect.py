@@ -85,6 +85,8 @@ def _config_line(s: dict[str, Any]) -> str:
     parts.append("tied" if s.get("weight_tying") else "untied")
     if s.get("dataset"):
         parts.append(f"data {s['dataset']}")
+    if s.get("parallel"):
+        parts.append(f"trained {s['parallel']}")
     return " · ".join(str(p) for p in parts)
 
 

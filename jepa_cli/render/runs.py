@@ -63,7 +63,8 @@ def run_runs(folder: Path | None, *, json_out: bool, with_overrides: bool) -> No
         ov = "?" if i.overrides is None else " ".join(o for o in i.overrides if not (i.init_from and o.startswith("train.init_from=")))
         if i.init_from:  # where its weights came from first: the --set values change a model that was not random
             ov = f"{i.init_from} {ov}".rstrip()
-        rows.append((i.name, i.profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
+        profile = f"{i.profile} ({i.parallel})" if i.parallel else i.profile  # mode and world size of a torchrun run
+        rows.append((i.name, profile, i.status, step, bpb, _num(i.tok_per_s, ",.0f"), fmt_age(age_of(i, now)), ov))
     heads = ("run", "profile", "status", "step", "val BPB", "tok/s", "age", "--set")
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(heads)]
     # every column but --set keeps its full width; --set gets what is left of the line (cut, one line per run)

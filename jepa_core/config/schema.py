@@ -207,6 +207,18 @@ class TrainConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported, else fp32.")
     compile: bool = Field(False, description="torch.compile the model (CUDA; compile time is reported).", json_schema_extra=SAME_ACROSS_ARMS)
+    parallel: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="Under torchrun: ddp (every rank holds the whole model and optimizer) or fsdp (FSDP2 fully_shard: "
+        "parameters, gradients and AdamW moments sharded across ranks). auto: ddp. Ignored in one process.",
+        json_schema_extra=SAME_ACROSS_ARMS,
+    )
+    reshard_after_forward: bool = Field(
+        True,
+        description="fsdp: free each block's gathered parameters after its forward and gather them again for the backward "
+        "(less memory, one more all-gather per block); false keeps them until the backward.",
+        json_schema_extra=SAME_ACROSS_ARMS,
+    )
     seed: int = Field(1337, ge=0, le=MAX_SEED, description="Seed for init, data order and pair sampling.", json_schema_extra=SAME_ACROSS_ARMS)
     time_budget_s: float = Field(0.0, ge=0, le=MAX_SECONDS, description="Stop after this many seconds of training (0: no limit).", json_schema_extra=BOTH)
     eval_every: int = Field(100, ge=1, le=MAX_STEPS, description="Evaluate every N steps (and at the end).", json_schema_extra=BOTH)
@@ -311,6 +323,13 @@ class Config(BaseModel):
                 "train.eval_stride",
                 f"eval_stride {self.train.eval_stride} is larger than data.block_size {d.block_size}; "
                 "use 1..block_size, or 0 for non-overlapping blocks",
+            )
+        if self.train.parallel == "fsdp" and self.optim.optimizer == "muon":
+            # Newton-Schulz needs each whole matrix; on an FSDP shard it would orthogonalise a slice (docs/gpu.md)
+            raise _CrossError(
+                "optim.optimizer",
+                "optimizer muon is not supported with train.parallel = \"fsdp\" (Muon orthogonalises whole matrices, "
+                "FSDP holds a slice of each per rank); set optim.optimizer=\"adamw\", or train.parallel=\"ddp\" to keep Muon",
             )
         if not j.run_baseline:
             _check_pair_groups(j, d.block_size, self.train.batch_size)

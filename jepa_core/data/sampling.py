@@ -174,9 +174,11 @@ class TrainBatcher:
         version = d.get("version")
         if version not in (1, STATE_VERSION):
             raise DataError(f"Unsupported data-position state version {version!r}.")
-        mine = {"block_size": self.block_size, "batch_size": self.batch_size, "n_tokens": len(self.tokens), "rank": self.rank, "world_size": self.world_size}
+        mine = {"block_size": self.block_size, "batch_size": self.batch_size, "n_tokens": len(self.tokens), "world_size": self.world_size}
         if version == STATE_VERSION:
             mine["accum_steps"] = self.accum_steps
+        else:  # version 1 drew each rank's windows from its own stream; since 2 one draw serves every rank
+            mine["rank"] = self.rank
         diff = {k: (d.get(k), v) for k, v in mine.items() if d.get(k) != v}
         if diff:
             what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items())

@@ -473,7 +473,9 @@ class JepaLM(nn.Module):
             p = params[name]
             if in_shared_lm(name, p.ndim, tied):
                 h.update(name.encode() + b"\0")
-                h.update(p.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                # an FSDP-sharded parameter is gathered whole (every rank computes the digest together)
+                whole = p.full_tensor() if hasattr(p, "full_tensor") else p
+                h.update(whole.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
     def param_counts(self) -> dict[str, int]:

@@ -32,10 +32,14 @@ class MemoryEstimate:
     activations_per_seq: int
     activations_per_batch_extra: int
     batch_size: int
+    # train.parallel = "fsdp": weights, grads and optimizer are one rank's shards of `ranks`;
+    # `gathered` is what FSDP holds whole at once (the root group and two blocks, with their grads)
+    ranks: int = 1
+    gathered: int = 0
 
     @property
     def static(self) -> int:
-        return self.weights + self.grads + self.optimizer
+        return self.weights + self.grads + self.optimizer + self.gathered
 
     @property
     def activations(self) -> int:
@@ -59,7 +63,7 @@ class MemoryEstimate:
         return lo
 
 
-def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str = "fp32") -> MemoryEstimate:
+def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str = "fp32", world_size: int = 1) -> MemoryEstimate:
     """Training memory of one rank, by formula (an estimate, meant to catch gross misfits).
 
     P_total: every parameter incl. the EMA teacher; P_train: trainable ones
@@ -76,6 +80,12 @@ def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str =
         (no T^2 attention matrix stored).
       pairs      = 12 * (B * P)^2 per micro-batch: the InfoNCE logits, mask and softmax.
     total = weights + grads + optimizer + B * activations_per_sequence + pairs
+
+    Under train.parallel = "fsdp" over W > 1 ranks (train/fsdp.py) a rank keeps 1/W of
+    weights, grads and optimizer (rounded up), and holds whole, at once, the root group (all
+    but the blocks: embeddings, head, JEPA heads, teacher projector) and two blocks (the one
+    running and the one prefetched), each with a gradient of the same size while it is reduced:
+      gathered   = 2 * a * (P_root + 2 * P_block)
     """
     from .jepa import JepaLM
     from .transformer import swiglu_hidden
@@ -96,15 +106,27 @@ def estimate_memory(cfg: Config, vocab_size: int | None = None, precision: str =
         per_token += 4 * d * a if m.lm_bridge else 0
         n_pairs = B * cfg.jepa.pairs_per_seq
         pairs = 12 * n_pairs * n_pairs
+    weights, grads, optimizer, ranks, gathered = 4 * p_total, 4 * p_train, 8 * p_train, 1, 0
+    if world_size > 1 and cfg.train.parallel == "fsdp":
+        ranks = world_size
+        weights, grads, optimizer = (math.ceil(x / ranks) for x in (weights, grads, optimizer))
+        blocks = list(model.transformer.blocks)
+        if model.teacher is not None and model.teacher.encoder is not None:
+            blocks += list(model.teacher.encoder.blocks)
+        p_block = sum(p.numel() for p in blocks[0].parameters())
+        p_root = p_total - sum(p.numel() for b in blocks for p in b.parameters())
+        gathered = 2 * a * (p_root + 2 * p_block)
     return MemoryEstimate(
         params_total=p_total,
         params_trainable=p_train,
-        weights=4 * p_total,
-        grads=4 * p_train,
-        optimizer=8 * p_train,
+        weights=weights,
+        grads=grads,
+        optimizer=optimizer,
         activations_per_seq=T * per_token,
         activations_per_batch_extra=pairs,
         batch_size=B,
+        ranks=ranks,
+        gathered=gathered,
     )
 
 
@@ -112,10 +134,11 @@ def memory_verdict(est: MemoryEstimate, cfg: Config, capacity: int, what: str) -
     """(fits, detail) of an estimate against `capacity` bytes, with a batch-size suggestion."""
     budget = MEMORY_BUDGET_FRACTION * capacity
     B, accum = cfg.train.batch_size, cfg.train.grad_accum_steps
+    shard = f" (1/{est.ranks} each, fsdp) + gathered {fmt_bytes(est.gathered)}" if est.ranks > 1 else ""
     head = (
         f"params {fmt_count(est.params_total)} ({fmt_count(est.params_trainable)} trainable): weights {fmt_bytes(est.weights)} + grads "
-        f"{fmt_bytes(est.grads)} + AdamW {fmt_bytes(est.optimizer)} + activations {fmt_bytes(est.activations)} "
-        f"(batch {B} x {cfg.data.block_size}) = {fmt_bytes(est.total)} of {fmt_bytes(capacity)} {what}"
+        f"{fmt_bytes(est.grads)} + AdamW {fmt_bytes(est.optimizer)}{shard} + activations {fmt_bytes(est.activations)} "
+        f"(batch {B} x {cfg.data.block_size}) = {fmt_bytes(est.total)}{' per rank' if est.ranks > 1 else ''} of {fmt_bytes(capacity)} {what}"
     )
     if est.total <= budget:
         return True, f"{head} ({100 * est.total / capacity:.0f}%)"

@@ -248,6 +248,7 @@ class RunInfo:
     overrides: list[str] | None = field(default_factory=list)  # None: the profile is gone, differences unknown
     epoch: float | None = None
     init_from: str | None = None  # "from SRC (step N)": the weights it started from (train.init_from)
+    parallel: str | None = None  # "fsdp x2" / "ddp x2" under torchrun; None for one process
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -331,6 +332,7 @@ def run_info(run_dir: Path, *, with_overrides: bool = True, stale_after: float =
         overrides=overrides,
         epoch=epoch,
         init_from=init_from_label(first_start.get("init_from")) if first_start else None,
+        parallel=run.parallel,
     )
 
 

@@ -339,7 +339,18 @@ class RunLog:
     def device(self) -> str:
         dev = self.start.get("device") or (self.config.get("train") or {}).get("device") or "?"
         prec = self.start.get("precision")
-        return f"{dev} {prec}" if prec else str(dev)
+        text = f"{dev} {prec}" if prec else str(dev)
+        return f"{text} · {self.parallel}" if self.parallel else text
+
+    @property
+    def parallel(self) -> str | None:
+        """"fsdp x2" / "ddp x2" for a torchrun run (its mode and world size), None for one process."""
+        world = self.start.get("world_size")
+        if not isinstance(world, int) or isinstance(world, bool) or world <= 1:
+            return None
+        # runs from before train.parallel existed were DDP
+        mode = self.start.get("parallel") if self.start.get("parallel") in ("ddp", "fsdp") else "ddp"
+        return f"{mode} x{world}"
 
     @property
     def max_steps(self) -> int | None:

@@ -350,6 +350,23 @@ def summarize_config(toml_text: str, tensors: list[TensorInfo]) -> dict[str, Any
     return summary
 
 
+def trained_on(config_toml: str, step: int | None, tokens_seen: int | None) -> str | None:
+    """"fsdp x2" / "ddp x2" for a checkpoint trained by several ranks, else None.
+
+    The world size is not in the metadata but follows from it: every step trains
+    batch_size x block_size x grad_accum_steps tokens on each rank."""
+    cfg = tomllib.loads(config_toml)
+    train, data = cfg.get("train", {}), cfg.get("data", {})
+    try:
+        per_rank = int(step) * int(train.get("batch_size")) * int(data.get("block_size")) * int(train.get("grad_accum_steps", 1))
+        world, rest = divmod(int(tokens_seen), per_rank)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if rest or world <= 1:
+        return None
+    return f"{'fsdp' if train.get('parallel') == 'fsdp' else 'ddp'} x{world}"
+
+
 def _optimizer_summary(opt: Any, tensors: list[TensorInfo], warnings: list[str]) -> dict[str, Any]:
     groups_raw = opt.get("groups") if isinstance(opt, dict) else opt if isinstance(opt, list) else None
     groups = []
@@ -497,7 +514,19 @@ def inspect_checkpoint(path: str | Path, stats: bool = False, verify: bool = Fal
     report.init_from = _json_dict(meta.pop("init_from", None), "init_from", warnings)
     report.payload_digest = meta.pop(rundir.digest.DIGEST_KEY, None)
     report.extra_metadata = meta
+    if config_summary is not None and (trained := trained_on(config_toml, report.step, report.tokens_seen)):
+        config_summary["parallel"] = trained
+    _neighbours(report, target)
+    if not is_jepa:
+        warnings.insert(0, "not a jepa checkpoint: no jepa `format` metadata (tensors shown; nothing else is known)")
+    report.warnings = warnings
+    if verify:
+        report.verified = _verify_files(report)
+    return report
 
+
+def _neighbours(report: InspectReport, target: Path) -> None:
+    """The checkpoint's state file and the other steps beside it."""
     ckpt_dir = target.parent
     step = rundir.weights_step(target)
     if step is not None:
@@ -508,12 +537,6 @@ def inspect_checkpoint(path: str | Path, stats: bool = False, verify: bool = Fal
             report.available_steps = [ref.step for ref in rundir.list_checkpoints(ckpt_dir)]
         except CheckpointError:
             pass  # a listing is a nicety; the file itself was readable
-    if not is_jepa:
-        warnings.insert(0, "not a jepa checkpoint: no jepa `format` metadata (tensors shown; nothing else is known)")
-    report.warnings = warnings
-    if verify:
-        report.verified = _verify_files(report)
-    return report
 
 
 def _json_dict(raw: str | None, key: str, warnings: list[str]) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from jepa_core.config import Config
 from jepa_core.errors import ConfigError
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 from jepa_core.train.distributed import DistInfo, barrier, init_distributed
+from jepa_core.train.fsdp import mode_label as fsdp_mode_label
 from jepa_core.train.step import Trainee, build_trainee, plan_step
 
 
@@ -69,6 +70,7 @@ class Run:
             "precision": self.runtime.precision,
             "compile": self.trainee.plan.compile,
             "world_size": self.dist.world_size,
+            "parallel": fsdp_mode_label(self.cfg, self.dist.world_size),
             "max_steps": self.cfg.train.max_steps,
             "start_step": self.start_step,
             "params": model.param_counts(),
@@ -164,7 +166,7 @@ def build_run(
         )
 
     if not force_memory:
-        check_memory_fits(cfg, prepared.vocab_size, rt)
+        check_memory_fits(cfg, prepared.vocab_size, rt, dinfo.world_size)
     notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
     if note := slow_bf16_note(rt):
         notes.append(note)
@@ -174,12 +176,18 @@ def build_run(
     if why_not:
         plan = dataclasses.replace(plan, compile=False)
         notes.append(why_not)
-    trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled)
+    from jepa_core.train import fsdp
+
+    sharded = fsdp.wanted(cfg, dinfo.world_size)
+    loaded: list = []
+    # a source's weights go into the whole model, before it is sharded, compiled or wrapped
+    trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled and not sharded,
+                            fsdp_world=dinfo.world_size if sharded else 0,
+                            load=None if source is None else lambda model: loaded.append(init_from.load_into(model, source)))
     init_record = None
-    if source is not None:
-        loaded = init_from.load_into(trainee.model, source)
-        init_record = loaded.record
-        notes.extend(loaded.notes)
+    if loaded:
+        init_record = loaded[0].record
+        notes.extend(loaded[0].notes)
     # taken after a source's weights are loaded and before a resume loads its own: the digest names the
     # start every segment shares (a resumed run from a source reads it back from its checkpoint)
     init_digest = trainee.model.shared_lm_digest()
@@ -195,20 +203,21 @@ def build_run(
 
     step, tokens_seen, watch_state = 0, 0, None
     if resume is not None:
-        wmeta = load_weights_into(trainee.model, resume.weights)
+        load_w, load_s = (fsdp.load_weights, fsdp.load_state) if sharded else (load_weights_into, load_state_into)
+        wmeta = load_w(trainee.model, resume.weights)
         watch_state = json.loads(wmeta["eval_watch"]) if wmeta.get("eval_watch") else None
         # started from SRC: the start is the source's weights, which only the checkpoint remembers
         init_record = init_from.recorded(wmeta)
         if init_record is not None and isinstance(init_record.get("init_digest"), str):
             init_digest = init_record["init_digest"]
-        st = load_state_into(trainee.model, trainee.optimizer, resume.state)
+        st = load_s(trainee.model, trainee.optimizer, resume.state)
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
     return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest,
                list(overrides) if overrides is not None else None, init_record)
 
 
-def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
+def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime, world_size: int = 1) -> None:
     """Refuse, before anything is allocated, a run whose memory estimate (preflight's) exceeds the device.
 
     A run that cannot fit would otherwise grow until the OS or CUDA kills it,
@@ -218,8 +227,10 @@ def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime) -> None:
     from jepa_core.model.memory import estimate_memory, memory_verdict
     from jepa_core.train.device import device_memory
 
-    est = estimate_memory(cfg, vocab_size, precision=rt.precision)
+    est = estimate_memory(cfg, vocab_size, precision=rt.precision, world_size=world_size)  # per rank
     capacity, what = device_memory(rt.device)
+    if est.ranks > 1 and rt.device.type == "cpu":  # fsdp ranks on one CPU share its memory
+        capacity, what = capacity // world_size, f"{what} shared by {world_size} ranks"
     fits, detail = memory_verdict(est, cfg, capacity, what)
     if not fits:
         raise ConfigError(

@@ -44,6 +44,11 @@ class Checkpointer:
     ) -> str | None:
         """Write a checkpoint on the main rank (named in best.json too when `best`); returns an
         error message (None when it worked)."""
+        model, optimizer = trainee.model, trainee.optimizer
+        if getattr(trainee, "fsdp", False):  # every rank joins the gather; rank 0 writes whole tensors
+            from jepa_core.train.fsdp import gathered
+
+            model, optimizer = gathered(model, optimizer, self.is_main)
         if not self.is_main:
             return None
         meta = CheckpointMeta(
@@ -59,7 +64,7 @@ class Checkpointer:
         )
         try:
             ref = save_checkpoint(
-                self.run_dir, trainee.model, trainee.optimizer, meta, data_state, self.cfg.train.keep_last, best=best
+                self.run_dir, model, optimizer, meta, data_state, self.cfg.train.keep_last, best=best
             )
         except write_errors() as e:
             where = self.run_dir.path if isinstance(self.run_dir, RunFolder) else Path(self.run_dir)

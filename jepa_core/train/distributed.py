@@ -71,7 +71,9 @@ def state_digest(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        # an FSDP shard is gathered whole first (a collective: all ranks digest together, in name order)
+        whole = t.full_tensor() if hasattr(t, "full_tensor") else t
+        h.update(whole.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

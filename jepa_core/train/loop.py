@@ -28,6 +28,7 @@ from jepa_core.train.checkpointer import Checkpointer
 from jepa_core.train.distributed import any_rank, ranks_in_sync, shutdown
 from jepa_core.train.evaluator import Evaluator
 from jepa_core.train.evalwatch import EvalWatch, Verdict
+from jepa_core.train.fsdp import whole_root
 from jepa_core.train.gradprobe import FIELDS as GRAD_FIELDS
 from jepa_core.train.resume import resolve_resume
 from jepa_core.train.session import RunSession
@@ -135,7 +136,8 @@ def train(
 
 def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditions) -> TrainResult:
     cfg, tr, batcher = run.cfg, run.trainee, run.batcher
-    evaluate = Evaluator(cfg, run.prepared, run.device, tr.plan.autocast, baseline=tr.model.is_baseline) if run.dist.is_main else None
+    # under FSDP every rank joins the eval's forwards (each holds a shard); rank 0 alone records
+    evaluate = Evaluator(cfg, run.prepared, run.device, tr.plan.autocast, baseline=tr.model.is_baseline) if run.dist.is_main or tr.fsdp else None
     ckpt = Checkpointer(cfg, session.folder or run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
                         last=run.resume.weights if run.resume else None, init_from=run.init_from)
     clock = _Clock(tr.plan.compile)
@@ -275,7 +277,10 @@ def _alert_once(session: RunSession, step: int, kind: str, message: str) -> None
 def _evaluate(session: RunSession, evaluate: Evaluator | None, watch: EvalWatch, model, step: int, tokens: int, clock: _Clock) -> tuple[dict[str, Any], Verdict]:
     if evaluate is None:  # not the main rank
         return {}, Verdict()
-    metrics = evaluate(model)
+    with whole_root(model):
+        metrics = evaluate(model)
+    if not session.is_main:  # an FSDP rank that only lent its shards
+        return {}, Verdict()
     rec = session.emit("eval", step, **metrics, tokens=tokens, elapsed=round(time.time() - session.t_start, 3), train_time=round(clock.train_s, 3))
     rank, floor = metrics.get("eff_rank"), session.run.cfg.jepa.alert_rank_floor
     if rank is not None and rank < floor:
@@ -289,7 +294,7 @@ def _evaluate(session: RunSession, evaluate: Evaluator | None, watch: EvalWatch,
 
 
 def _sample(session: RunSession, run: Run, step: int) -> None:
-    if not run.dist.is_main:
+    if not run.dist.is_main and not run.trainee.fsdp:  # under FSDP every rank generates (same tokens); rank 0 records
         return
     tc, model = run.cfg.train, run.trainee.model
     tokenizer = run.prepared.tokenizer()
@@ -298,4 +303,5 @@ def _sample(session: RunSession, run: Run, step: int) -> None:
     prompt = torch.tensor([ids], dtype=torch.long, device=run.device)
     with run.trainee.plan.autocast():
         out = model.generate(prompt, tc.sample_tokens, temperature=0.8, top_k=50, generator=gen)
-    session.emit("event", step, event="sample", prompt=tc.sample_prompt, text=tokenizer.decode(out[0, len(ids):].tolist()))
+    if run.dist.is_main:
+        session.emit("event", step, event="sample", prompt=tc.sample_prompt, text=tokenizer.decode(out[0, len(ids):].tolist()))

@@ -89,19 +89,41 @@ class Trainee:
     device: torch.device
     plan: StepPlan
     ddp: bool = False
+    fsdp: bool = False  # sharded by fsdp.shard_model: `model` is the FSDP module and `fwd` is `model`
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def build_trainee(cfg: Config, vocab_size: int, device: torch.device, plan: StepPlan, *, seed: int, ddp: bool = False) -> Trainee:
-    """Model (initialised from `seed`, identical on every rank), parameter groups, optimizer, wrappers."""
+def build_trainee(
+    cfg: Config, vocab_size: int, device: torch.device, plan: StepPlan, *, seed: int, ddp: bool = False, fsdp_world: int = 0,
+    load: Callable[[Any], Any] | None = None,
+) -> Trainee:
+    """Model (initialised from `seed`, identical on every rank), parameter groups, optimizer, wrappers.
+
+    `load(model)` puts other weights into the whole model first (`--init-from`), before anything
+    shards, compiles or wraps it. `fsdp_world` > 1: shard the model over that many ranks (fsdp.py)
+    before the optimizer sees its parameters."""
     from jepa_core.model import JepaLM, build_param_groups, check_param_groups
     from jepa_core.train.optimizer import build_optimizer
 
     torch.manual_seed(seed)
     model = JepaLM.from_config(cfg, vocab_size, seed=seed).to(device)
+    if load is not None:
+        load(model)
+    if fsdp_world > 1:
+        from jepa_core.train.fsdp import shard_model
+
+        precision = "bf16" if plan.autocast_dtype == torch.bfloat16 else "fp32"
+        model = shard_model(model, cfg, device, precision, fsdp_world, compile=plan.compile)
+        groups = build_param_groups(model, cfg.optim)
+        check_param_groups(model, groups)
+        optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
+        if plan.compile:
+            _allow_retained_backward()
+        model.train()
+        return Trainee(cfg, model, model, optimizer, [g["lr"] for g in groups], device, plan, fsdp=True)
     groups = build_param_groups(model, cfg.optim)
     check_param_groups(model, groups)
     optimizer = build_optimizer(groups, cfg.optim, device, adamw_options=plan.adamw_kwargs())
@@ -173,7 +195,7 @@ def train_step(
     # on (and recompiled for) every new value of a ramping or annealed weight
     lm_w_t = torch.tensor(lm_w, dtype=torch.float32)
     jepa_w_t = torch.tensor(jepa_w or 0.0, dtype=torch.float32)
-    probe = probe_grads and jepa_w is not None and not tr.ddp
+    probe = probe_grads and jepa_w is not None and not (tr.ddp or tr.fsdp)
     accum = tr.cfg.train.grad_accum_steps
     loss_acc = torch.zeros((), device=tr.device)
     out = grads = None
@@ -192,11 +214,19 @@ def train_step(
                 grads = probed.after_backward()
         loss_acc += out.loss.detach() / accum
         clock.lap("backward")
+    if tr.fsdp:
+        from jepa_core.train.fsdp import average_replicated_grads
+
+        average_replicated_grads(tr.model, torch.distributed.get_world_size())
     params = tr.params
     clip = tr.cfg.optim.grad_clip
     grad_norm = None
     if clip > 0 or want_grad_norm:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if tr.fsdp:  # each rank holds a shard of every gradient: the norm is a collective
+            from jepa_core.train.fsdp import clip_grad_norm_
+        else:
+            clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
+        grad_norm = clip_grad_norm_(params, clip if clip > 0 else float("inf"))
     tr.optimizer.step()
     tr.optimizer.zero_grad(set_to_none=True)
     clock.lap("optimizer")  # gradient clipping included

@@ -382,12 +382,27 @@ def check_memory(ctx: PreflightContext) -> str:
         rt = ctx.runtime()
     except JepaError as e:
         raise Skip(f"the device does not resolve ({e.message})") from None
-    est = estimate_memory(ctx.cfg, precision=rt.precision)
+    world, assumed = parallel_world(ctx.cfg, rt.device)
+    est = estimate_memory(ctx.cfg, precision=rt.precision, world_size=world)
     capacity, what = device_memory(rt.device)
+    if est.ranks > 1 and rt.device.type == "cpu":  # ranks on one CPU share its memory
+        capacity, what = capacity // world, f"{what} shared by {world} ranks"
     fits, detail = memory_verdict(est, ctx.cfg, capacity, what)
     if not fits:
         raise AssertionError(detail)
+    if assumed:
+        detail += f"; fsdp over {world} ranks assumed (run preflight under the same torchrun to check the real count)"
     return detail
+
+
+def parallel_world(cfg, device: torch.device) -> tuple[int, bool]:
+    """(ranks, assumed) the memory check shards over: torchrun's WORLD_SIZE when launched by it;
+    else, for train.parallel = "fsdp", the visible GPUs (at least 2), said to be assumed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 or cfg.train.parallel != "fsdp":
+        return world, False
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return max(2, gpus), True
 
 
 def check_runtime(ctx: PreflightContext) -> str:
