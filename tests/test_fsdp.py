@@ -280,3 +280,22 @@ def test_inspect_names_the_mode_and_world_size_from_tokens_seen():
     assert trained_on(toml, 10, 10 * 4 * 32 * 3 * 2 + 1) is None  # not a whole number of ranks: say nothing
     assert trained_on(toml.replace('"fsdp"', '"auto"'), 10, 10 * 4 * 32 * 3 * 2) == "ddp x2"
     assert trained_on(toml, 0, 0) is None
+
+
+@pytest.mark.slow  # two 2-rank runs: about 20 s on 2 cores
+@pytest.mark.timeout(300)
+def test_fsdp_run_from_a_source_starts_from_its_weights(tmp_path):
+    # --init-from loads the source into the whole model before fully_shard: one frozen step
+    # (every learning rate 0) evaluates to the source's own val BPB
+    text = small_text(tmp_path)
+    src = tmp_path / "runs" / "src"
+    _train(tmp_path, "--profile", "tiny", "--run-dir", str(src), *_cli_sets(tmp_path, text, "train.max_steps=4"))
+    src_eval = [x for x in read_metrics(src) if x["type"] == "eval"][-1]
+    run = tmp_path / "runs" / "from"
+    _train(tmp_path, "--profile", "tiny", "--run-dir", str(run), "--init-from", str(src),
+           *_cli_sets(tmp_path, text, "optim.lr=0", "optim.lr_head=0", "train.max_steps=1"))
+    recs = read_metrics(run)
+    start = next(x for x in recs if x.get("event") == "run_start")
+    assert start["parallel"] == "fsdp" and start["init_from"]["step"] == 4
+    ev = [x for x in recs if x["type"] == "eval"][-1]
+    assert abs(ev["val_bpb"] - src_eval["val_bpb"]) < 1e-4, (ev["val_bpb"], src_eval["val_bpb"])
