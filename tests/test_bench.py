@@ -348,3 +348,11 @@ def test_compile_needs_a_cpp_compiler_on_cpu(monkeypatch):
     rep = run_bench(cfg, steps=1, repeats=1, warmup=0, arms=("baseline",), matmul_sizes=(16,), matmul_repeats=1)
     assert compiled == [] and rep.plan["compile"] is False
     assert rep.notes == [reason] and rep.arms[0].compile_s is None
+
+
+def test_train_log_mfu_divides_by_every_device_whose_tokens_it_counts():
+    from jepa_core.model.flops import model_flops_utilization
+
+    # 100k tok/s of all ranks at 6e6 FLOP/token = 6e11 FLOP/s, over two cards of 1e12: 30%, not 60%
+    assert model_flops_utilization(1e5, 6e6, 1e12, devices=2) == pytest.approx(0.3)
+    assert model_flops_utilization(1e5, 6e6, 1e12) == pytest.approx(0.6)

@@ -452,21 +452,32 @@ def test_arms_may_start_from_different_sources_and_stay_paired_by_seed(source, b
     # the starting point as the treatment (a JEPA-pretrained base against an LM-only one): the
     # init digests differ by design, the batches do not, so the comparison stays paired
     from jepa_core.tools import ablate as ab
-    from jepa_core.tools.ablate.markdown import init_text
+    from jepa_core.tools.ablate.markdown import data_order_text, init_text
 
     from test_ablate import small_overrides as ablate_overrides
 
-    arms = ["baseline:jepa.run_baseline=true", f"from-jepa:jepa.run_baseline=true,train.init_from={json.dumps(str(source))}"]
-    plan = ab.plan_ablation("tiny", 2, arms=arms, overrides=ablate_overrides(text, "train.max_steps=2"),
+    arms = ["baseline:jepa.run_baseline=true", f"from-jepa:jepa.run_baseline=true,train.init_from={json.dumps(str(source))}",
+            'scratch:jepa.run_baseline=true,train.init_from=""']
+    # fine-tuning text other than the sources' (its lines in reverse order): a BPE trained on it
+    # from scratch differs from the sources' tokenizer
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(reversed(text.read_text().splitlines())))
+    plan = ab.plan_ablation("tiny", 2, arms=arms, overrides=ablate_overrides(other, "train.max_steps=2"),
                             out=tmp_path / "abl", init_from=str(baseline_source))
     outcome = ab.run_ablation(plan)
     assert not outcome.failed
     rep = outcome.report
     assert rep["init"]["ok"] is not False and rep["init"]["mismatches"] == []
-    assert {(d["arm"], d["seed_index"]) for d in rep["init"]["by_design"]} == {("from-jepa", 0), ("from-jepa", 1)}
-    assert "`from-jepa` start(s) from another source by design" in init_text(rep["init"])
-    cmp = next(a["comparison"] for a in rep["arms"] if a["name"] == "from-jepa")
-    assert cmp["paired"] is not None  # seeds and batches pair the runs
+    assert {(d["arm"], d["seed_index"]) for d in rep["init"]["by_design"]} == {(a, i) for a in ("from-jepa", "scratch") for i in (0, 1)}
+    assert "`from-jepa`, `scratch` start(s) from another source by design" in init_text(rep["init"])
+    cmp = {a["name"]: a["comparison"] for a in rep["arms"]}
+    assert cmp["from-jepa"]["paired"] is not None  # seeds and batches pair the runs
+    # from scratch, the arm reads the data with a tokenizer of its own: other batches, by design,
+    # so Welch's test, and the ablation is not failed for it
+    assert rep["data_order"]["ok"] is True and rep["data_order"]["mismatches"] == []
+    assert {e.split("`")[1] for e in rep["data_order"]["expected"]} == {"scratch"}
+    assert cmp["scratch"]["paired"] is None and cmp["scratch"]["welch"] is not None
+    assert "`scratch` start(s) from another source (train.init_from)" in data_order_text(rep["data_order"])
     # arms that name the same source must still start from the same weights
     plan_same = ab.plan_ablation("tiny", 2, arms=["baseline:jepa.run_baseline=true", "other:jepa.run_baseline=true"],
                                  overrides=ablate_overrides(text), out=tmp_path / "abl2", init_from=str(baseline_source))

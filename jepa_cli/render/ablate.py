@@ -340,13 +340,15 @@ def _print_retrieval(rep: dict[str, Any], arm_cell) -> None:
 
 def _print_pairing(rep: dict[str, Any]) -> None:
     """Whether the arms drew the same batches and started from the same weights, then the caveats."""
-    from jepa_core.tools.ablate import init_text
+    from jepa_core.tools.ablate import data_order_text, init_text
 
     d = rep["data_order"]
-    if d["ok"] is True:
+    if d["ok"] is True and not d.get("expected"):
         n = {s["seed_index"]: max(s["batches"].values()) for s in d["per_seed"]}
         scope = "every arm drew identical batches per seed" if rep["complete"] else "the arms run so far drew identical batches"
         console.print(f"[green]data order verified[/]: {scope} ({', '.join(f's{i}: {k}' for i, k in n.items())} batches)")
+    elif d["ok"] is not False:
+        console.print(f"[green]data order verified[/]: {escape(data_order_text(d))}")
     elif d["ok"] is False:
         console.print(f"[bold red]data order MISMATCH[/]: {escape('; '.join(d['mismatches']))}")
     init = rep["init"]

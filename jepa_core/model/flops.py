@@ -54,3 +54,11 @@ def estimate_flops_per_token(cfg: Config, vocab_size: int) -> float:
         flops += 2.0 * tl * _block_matmul_params(d, hidden) + 4.0 * tl * d * T
         flops += 2.0 * 2 * d * d + r * 2.0 * (_block_matmul_params(d, hidden) - 2 * d * d) + 4.0 * r * T * d
     return flops
+
+
+def model_flops_utilization(tok_per_s: float, flops_per_token: float, peak_flops_per_device: float, devices: int = 1) -> float:
+    """MFU: achieved training FLOP/s over the peak of every device that produced them.
+
+    Under torchrun `tok_per_s` counts the tokens of all ranks, so the peak is one device's
+    times their number (the train log's `mfu` once read world-size times too high)."""
+    return tok_per_s * flops_per_token / (peak_flops_per_device * devices)

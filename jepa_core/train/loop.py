@@ -23,6 +23,7 @@ import torch
 
 from jepa_core import rundir as rd
 from jepa_core.config import Config
+from jepa_core.model.flops import model_flops_utilization
 from jepa_core.train.build import Run, build_run
 from jepa_core.train.checkpointer import Checkpointer
 from jepa_core.train.distributed import any_rank, ranks_in_sync, shutdown
@@ -248,7 +249,7 @@ def _log_train(session: RunSession, run: Run, step: int, loss: float, res: StepR
     rec["epoch"] = round(tokens / max(run.train_tokens, 1), 4)  # passes over the training split so far
     rec["tok_per_s"] = clock.window_rate()
     if run.peak_flops:
-        rec["mfu"] = rec["tok_per_s"] * run.flops_per_token / run.peak_flops
+        rec["mfu"] = model_flops_utilization(rec["tok_per_s"], run.flops_per_token, run.peak_flops, run.dist.world_size)
     if clock.compile_s:
         rec["compile_s"] = clock.compile_s
     rec["elapsed"] = round(time.time() - session.t_start, 3)

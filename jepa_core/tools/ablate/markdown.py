@@ -141,13 +141,23 @@ def report_markdown(rep: dict[str, Any]) -> str:
                 c = dict(zip(rep["curves"][n]["steps"], rep["curves"][n]["mean"]))
                 row.append(_num(c.get(st)))
             lines.append(f"| {st} | " + " | ".join(row) + " |")
-    d = rep["data_order"]
-    verdict = {True: "identical batches across arms for every seed", False: "MISMATCH: " + "; ".join(d["mismatches"]), None: "not compared yet"}[d["ok"]]
-    lines += ["", f"Data order: {verdict}.", f"Initial weights: {init_text(rep['init'])}.", "", "## What this does not show", ""]
+    lines += ["", f"Data order: {data_order_text(rep['data_order'])}.", f"Initial weights: {init_text(rep['init'])}.", "", "## What this does not show", ""]
     lines += [f"- {c}" for c in rep["caveats"]]
     if not rep["complete"]:
         lines.append(f"\nIncomplete: some runs have not finished; continue with `jepa ablate --resume {rep['ablation_dir']}`.")
     return "\n".join(lines) + "\n"
+
+
+def data_order_text(d: dict[str, Any]) -> str:
+    """The batch-digest check in words."""
+    if d["ok"] is False:
+        return "MISMATCH: " + "; ".join(d["mismatches"])
+    text = {True: "identical batches across arms for every seed compared", None: "not compared yet"}[d["ok"]]
+    designed = sorted({m.split("`")[1] for m in d.get("expected", [])})
+    if designed:
+        text += (f"; {', '.join(f'`{a}`' for a in designed)} start(s) from another source (train.init_from) and read the "
+                 "data with that source's tokenizer, or one of its own: other batches by design, compared with Welch's test")
+    return text
 
 
 def init_text(init: dict[str, Any]) -> str:
