@@ -105,7 +105,8 @@ def parse(argv: list[str], whole: bool = True) -> str:
         except typer.Exit:  # --help / --version: eager options that stop parsing
             return " ".join(path)
         except UsageError as e:
-            if whole or type(e).__name__ != "MissingParameter":
+            # prose may name a command without its arguments (`jepa inspect`, `jepa ...`)
+            if whole or type(e).__name__ not in ("MissingParameter", "NoArgsIsHelpError"):
                 raise
             return " ".join(path)
         if not hasattr(cmd, "resolve_command"):  # a leaf command, not a group
