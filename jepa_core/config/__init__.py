@@ -14,6 +14,7 @@ from .load import (
     non_default_keys,
     parse_override,
     save_config,
+    toml_value,
     validate,
 )
 from .schema import (
@@ -44,5 +45,5 @@ __all__ = [
     "SECTION_MODELS", "SECTIONS", "TOP_LEVEL_KEYS", "Config", "DataConfig", "JepaConfig", "LogConfig", "ModelConfig",
     "OptimConfig", "TrainConfig", "all_keys", "apply_overrides", "config_from_toml", "config_to_toml", "deep_merge",
     "diff_configs", "keys_with", "load_config", "load_raw", "non_default_keys", "parse_override", "save_config",
-    "upper_bound", "validate",
+    "toml_value", "upper_bound", "validate",
 ]  # fmt: skip

@@ -174,12 +174,12 @@ def _set_source(set_by: dict[str, str], key: str) -> str:
     return f"--set {shlex.quote(set_by[key])}"
 
 
-def _toml(v: Any) -> str:
+def toml_value(v: Any) -> str:
     """A value as it is typed after --set KEY= (compact TOML)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_toml(x) for x in v) + "]"
+        return "[" + ",".join(toml_value(x) for x in v) + "]"
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(v) if isinstance(v, float) else str(v)
@@ -210,7 +210,7 @@ def _syntax_hint(dotted: str, got: Any) -> str | None:
     def example(v: Any) -> str:
         # a plain word needs no TOML quotes after --set (it is read as a string)
         bare = isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w:/.\-]*", v) and v not in ("true", "false", "inf", "nan")
-        return f"--set {shlex.quote(f'{dotted}={v if bare else _toml(v)}')}"
+        return f"--set {shlex.quote(f'{dotted}={v if bare else toml_value(v)}')}"
 
     if origin is list:
         if isinstance(got, str) and not got.lstrip().startswith("["):
@@ -241,7 +241,7 @@ def _syntax_hint(dotted: str, got: Any) -> str | None:
         return f"A number, e.g. {example(default)} (TOML: 3e-4, 0.001, 1)."
     if ann is str:
         if not isinstance(got, str):
-            return f"A string; a value that reads as a number, list or boolean needs TOML quotes: --set {shlex.quote(f'{dotted}={_toml(str(got))}')}."
+            return f"A string; a value that reads as a number, list or boolean needs TOML quotes: --set {shlex.quote(f'{dotted}={toml_value(str(got))}')}."
         return f'A string, e.g. {example(default or "TEXT")}; quote it for the shell when it has spaces.'
     return None
 
@@ -276,9 +276,9 @@ def _sibling_length_error(raw: dict[str, Any], set_by: dict[str, str], source: s
             n = len(va)
             probs = [round(1 / n, 4)] * n
             probs[0] = round(1 - sum(probs[1:]), 4)
-            fix = f"Set `{b}` with it: --set {shlex.quote(set_by[a])} --set {shlex.quote(f'{b}={_toml(probs)}')} (any {n} values that sum to 1)."
+            fix = f"Set `{b}` with it: --set {shlex.quote(set_by[a])} --set {shlex.quote(f'{b}={toml_value(probs)}')} (any {n} values that sum to 1)."
         elif b in set_by and a not in set_by:
-            fix = f"Set `{a}` with it ({len(vb)} entries): e.g. --set {shlex.quote(f'{a}={_toml(va[: len(vb)] or [2])}')} --set {shlex.quote(set_by[b])}."
+            fix = f"Set `{a}` with it ({len(vb)} entries): e.g. --set {shlex.quote(f'{a}={toml_value(va[: len(vb)] or [2])}')} --set {shlex.quote(set_by[b])}."
         else:
             fix = f"Give `{a}` and `{b}` the same number of entries."
         return ConfigError(msg, hint=fix)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from jepa_core import rundir as rd
-from jepa_core.config import Config, DataConfig
+from jepa_core.config import Config, DataConfig, toml_value
 from jepa_core.errors import CheckpointError, ConfigError, DataError
 
 HF_PREFIX = "hf:"
@@ -169,16 +169,6 @@ def _lower_first(s: str) -> str:
 # --------------------------------------------------------------------------- checking a config against SRC
 
 
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_toml(x) for x in v) + "]"
-    if isinstance(v, str):
-        return json.dumps(v)
-    return repr(v) if isinstance(v, float) else str(v)
-
-
 def mismatches(cfg: Config, src: InitSource) -> list[tuple[str, Any, Any, list[str]]]:
     """(what, the source's value, the config's value, the --set values that match) for every
     key on which `cfg` cannot take the source's weights; [] when it can."""
@@ -188,13 +178,13 @@ def mismatches(cfg: Config, src: InitSource) -> list[tuple[str, Any, Any, list[s
     out: list[tuple[str, Any, Any, list[str]]] = []
     for k in _LM_KEYS:
         if k in s and getattr(m, k) != s[k]:
-            out.append((f"model.{k}", s[k], getattr(m, k), [f"model.{k}={_toml(s[k])}"]))
+            out.append((f"model.{k}", s[k], getattr(m, k), [f"model.{k}={toml_value(s[k])}"]))
     if all(k in s for k in ("d_model", "ff_multiplier", "ff_round")):
         want = swiglu_hidden(s["d_model"], s["ff_multiplier"], s["ff_round"])
         got = swiglu_hidden(s["d_model"], m.ff_multiplier, m.ff_round)  # at the source's width: d_model is reported on its own
         if want != got:
             out.append(("the SwiGLU size, model.ff_multiplier x d_model rounded up to model.ff_round,", want, got,
-                        [f"model.ff_multiplier={_toml(s['ff_multiplier'])}", f"model.ff_round={_toml(s['ff_round'])}"]))
+                        [f"model.ff_multiplier={toml_value(s['ff_multiplier'])}", f"model.ff_round={toml_value(s['ff_round'])}"]))
     builds_bridge = not cfg.jepa.run_baseline and m.lm_bridge
     if src.has_bridge and builds_bridge and "tap_layer" in s and "n_layers" in s:
         src_tap = s["tap_layer"] if s["tap_layer"] >= 0 else s["n_layers"] + s["tap_layer"]
@@ -204,10 +194,10 @@ def mismatches(cfg: Config, src: InitSource) -> list[tuple[str, Any, Any, list[s
         j, sj = cfg.jepa, src.jepa
         for k in _HEAD_KEYS:
             if getattr(j, k) != sj[k]:
-                out.append((f"jepa.{k}", sj[k], getattr(j, k), [f"jepa.{k}={_toml(sj[k])}"]))
+                out.append((f"jepa.{k}", sj[k], getattr(j, k), [f"jepa.{k}={toml_value(sj[k])}"]))
         if len(j.horizons) != len(sj["horizons"]):
             out.append(("the number of jepa.horizons", len(sj["horizons"]), len(j.horizons),
-                        [f"jepa.horizons={_toml(sj['horizons'])}", f"jepa.horizon_probs={_toml(sj['horizon_probs'])}"]))
+                        [f"jepa.horizons={toml_value(sj['horizons'])}", f"jepa.horizon_probs={toml_value(sj['horizon_probs'])}"]))
     return out
 
 
@@ -280,7 +270,7 @@ def config_from_source(text: str, overrides: list[str] | tuple[str, ...] = ()) -
 
     src = resolve_source(text)
     if src.kind == "hf":
-        sets = " ".join(f"--set {shlex.quote(f'model.{k}={_toml(v)}')}" for k, v in sorted(src.model.items()))
+        sets = " ".join(f"--set {shlex.quote(f'model.{k}={toml_value(v)}')}" for k, v in sorted(src.model.items()))
         raise ConfigError(
             f"`jepa train --init-from {text}` needs --profile: a Hugging Face model directory holds no jepa config.",
             hint=f"Name the profile to train with and the source's shape, e.g. jepa train --profile tiny --init-from {shlex.quote(text)} {sets}",
