@@ -125,7 +125,7 @@ def _render(report, show_config: bool, expand: bool) -> None:
 
         label = init_from_label(report.init_from) or "?"
         digest = report.init_from.get("digest")
-        info.add_row("started", escape(label) + (f" [dim]· weights sha256 {escape(str(digest)[:16])}…[/]" if digest else ""))
+        info.add_row("started", escape(label) + (f" [dim]· weights {escape(str(digest)[:25])}…[/]" if digest else ""))
     if report.jepa_version or report.torch_version:
         info.add_row("versions", f"jepa {escape(str(report.jepa_version))} · torch {escape(str(report.torch_version))}")
     if report.tokenizer_sha256:

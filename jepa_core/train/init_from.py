@@ -21,7 +21,6 @@ Weights only: the run itself is new (step 0, a fresh optimizer, LR schedule and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -319,19 +318,10 @@ def _group(names: list[str]) -> str:
     return ", ".join(f"{k}.* ({c})" if c > 1 or k in ("jepa", "teacher") else k for k, c in counts.items())
 
 
-def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over (name, float32 bytes) in sorted name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode() + b"\0")
-        h.update(tensors[name].detach().to("cpu", torch.float32).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 @torch.no_grad()
 def load_into(model: torch.nn.Module, src: InitSource) -> Loaded:
     """Load SRC's weights into a freshly built `model` (a JepaLM) by the rules in the module docstring."""
-    from jepa_core.train.checkpoint import unwrap
+    from jepa_core.train.checkpoint import tensors_digest, unwrap
 
     target = unwrap(model)
     own = target.state_dict(keep_vars=True)
@@ -363,7 +353,9 @@ def load_into(model: torch.nn.Module, src: InitSource) -> Loaded:
             copied.append(t_name)
     fresh = [n for n in own if n not in loaded and n not in copied]
     dropped = [n for n in tensors if n not in own]
-    record = {**src.record(), "digest": weights_digest(loaded), "loaded": len(loaded)}
+    # the payload digest a safetensors file of exactly these tensors records (rundir.digest): for a
+    # source whose every tensor was loaded, the one its own file carries
+    record = {**src.record(), "digest": tensors_digest(loaded), "loaded": len(loaded)}
     where = f" ({src.path.name}, step {src.step})" if src.kind != "hf" else ""
     notes = [f"weights from {src.given}{where}: {len(loaded)} tensors loaded", *src.notes]
     if fresh or copied:
