@@ -175,7 +175,7 @@ def _anchors(page: Path) -> set[str]:
     return out
 
 
-def broken_links(page: Path) -> list[str]:
+def broken_links(page: Path, root: Path = ROOT) -> list[str]:
     bad = []
     in_fence = False
     for n, line in enumerate(page.read_text().splitlines(), 1):
@@ -190,9 +190,9 @@ def broken_links(page: Path) -> list[str]:
             file_part, _, frag = target.partition("#")
             dest = (page.parent / file_part).resolve() if file_part else page
             if not dest.exists():
-                bad.append(f"{page.relative_to(ROOT)}:{n}: {target} (no such file)")
+                bad.append(f"{page.relative_to(root)}:{n}: {target} (no such file)")
             elif frag and dest.suffix == ".md" and frag not in _anchors(dest):
-                bad.append(f"{page.relative_to(ROOT)}:{n}: {target} (no such heading)")
+                bad.append(f"{page.relative_to(root)}:{n}: {target} (no such heading)")
     return bad
 
 
@@ -208,9 +208,4 @@ def test_link_checker_finds_a_broken_link(tmp_path):
         "[ok](there.md) [ok](there.md#a-heading) [web](https://example.org)\n"
         "[gone](missing.md) [bad](there.md#nope)\n```\n[in code](nowhere.md)\n```\n"
     )
-    global ROOT
-    saved, ROOT = ROOT, tmp_path
-    try:
-        assert broken_links(page) == ["p.md:2: missing.md (no such file)", "p.md:2: there.md#nope (no such heading)"]
-    finally:
-        ROOT = saved
+    assert broken_links(page, root=tmp_path) == ["p.md:2: missing.md (no such file)", "p.md:2: there.md#nope (no such heading)"]
