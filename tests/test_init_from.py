@@ -444,9 +444,16 @@ def test_ablate_init_from_seed_slot_gives_each_seed_its_own_base(source, baselin
     plan = ab.plan_ablation("tiny", 2, overrides=ablate_overrides(text), out=tmp_path / "abl", init_from=slot)
     for arm in ("baseline", "jepa"):
         assert [plan.config_for(arm, i).train.init_from for i in (0, 1)] == [str(bases / "b-s0"), str(bases / "b-s1")]
-    # a seed without its base is refused at plan time, naming it
+    # a seed without its base is refused at plan time, naming it: in --init-from, in an arm's own
+    # train.init_from, and when --resume adds that seed
     with pytest.raises(CheckpointError, match="b-s2"):
         ab.plan_ablation("tiny", 3, overrides=ablate_overrides(text), out=tmp_path / "abl3", init_from=slot)
+    with pytest.raises(CheckpointError, match="b-s2"):
+        ab.plan_ablation("tiny", 3, arms=["baseline:jepa.run_baseline=true", f"own:train.init_from={json.dumps(slot)}"],
+                         overrides=ablate_overrides(text), out=tmp_path / "abl4", init_from=str(source))
+    with pytest.raises(CheckpointError, match="b-s2"):
+        ab.extend_plan(plan, n_seeds=3)
+    assert ab.extend_plan(plan, n_seeds=2).seeds == plan.seeds
 
 
 def test_arms_may_start_from_different_sources_and_stay_paired_by_seed(source, baseline_source, text, tmp_path, one_thread):

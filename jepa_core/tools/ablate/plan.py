@@ -386,20 +386,20 @@ def plan_ablation(
     plan.commands = [command] if command else []
     configs = {a.name: plan.config_for(a.name, 0) for a in arm_list}
     plan.settings = check_arms_comparable(configs)
-    for i in range(len(seeds) if init_from and SEED_SLOT in init_from else 1):
-        _check_init_from(configs if i == 0 else {a.name: plan.config_for(a.name, i) for a in arm_list})
+    _check_init_from(plan, [(a.name, i) for a in arm_list for i in range(len(seeds))])
     return plan
 
 
-def _check_init_from(configs: dict[str, Config]) -> None:
-    """Every arm's model against the weights it starts from (train.init_from), before anything runs.
+def _check_init_from(plan: AblationPlan, runs: list[tuple[str, int]]) -> None:
+    """Each run's model (arm, seed index) against the weights it starts from (train.init_from), before anything runs.
 
-    Arms may start from different sources (the starting point as the treatment), so each
-    source is resolved once and checked against the arms that name it."""
+    Arms may start from different sources (the starting point as the treatment) and seeds from
+    their own (`{i}`), so each source is resolved once and checked against the runs that name it."""
     from jepa_core.train.init_from import check_shape, check_tokenizer, resolve_source
 
     sources: dict[str, Any] = {}
-    for name, cfg in configs.items():
+    for name, i in runs:
+        cfg = plan.config_for(name, i)
         where = cfg.train.init_from
         if not where:
             continue
@@ -450,9 +450,11 @@ def extend_plan(
                 hint="Add arms where the ablation was started (same device and precision), or start a new ablation.",
             )
         grown.settings = {**settings, **plan.settings}
-        _check_init_from({a.name: grown.config_for(a.name, 0) for a in new})
     if n_seeds is not None and n_seeds > len(plan.seeds):
         grown.seeds = plan.seeds + [plan.seeds[0] + i for i in range(len(plan.seeds), n_seeds)]
+    # the runs this adds: new arms at every seed, every arm at a new seed (its own base with `{i}`)
+    _check_init_from(grown, [(a.name, i) for a in grown.arms for i in range(len(grown.seeds))
+                             if a.name not in old or i >= len(plan.seeds)])
     grown.grids = plan.grids + [g.to_dict() for g in parsed]
     if command and grown.runs() != plan.runs():
         grown.commands = plan.commands + [command]
