@@ -252,6 +252,12 @@ class AblationPlan:
             train["init_from"] = train["init_from"].replace(SEED_SLOT, str(seed_index))
         return validate(raw, source=f"arm `{arm}`")
 
+    def init_source(self, arm: str, seed_index: int) -> str:
+        """The weights a run starts from (train.init_from, `{i}` filled in); "" for random ones.
+        Arms of one seed that differ here start from other weights, and may read the data with
+        another tokenizer, by design."""
+        return self.config_for(arm, seed_index).train.init_from
+
     def manifest(self) -> dict[str, Any]:
         runs = []
         for spec in self.runs():

@@ -106,7 +106,6 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
     for i in range(len(plan.seeds)):
         logs = {a.name: read_batch_log(plan.dir / f"{a.name}-s{i}") for a in plan.arms}
         ref = logs[plan.reference]
-        ref_source = plan.config_for(plan.reference, i).train.init_from
         counts = {name: len(log) for name, log in logs.items()}
         for name, log in logs.items():
             if name == plan.reference:
@@ -116,7 +115,7 @@ def verify_data_order(plan: AblationPlan) -> dict[str, Any]:
             bad = next((k for k in common if ref[k] != log[k]), None)
             if bad is not None:
                 what = f"seed {i}: arm `{name}` drew a different batch {bad} than `{plan.reference}`"
-                by_design = plan.config_for(name, i).train.init_from != ref_source
+                by_design = plan.init_source(name, i) != plan.init_source(plan.reference, i)
                 (expected if by_design else mismatches).append(what)
                 broken.append({"seed_index": i, "arm": name})  # unpaired either way: Welch's test
         per_seed.append({"seed_index": i, "batches": counts})
@@ -135,7 +134,7 @@ def verify_init(plan: AblationPlan, runs: dict[str, dict[str, Any]]) -> dict[str
     compared = 0
     for i in range(len(plan.seeds)):
         ref = runs[f"{plan.reference}-s{i}"]["init_digests"]
-        ref_source = plan.config_for(plan.reference, i).train.init_from
+        ref_source = plan.init_source(plan.reference, i)
         for a in plan.arms:
             name = f"{a.name}-s{i}"
             digs = runs[name]["init_digests"]
@@ -143,7 +142,7 @@ def verify_init(plan: AblationPlan, runs: dict[str, dict[str, Any]]) -> dict[str
                 missing.append(name)
             if a.name == plan.reference or not digs or not ref:
                 continue
-            source = plan.config_for(a.name, i).train.init_from
+            source = plan.init_source(a.name, i)
             if source != ref_source:
                 # the starting point is this arm's treatment: other weights are expected, and
                 # the seed still pairs the runs (same batches; sources of one seed)
