@@ -48,7 +48,7 @@ def main() -> None:
     T, B, n = cfg.data.block_size, cfg.train.batch_size, len(prepared.val_tokens)
     print(f"{args.profile}: {n} validation tokens, block {T}, batch {B}, device {rt.device}")
 
-    ev = Evaluator(cfg, prepared, rt.device, rt.autocast, baseline=model.is_baseline)
+    ev = Evaluator(cfg, prepared, rt.device, baseline=model.is_baseline)
     s_ev, rec = best_of(args.reps, lambda: ev(model))
     print(f"eval as in training: {s_ev:.3f} s; val_tokens {rec['val_tokens']} (split: {n - 1} after the first), "
           f"val_bpb {rec['val_bpb']:.4f}" + (f", {rec['retrieval_pairs']} retrieval pairs" if "retrieval_pairs" in rec else ""))

@@ -154,8 +154,8 @@ def test_plan_defaults_and_seeds(tmp_path):
 def test_plan_rejects_unfair_arms(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.block_size \(a: 128, b: 64\)"):
         ab.plan_ablation("tiny", 2, ["a:jepa.tau=0.2", "b:data.block_size=64"], out=tmp_path / "x")
-    with pytest.raises(ConfigError, match="train.precision|precision"):
-        ab.plan_ablation("tiny", 2, ["a:", "b:train.precision=\"bf16\""], out=tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"train\.compile \(a: True, b: False\)"):
+        ab.plan_ablation("tiny", 2, ["a:", "b:train.compile=false"], out=tmp_path / "x")
     with pytest.raises(ConfigError, match="train.seed"):
         ab.plan_ablation("tiny", 2, ["a:", "b:train.seed=3"], out=tmp_path / "x")
     with pytest.raises(ConfigError, match="Two arms"):
@@ -178,6 +178,25 @@ def test_plan_refuses_an_existing_ablation(tmp_path):
     (tmp_path / "abl" / ab.BASE_CONFIG).write_text("")
     with pytest.raises(CheckpointError, match="format"):
         ab.load_plan(tmp_path / "abl")
+
+
+def test_precision_may_be_the_treatment(tmp_path, monkeypatch):
+    """Arms may differ in train.precision (a bf16-vs-fp32 study): recorded per arm, shown per arm,
+    and an extension refuses a machine that resolves an old arm's `auto` otherwise."""
+    import jepa_core.train.device as device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    plan = ab.plan_ablation("tiny", 2, ['fp32:train.precision="fp32"', 'auto:train.precision="auto"'], out=tmp_path / "abl")
+    assert plan.settings["precision"] == {"fp32": "fp32", "auto": "bf16"}
+    assert ab.setting_text(plan.settings, "precision") == "fp32 (fp32), bf16 (auto)"
+    plan.save()
+    grown = ab.extend_plan(ab.load_plan(tmp_path / "abl"), None, ['bf16:train.precision="bf16"'])
+    assert grown.settings["precision"] == {"fp32": "fp32", "auto": "bf16", "bf16": "bf16"}
+    same = ab.plan_ablation("tiny", 2, ["a:jepa.tau=0.2", "b:"], out=tmp_path / "other")
+    assert same.settings["precision"] == "bf16"  # one value when the arms agree, as before
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2"}))
+    with pytest.raises(ConfigError, match=r"precision \(fp32 \(fp32\), bf16 \(auto\) then, fp32 \(fp32\), fp32 \(auto\)"):
+        ab.extend_plan(ab.load_plan(tmp_path / "abl"), None, ['b2:train.precision="bf16"'])
 
 
 def test_extend_plan_adds_arms_and_seeds(tmp_path):

@@ -16,6 +16,8 @@ from jepa_core.tools.bench import ArmResult, BenchReport, MatmulPeak, arm_config
 from jepa_core.config import load_config, validate
 from jepa_core.errors import ConfigError
 from jepa_core.model import estimate_flops_per_token
+from jepa_core.train.allocator import retain_freed_memory
+from jepa_core.train.device import resolve_precision
 
 SMALL = [
     "train.compile=false",
@@ -48,7 +50,10 @@ def report():
 
 def test_report_structure(report):
     assert [a.name for a in report.arms] == ["baseline", "projector", "encoder"]
-    assert report.device == "cpu" and report.precision == "fp32"
+    # tiny's precision is "auto": bf16 where this CPU has native bf16 matmul, and the report says why
+    assert (report.device, report.precision) == ("cpu", resolve_precision("auto", torch.device("cpu"))[0])
+    assert report.precision_why.startswith("auto: the CPU has") and report.to_dict()["precision_why"] == report.precision_why
+    assert report.to_dict()["plan"]["allocator"] == retain_freed_memory()
     assert report.shape["d_model"] == 32 and report.shape["vocab_size"] == 300
     assert report.shape["batch_size"] == 4 and report.shape["block_size"] == 32
     for a in report.arms:

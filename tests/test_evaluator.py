@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from types import SimpleNamespace
 
@@ -64,7 +63,7 @@ STREAM = np.array([0, 1, 2, 3, 0, 2, 1] * 3 + [3], dtype=np.int64)
 
 def test_bpb_by_hand_over_the_targets():
     """Bug (c): counting validation bytes over the inputs instead of the targets."""
-    ev = Evaluator(_baseline_cfg(), _prepared(STREAM, HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
+    ev = Evaluator(_baseline_cfg(), _prepared(STREAM, HAND_BYTES), torch.device("cpu"), baseline=True)
     model = _FixedModel()
     rec = ev(model)
     assert model.training  # left in train mode
@@ -85,18 +84,18 @@ def test_bpb_by_hand_over_the_targets():
 def test_the_whole_split_is_scored_once_and_a_cap_is_logged():
     n = 1000
     tokens = np.random.default_rng(0).integers(0, 4, n)
-    ev = Evaluator(_baseline_cfg(), _prepared(tokens, HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
+    ev = Evaluator(_baseline_cfg(), _prepared(tokens, HAND_BYTES), torch.device("cpu"), baseline=True)
     rec = ev(_FixedModel())
     assert rec["val_tokens"] == n - 1 and rec["val_capped"] is False
     assert rec["val_bytes"] == int(HAND_BYTES[tokens[1:]].sum())
     assert rec["val_bpb"] == pytest.approx(BITS[tokens[1:]].sum() / HAND_BYTES[tokens[1:]].sum(), rel=1e-6)
     # the cap: the first 100 targets, flagged in the record
-    ev = Evaluator(_baseline_cfg(eval_tokens=100), _prepared(tokens, HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
+    ev = Evaluator(_baseline_cfg(eval_tokens=100), _prepared(tokens, HAND_BYTES), torch.device("cpu"), baseline=True)
     rec = ev(_FixedModel())
     assert rec["val_tokens"] == 100 and rec["val_capped"] is True
     assert rec["val_bytes"] == int(HAND_BYTES[tokens[1:101]].sum())
     # a stride scores the same tokens (this fake model ignores context: the same BPB)
-    ev = Evaluator(_baseline_cfg(eval_stride=3), _prepared(tokens, HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
+    ev = Evaluator(_baseline_cfg(eval_stride=3), _prepared(tokens, HAND_BYTES), torch.device("cpu"), baseline=True)
     rec2 = ev(_FixedModel())
     assert rec2["val_tokens"] == n - 1 and rec2["val_bpb"] == pytest.approx(BITS[tokens[1:]].sum() / HAND_BYTES[tokens[1:]].sum(), rel=1e-6)
 
@@ -108,7 +107,7 @@ def test_jepa_record_has_the_probes_over_the_fixed_set(one_thread):
     model = JepaLM.from_config(cfg, V)
     tokens = np.random.default_rng(1).integers(0, V, 40 * 32 + 7)
     lengths = np.random.default_rng(2).integers(1, 4, V)
-    ev = Evaluator(cfg, _prepared(tokens, lengths), torch.device("cpu"), contextlib.nullcontext, baseline=False)
+    ev = Evaluator(cfg, _prepared(tokens, lengths), torch.device("cpu"), baseline=False)
     rec = ev(model)
     assert model.training
     assert rec["val_tokens"] == len(tokens) - 1 and rec["val_bytes"] == int(lengths[tokens[1:]].sum())
@@ -127,7 +126,7 @@ def test_probes_reuse_the_scoring_pass_and_match_a_separate_one(one_thread, teac
     torch.manual_seed(0)
     model = JepaLM.from_config(cfg, V)
     tokens = np.random.default_rng(1).integers(0, V, 30 * 32 + 7)  # 30 full blocks, then 6 targets
-    ev = Evaluator(cfg, _prepared(tokens, np.ones(V, dtype=np.int64)), torch.device("cpu"), contextlib.nullcontext, baseline=False)
+    ev = Evaluator(cfg, _prepared(tokens, np.ones(V, dtype=np.int64)), torch.device("cpu"), baseline=False)
     rows = []
     hook = model.transformer.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     try:
@@ -153,8 +152,8 @@ def test_a_split_shorter_than_a_block_is_a_clear_error():
     from jepa_core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="too few for one block of 8"):
-        Evaluator(_baseline_cfg(), _prepared(STREAM[:8], HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
-    Evaluator(_baseline_cfg(), _prepared(STREAM[:9], HAND_BYTES), torch.device("cpu"), contextlib.nullcontext, baseline=True)
+        Evaluator(_baseline_cfg(), _prepared(STREAM[:8], HAND_BYTES), torch.device("cpu"), baseline=True)
+    Evaluator(_baseline_cfg(), _prepared(STREAM[:9], HAND_BYTES), torch.device("cpu"), baseline=True)
 
 
 @pytest.mark.parametrize("extra", [(), ("train.eval_tokens=300",)])

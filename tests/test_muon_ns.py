@@ -9,7 +9,7 @@ import torch
 from jepa_core.config import validate
 from jepa_core.model import JepaLM, build_param_groups
 from jepa_core.train.device import fast_bf16_matmul, resolve_ns_dtype
-from jepa_core.train.optimizer import NsMuon, build_optimizer, newton_schulz
+from jepa_core.train.optimizer import NsMuon, build_optimizer, newton_schulz, newton_schulz_many
 
 COEFFS = (3.4445, -4.7750, 2.0315)  # torch.optim.Muon's defaults
 CPU = torch.device("cpu")
@@ -174,3 +174,22 @@ def test_run_start_label_and_the_slow_bf16_autocast_note(monkeypatch, flags):
     note = device.slow_bf16_note(device.Runtime(CPU, "bf16"))
     assert (note is None) if native else ("--set train.precision=fp32" in note)
     assert device.slow_bf16_note(device.Runtime(CPU, "fp32")) is None
+
+
+def test_batched_newton_schulz_is_each_matrix_on_its_own():
+    """newton_schulz_many stacks same-shape matrices (both orientations) into one bmm: each result
+    equals newton_schulz of that matrix alone, in fp32 and bf16, with its own norm (one matrix
+    1000x larger changes nothing for the others)."""
+    gen = torch.Generator().manual_seed(11)
+    shapes = [(24, 40), (40, 24), (24, 24), (24, 40), (8, 40), (24, 24)]
+    gs = [torch.randn(s, generator=gen) for s in shapes]
+    gs[1] = gs[1] * 1000
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        many = newton_schulz_many(gs, COEFFS, 5, 1e-7, dtype)
+        for g, got in zip(gs, many, strict=True):
+            want = newton_schulz(g, COEFFS, 5, 1e-7, dtype)
+            assert got.shape == g.shape and got.dtype == dtype
+            assert torch.allclose(got.float(), want.float(), atol=tol), (g.shape, (got.float() - want.float()).abs().max())
+    exact = [newton_schulz(g.double(), COEFFS, 5, 1e-7, torch.float64) for g in gs]
+    for got, ref in zip(newton_schulz_many(gs, COEFFS, 5, 1e-7, torch.float32), exact, strict=True):
+        assert (got.double() - ref).abs().max() < 1e-5

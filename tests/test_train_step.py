@@ -57,3 +57,31 @@ def test_gradient_probe_runs_on_a_compiled_model(tmp_path, monkeypatch, one_thre
         res = train_step(tr, lambda: (batch[:, :-1], batch[:, 1:]), step, 3, probe_grads=step != 1)
         assert torch.isfinite(res.loss)
     assert res.grads is not None and res.grads["grad_norm_jepa"] > 0
+
+
+@pytest.mark.parametrize("max_norm", [1e9, 0.5, 1e-3])
+def test_host_clipping_is_torchs_clip_bit_for_bit(max_norm):
+    """_clip_on_host skips torch's multiply by 1.0 when the norm is under the limit: parameters'
+    gradients and the returned norm equal torch.nn.utils.clip_grad_norm_'s exactly, clipping or not."""
+    from jepa_core.train.step import _clip_on_host
+
+    gen = torch.Generator().manual_seed(3)
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in [(7, 5), (5,), (3, 3)]]
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in [(7, 5), (5,), (3, 3)]]
+    for p, q in zip(ours, ref):
+        p.grad = torch.randn(p.shape, generator=gen)
+        q.grad = p.grad.clone()
+    got, want = _clip_on_host(ours, max_norm), torch.nn.utils.clip_grad_norm_(ref, max_norm)
+    assert torch.equal(got, want)
+    for p, q in zip(ours, ref):
+        assert torch.equal(p.grad, q.grad)
+    after = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))
+    assert float(after) == pytest.approx(min(max_norm, float(want)), rel=1e-5)  # clipped only when over the limit
+
+
+def test_host_clipping_spreads_a_nan_norm_like_torch():
+    from jepa_core.train.step import _clip_on_host
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([1.0, float("nan"), 2.0, 3.0])
+    assert torch.isnan(_clip_on_host([p], 1.0)) and torch.isnan(p.grad).all()

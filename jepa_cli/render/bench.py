@@ -67,6 +67,8 @@ def render_report(d: dict[str, Any]) -> None:
     if d.get("datasheet_peak_flops_per_s"):
         line += f"  datasheet bf16 peak {_si(d['datasheet_peak_flops_per_s'], 'FLOP/s')}"
     console.print(line)
+    if d.get("precision_why"):
+        console.print(f"[dim]precision {d['precision']}: {d['precision_why']}[/]")
     if d["plan"].get("muon_ns_dtype"):
         console.print(f"[dim]Muon Newton-Schulz in {d['plan']['muon_ns_dtype']}[/]")
 

@@ -93,6 +93,8 @@ class PlainProgress:
             f"{'LM-only baseline' if info['baseline'] else 'JEPA'}"
         )
         console.print(f"[dim]run dir: {info['run_dir']}  (watch it with: jepa watch {info['run_dir']})[/]")
+        if info.get("precision_why"):
+            console.print(f"[dim]precision {info['precision']}: {info['precision_why']}[/]")
         for note in info.get("notes", []):
             console.print(f"[yellow]note:[/] {note}")
         self.start_step = info["start_step"]

@@ -131,6 +131,21 @@ class RotaryEmbedding(nn.Module):
         return out.to(x.dtype)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
+    """F.scaled_dot_product_attention, in fp32 on CPU when the inputs are bf16.
+
+    torch's CPU flash-attention backward is about 4x slower in bf16 than in fp32 (10 ms
+    against 2.4 ms for the `tiny` shape; benchmarks/2026-12-xeon-amx.md), which made bf16
+    autocast slower than fp32 training on CPU. Attention is a small share of the FLOPs at
+    these widths, so it runs in fp32 and the matmuls around it keep bf16's speed.
+    """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs back down
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
 class CausalSelfAttention(nn.Module):
     """Fused QKV (no bias), RoPE on q and k, SDPA with is_causal=True."""
 
@@ -151,7 +166,7 @@ class CausalSelfAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, T, hd)
         q, k = self.rope(q), self.rope(k)
-        y = F.scaled_dot_product_attention(
+        y = attend(
             q, k, v, is_causal=True, dropout_p=self.dropout_p if self.training else 0.0
         )
         y = y.transpose(1, 2).reshape(B, T, C)
@@ -170,7 +185,7 @@ class CausalSelfAttention(nn.Module):
         q = self.rope.rotate_at(q, positions)
         # query at position p sees keys 0..p (the causal mask for arbitrary query rows)
         mask = torch.arange(T, device=x.device)[None, None, :] <= positions[:, :, None]
-        y = F.scaled_dot_product_attention(
+        y = attend(
             q, k, v, attn_mask=mask[:, None], dropout_p=self.dropout_p if self.training else 0.0
         )
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(B, P, C)))

@@ -133,6 +133,7 @@ class BenchReport:
     load_avg: dict[str, list[float]] = field(default_factory=dict)
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    precision_why: str = ""  # the setting, or what `auto` saw
 
     def arm(self, name: str) -> ArmResult | None:
         return next((a for a in self.arms if a.name == name), None)
@@ -176,6 +177,7 @@ class BenchReport:
             "device": self.device,
             "device_name": self.device_name,
             "precision": self.precision,
+            "precision_why": self.precision_why,
             "threads": self.threads,
             "torch_version": self.torch_version,
             "shape": self.shape,
@@ -402,6 +404,7 @@ def run_bench(
     timed steps, the arms interleaved round by round. `fused_cpu` overrides
     the CPU fused-AdamW choice (None: the default the loop uses).
     """
+    from jepa_core.train.allocator import retain_freed_memory
     from jepa_core.train.device import compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 
     if steps < 1 or repeats < 1 or warmup < 0:
@@ -456,6 +459,7 @@ def run_bench(
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         precision=rt.precision,
+        precision_why=rt.why,
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,
         shape=_shape(cfg),
@@ -470,6 +474,7 @@ def run_bench(
             "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
             "optimizer": cfg.optim.optimizer,
             "muon_ns_dtype": ns_dtype_label(cfg.optim.optimizer, cfg.optim.muon_ns_dtype, device),
+            "allocator": retain_freed_memory(),
         },
         matmul=matmul,
         datasheet_peak=datasheet,

@@ -20,6 +20,7 @@ from jepa_core import rundir as rd
 from jepa_core.codeversion import code_version
 from jepa_core.config import Config
 from jepa_core.errors import ConfigError
+from jepa_core.train.allocator import retain_freed_memory
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 from jepa_core.train.distributed import DistInfo, barrier, init_distributed
 from jepa_core.train.fsdp import mode_label as fsdp_mode_label
@@ -68,6 +69,8 @@ class Run:
             "profile": self.cfg.name,
             "device": str(self.device),
             "precision": self.runtime.precision,
+            "precision_why": self.runtime.why,
+            "allocator": retain_freed_memory(),
             "compile": self.trainee.plan.compile,
             "world_size": self.dist.world_size,
             "parallel": fsdp_mode_label(self.cfg, self.dist.world_size),

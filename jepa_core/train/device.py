@@ -31,6 +31,12 @@ GPU_PEAK_BF16 = {
 class Runtime:
     device: torch.device
     precision: str  # "fp32" or "bf16"
+    why: str = ""  # why this precision: the setting, or what `auto` saw
+
+    @property
+    def precision_label(self) -> str:
+        """What run_start, bench and preflight show: "bf16 (auto: the CPU has native bf16 matmul (...))"."""
+        return f"{self.precision} ({self.why})" if self.why else self.precision
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -69,7 +75,7 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu"  # CPU autocast supports bf16 (slow without AMX; never chosen by auto)
+    return device.type == "cpu"  # CPU autocast supports bf16 (emulated, and slow, without native bf16)
 
 
 # CPU feature flags (Linux /proc/cpuinfo names) that give bf16 matmul native instructions:
@@ -139,13 +145,26 @@ def slow_bf16_note(rt: "Runtime") -> str | None:
     return f"bf16 autocast on this CPU is several times slower than fp32: {why}; --set train.precision=fp32"
 
 
+def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] | None = None) -> tuple[str, str]:
+    """`train.precision` ("auto" | "bf16" | "fp32") for `device`: (precision, why).
+
+    `auto` is bf16 autocast wherever bf16 matmul is native (CUDA with bf16, a CPU with
+    avx512_bf16, AMX or Arm bf16: the same test as Muon's Newton-Schulz dtype) and fp32
+    elsewhere. On a CPU with native bf16, `tiny` trains about 1.6x faster in bf16 with the
+    same val BPB (benchmarks/2026-12-xeon-amx.md, docs/results/bf16-cpu.md).
+    """
+    if setting == "auto":
+        fast, why = fast_bf16_matmul(device, flags)
+        return ("bf16" if fast else "fp32"), f"auto: {why}"
+    if setting == "bf16" and not bf16_supported(device):
+        raise ConfigError(f"`train.precision = \"bf16\"` is not supported on {device}.", hint="Use precision = \"auto\" or \"fp32\".")
+    return setting, f"train.precision = \"{setting}\""
+
+
 def resolve_runtime(device_spec: str, precision: str, local_rank: int = 0) -> Runtime:
     device = resolve_device(device_spec, local_rank)
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and bf16_supported(device) else "fp32"
-    elif precision == "bf16" and not bf16_supported(device):
-        raise ConfigError(f"`train.precision = \"bf16\"` is not supported on {device}.", hint="Use precision = \"auto\" or \"fp32\".")
-    return Runtime(device=device, precision=precision)
+    resolved, why = resolve_precision(precision, device)
+    return Runtime(device=device, precision=resolved, why=why)
 
 
 def gpu_peak_flops(device: torch.device) -> float | None:

@@ -32,13 +32,13 @@ from jepa_core.errors import ConfigError
 
 
 class Evaluator:
-    def __init__(self, cfg: Config, prepared: Any, device: torch.device, autocast, *, baseline: bool):
+    def __init__(self, cfg: Config, prepared: Any, device: torch.device, *, baseline: bool):
         from jepa_core.data.batching import val_blocks, val_windows
         from jepa_core.model import eval_pair_set
         from jepa_core.model.eval import PairProbe
 
         tc, T = cfg.train, cfg.data.block_size
-        self.device, self.autocast = device, autocast
+        self.device = device
         self.tokens = prepared.val_tokens
         n = len(self.tokens)
         if n < T + 1:
@@ -74,20 +74,22 @@ class Evaluator:
 
         model.eval()
         try:
-            with self.autocast():
-                if probe is not None:
-                    probe.reset()
-                score = score_lm(
-                    logits,
-                    self.tokens,
-                    self.block_size,
-                    self.batch_size,
-                    self.stride,
-                    self.max_tokens,
-                    self.token_bytes,
-                    with_starts=True,
-                )
-                extra = probe.finish(model, self.blocks, self.batch_size) if probe is not None else {}
+            # no autocast: scores are fp32 whatever precision the run trains in, so the val BPB of
+            # a bf16 run and an fp32 run measure their weights, not their evaluation's rounding
+            # (under FSDP a bf16 run's mixed-precision policy still gathers bf16 weights)
+            if probe is not None:
+                probe.reset()
+            score = score_lm(
+                logits,
+                self.tokens,
+                self.block_size,
+                self.batch_size,
+                self.stride,
+                self.max_tokens,
+                self.token_bytes,
+                with_starts=True,
+            )
+            extra = probe.finish(model, self.blocks, self.batch_size) if probe is not None else {}
         finally:
             model.train()
         val_loss = score.nats / max(score.n_tokens, 1)

@@ -138,7 +138,7 @@ def train(
 def _loop(run: Run, session: RunSession, cb: TrainCallbacks, stops: StopConditions) -> TrainResult:
     cfg, tr, batcher = run.cfg, run.trainee, run.batcher
     # under FSDP every rank joins the eval's forwards (each holds a shard); rank 0 alone records
-    evaluate = Evaluator(cfg, run.prepared, run.device, tr.plan.autocast, baseline=tr.model.is_baseline) if run.dist.is_main or tr.fsdp else None
+    evaluate = Evaluator(cfg, run.prepared, run.device, baseline=tr.model.is_baseline) if run.dist.is_main or tr.fsdp else None
     ckpt = Checkpointer(cfg, session.folder or run.run_dir, session.config_toml, run.prepared.tokenizer_sha256, run.dist.is_main,
                         last=run.resume.weights if run.resume else None, init_from=run.init_from)
     clock = _Clock(tr.plan.compile)

@@ -6,6 +6,8 @@ import copy
 import math
 from typing import Any
 
+from .plan import setting_text
+
 
 def _num(v: Any, spec: str = ".4f") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -73,7 +75,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(
             f"Shared settings (checked equal across arms): dataset `{s.get('data.dataset')}`, block {s.get('data.block_size')}, "
             f"batch {s.get('train.batch_size')} x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
-            f"{s.get('device')} {s.get('precision')}, compile {s.get('train.compile')}."
+            f"{s.get('device')} {setting_text(s, 'precision')}, compile {s.get('train.compile')}."
         )
     if rep["overrides"]:
         lines.append("Every arm: " + ", ".join(f"`{o}`" for o in rep["overrides"]) + ".")

@@ -32,6 +32,11 @@ REPORT_MD = "report.md"
 #: Settings every arm must share (for the same seed index): the config fields marked SAME_ACROSS_ARMS.
 SAME_KEYS = SAME_ACROSS_ARMS_KEYS
 
+#: Resolved settings an arm may set as its treatment (`--arm b:train.precision="bf16"`): where arms
+#: differ in one, the plan records it per arm ({arm: value}) instead of refusing. Precision is the
+#: one such setting: a study of bf16 against fp32 training compares exactly that.
+PER_ARM_SETTINGS = ("precision",)
+
 #: Grid and arm names longer than this are cut and given a hash suffix (run dirs add "-s<i>").
 MAX_ARM_NAME = 60
 
@@ -303,22 +308,41 @@ def shared_settings(cfg: Config) -> dict[str, Any]:
 
 
 def check_arms_comparable(configs: dict[str, Config]) -> dict[str, Any]:
-    """The shared settings, or a ConfigError naming every setting on which arms differ."""
+    """The shared settings, or a ConfigError naming every setting on which arms differ.
+
+    A setting of PER_ARM_SETTINGS on which arms differ is returned as {arm: value}."""
     per_arm = {name: shared_settings(cfg) for name, cfg in configs.items()}
     names = list(per_arm)
-    ref = per_arm[names[0]]
+    ref = dict(per_arm[names[0]])
     diffs = []
     for key in ref:
         values = {n: per_arm[n][key] for n in names}
         if len({json.dumps(v) for v in values.values()}) > 1:
+            if key in PER_ARM_SETTINGS:
+                ref[key] = values
+                continue
             diffs.append(f"{key} ({', '.join(f'{n}: {v!r}' for n, v in values.items())})")
     if diffs:
         raise ConfigError(
             "The arms would not be compared fairly: they differ in " + "; ".join(diffs) + ".",
-            hint="Every arm must see the same data order, steps, time budget, evaluation, device, precision and compile setting. "
-            "Set these with the global --set, not in an --arm or a --grid.",
+            hint="Every arm must see the same data order, steps, time budget, evaluation, device and compile setting. "
+            "Set these with the global --set, not in an --arm or a --grid (precision may differ: it can be the treatment).",
         )
     return ref
+
+
+def setting_for(settings: dict[str, Any], key: str, arm: str) -> Any:
+    """One arm's value of a shared setting (PER_ARM_SETTINGS may be stored per arm)."""
+    value = settings.get(key)
+    return value.get(arm) if isinstance(value, dict) else value
+
+
+def setting_text(settings: dict[str, Any], key: str) -> str:
+    """A shared setting for a report line: "bf16", or "fp32 (a), bf16 (b)" when stored per arm."""
+    value = settings.get(key)
+    if isinstance(value, dict):
+        return ", ".join(f"{v} ({arm})" for arm, v in value.items())
+    return str(value)
 
 
 def _check_arm_list(arm_list: list[Arm]) -> None:
@@ -447,15 +471,19 @@ def extend_plan(
     grown.arms = plan.arms + new
     if new:
         settings = check_arms_comparable({a.name: grown.config_for(a.name, 0) for a in grown.arms})
-        changed = [k for k in settings if k in plan.settings and json.dumps(settings[k]) != json.dumps(plan.settings[k])]
+        old_arms = [a.name for a in plan.arms]
+        changed = [
+            k for k in settings if k in plan.settings
+            and any(json.dumps(setting_for(settings, k, a)) != json.dumps(setting_for(plan.settings, k, a)) for a in old_arms)
+        ]
         if changed:
             raise ConfigError(
                 f"{plan.dir} was run with other shared settings than this machine resolves now: "
-                + ", ".join(f"{k} ({plan.settings[k]!r} then, {settings[k]!r} now)" for k in changed)
+                + ", ".join(f"{k} ({setting_text(plan.settings, k)} then, {setting_text(settings, k)} now)" for k in changed)
                 + ".",
                 hint="Add arms where the ablation was started (same device and precision), or start a new ablation.",
             )
-        grown.settings = {**settings, **plan.settings}
+        grown.settings = {**plan.settings, **settings}  # equal where both have a key, but for the new arms' entries
     if n_seeds is not None and n_seeds > len(plan.seeds):
         grown.seeds = plan.seeds + [plan.seeds[0] + i for i in range(len(plan.seeds), n_seeds)]
     # the runs this adds: new arms at every seed, every arm at a new seed (its own base with `{i}`)

@@ -409,7 +409,7 @@ def check_runtime(ctx: PreflightContext) -> str:
     rt = ctx.runtime()
     name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else os.uname().machine
     compile_note = ", torch.compile on" if ctx.cfg.train.compile else ""
-    return f"{rt.device} ({name}), precision {rt.precision}{compile_note} (train.device={ctx.cfg.train.device!r}, precision={ctx.cfg.train.precision!r})"
+    return f"{rt.device} ({name}), precision {rt.precision_label}{compile_note} (train.device={ctx.cfg.train.device!r})"
 
 
 def check_bf16(ctx: PreflightContext) -> str:
