@@ -155,6 +155,16 @@ def test_skip_is_reported_with_reason():
     assert (r.status, r.detail) == ("skip", "needs a GPU")
 
 
+@pytest.mark.parametrize("flags,want", [(frozenset({"avx2", "amx_bf16"}), "bf16 (auto: the CPU has native bf16 matmul (amx_bf16))"),
+                                         (frozenset({"avx2"}), "fp32 (auto: the CPU has no native bf16 matmul")])
+def test_runtime_check_says_what_auto_chose_and_why(monkeypatch, flags, want):
+    import jepa_core.train.device as device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)
+    (r,) = pf.run_preflight("tiny", checks=pf.select_checks(["runtime"]))
+    assert r.status == "pass" and f"precision {want}" in r.detail, r.detail
+
+
 def test_fault_injection_env(monkeypatch):
     monkeypatch.setenv(pf.FAULT_ENV, "ema")
     r = _one("ema")

@@ -128,7 +128,7 @@ def _print_plan(plan, resumed: bool) -> None:
         console.print(
             f"  [dim]checked equal across arms: dataset {escape(str(s.get('data.dataset')))}, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
             f" x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
-            f"{s.get('device')} {setting_text(s, 'precision')}, compile {s.get('train.compile')}[/]"
+            f"{s.get('device')}, precision {setting_text(s, 'precision')}, compile {s.get('train.compile')}[/]"
         )
 
 

@@ -15,5 +15,7 @@
     phases.py        where a step's time goes (forward, backward, optimizer, teacher), for bench and preflight
     optimizer.py     AdamW and Muon (parameter groups: jepa_core/model/param_groups.py)
     schedule.py      the learning-rate schedule
-    metrics.py  device.py  distributed.py
+    allocator.py     glibc malloc settings that keep a step's freed memory (no page faults per step)
+    device.py        device and precision: what `auto` picks and why
+    metrics.py  distributed.py
 """

@@ -1,7 +1,8 @@
 """The optimizer the loop steps: AdamW, or Muon for the hidden matrices plus AdamW for the rest.
 
 Both come from torch (torch.optim.Muon exists from torch 2.9); Muon's step is torch's
-with one change, the dtype of its Newton-Schulz iterations (`NsMuon`). The loop, the LR
+arithmetic with two changes (`NsMuon`): the dtype of its Newton-Schulz iterations, and the
+iterations batched over matrices of one shape (`newton_schulz_many`). The loop, the LR
 schedule and the checkpoint code see one object with `param_groups`, `state`, `step`
 and `zero_grad`, in the order `build_param_groups` returned the groups.
 """
@@ -24,7 +25,8 @@ def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], ste
 
     torch hard-codes bfloat16 here, which is right on GPUs and on CPUs with native bf16 matmul
     and 10-35x slower than fp32 on CPUs without it. The arithmetic is torch's, op for op, so in
-    bfloat16 the result is torch's to the bit.
+    bfloat16 the result is torch's to the bit. The optimizer runs the batched
+    `newton_schulz_many`; this one matrix at a time is the reference it is tested against.
     """
     a, b, c = coefficients
     x = g.to(dtype)

@@ -75,7 +75,7 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(
             f"Shared settings (checked equal across arms): dataset `{s.get('data.dataset')}`, block {s.get('data.block_size')}, "
             f"batch {s.get('train.batch_size')} x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
-            f"{s.get('device')} {setting_text(s, 'precision')}, compile {s.get('train.compile')}."
+            f"{s.get('device')}, precision {setting_text(s, 'precision')}, compile {s.get('train.compile')}."
         )
     if rep["overrides"]:
         lines.append("Every arm: " + ", ".join(f"`{o}`" for o in rep["overrides"]) + ".")
