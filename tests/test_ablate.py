@@ -189,14 +189,21 @@ def test_precision_may_be_the_treatment(tmp_path, monkeypatch):
     plan = ab.plan_ablation("tiny", 2, ['fp32:train.precision="fp32"', 'auto:train.precision="auto"'], out=tmp_path / "abl")
     assert plan.settings["precision"] == {"fp32": "fp32", "auto": "bf16"}
     assert ab.setting_text(plan.settings, "precision") == "fp32 (fp32), bf16 (auto)"
+    assert ab.precision_if_shared(plan.settings) == ""  # not on the "checked equal" line: reported per arm
     plan.save()
     grown = ab.extend_plan(ab.load_plan(tmp_path / "abl"), None, ['bf16:train.precision="bf16"'])
     assert grown.settings["precision"] == {"fp32": "fp32", "auto": "bf16", "bf16": "bf16"}
     same = ab.plan_ablation("tiny", 2, ["a:jepa.tau=0.2", "b:"], out=tmp_path / "other")
     assert same.settings["precision"] == "bf16"  # one value when the arms agree, as before
+    assert ab.precision_if_shared(same.settings) == ", precision bf16"
     monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2"}))
     with pytest.raises(ConfigError, match=r"precision \(fp32 \(fp32\), bf16 \(auto\) then, fp32 \(fp32\), fp32 \(auto\)"):
         ab.extend_plan(ab.load_plan(tmp_path / "abl"), None, ['b2:train.precision="bf16"'])
+    # adding seeds, or resuming as it is, would start runs that resolve `auto` here: refused too
+    for extend in (lambda p: ab.extend_plan(p, 3), ab.extend_plan):
+        with pytest.raises(ConfigError, match=r"precision \(fp32 \(fp32\), bf16 \(auto\) then, fp32 now\)") as e:
+            extend(ab.load_plan(tmp_path / "abl"))
+        assert "train.precision" in e.value.hint
 
 
 def test_extend_plan_adds_arms_and_seeds(tmp_path):
@@ -614,6 +621,17 @@ def test_a_hang_up_while_ablate_prepares_the_data_says_how_to_resume(tmp_path, m
 
 
 # --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """The Ctrl-C tests send this process a real SIGINT. A shell's background job (`cmd &`) inherits
+    SIGINT ignored, and training keeps an inherited SIG_IGN by design, so give them Python's handler."""
+    old = signal.getsignal(signal.SIGINT)
+    if old == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 class _CtrlC(ab.AblationCallbacks):

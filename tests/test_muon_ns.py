@@ -31,8 +31,9 @@ def _grads(step: int) -> list[torch.Tensor]:
 @pytest.mark.parametrize("adjust_lr_fn", [None, "match_rms_adamw"])
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_bf16_mode_is_torch_muon(adjust_lr_fn, nesterov):
-    """Same gradients, 4 steps (momentum built up), weight decay and both LR rules: the
-    bf16 mode matches torch.optim.Muon bit for bit, parameters and momentum buffers."""
+    """Same gradients, 4 steps (momentum built up), weight decay and both LR rules: the bf16 mode
+    matches torch.optim.Muon, momentum buffers bit for bit and parameters to bf16 rounding (on
+    the CPUs tried so far bit for bit too, but a batched bmm may sum in another order than mm)."""
     ours, ref = _params(0), _params(0)
     kw = dict(lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=nesterov, ns_steps=3, adjust_lr_fn=adjust_lr_fn)
     opt = NsMuon(ours, ns_dtype=torch.bfloat16, **kw)
@@ -43,7 +44,9 @@ def test_bf16_mode_is_torch_muon(adjust_lr_fn, nesterov):
         opt.step()
         ref_opt.step()
     for p, q in zip(ours, ref):
-        assert torch.equal(p, q)
+        # a step moves an element by about lr * scale = 0.05-0.08; a wrong momentum, Nesterov, decay or
+        # LR factor moves it by a sizeable part of that, bf16 rounding of the update by well under 1e-3
+        assert torch.allclose(p, q, rtol=0, atol=1e-3), (p - q).abs().max()
         assert torch.equal(opt.state[p]["momentum_buffer"], ref_opt.state[q]["momentum_buffer"])
     # the state format is torch's: our state dict loads into torch's Muon and back
     assert set(opt.state[ours[0]]) == {"momentum_buffer"}

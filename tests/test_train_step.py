@@ -59,7 +59,7 @@ def test_gradient_probe_runs_on_a_compiled_model(tmp_path, monkeypatch, one_thre
     assert res.grads is not None and res.grads["grad_norm_jepa"] > 0
 
 
-@pytest.mark.parametrize("max_norm", [1e9, 0.5, 1e-3])
+@pytest.mark.parametrize("max_norm", [float("inf"), 1e9, 0.5, 1e-3])
 def test_host_clipping_is_torchs_clip_bit_for_bit(max_norm):
     """_clip_on_host skips torch's multiply by 1.0 when the norm is under the limit: parameters'
     gradients and the returned norm equal torch.nn.utils.clip_grad_norm_'s exactly, clipping or not."""
@@ -85,3 +85,17 @@ def test_host_clipping_spreads_a_nan_norm_like_torch():
     p = torch.nn.Parameter(torch.zeros(4))
     p.grad = torch.tensor([1.0, float("nan"), 2.0, 3.0])
     assert torch.isnan(_clip_on_host([p], 1.0)) and torch.isnan(p.grad).all()
+
+
+def test_a_cpu_step_clips_on_the_host(monkeypatch, tmp_path):
+    """train_step on CPU clips through _clip_on_host (the branch that skips the multiply by 1.0)."""
+    import jepa_core.train.step as step_mod
+
+    calls = []
+    real = step_mod._clip_on_host
+    monkeypatch.setattr(step_mod, "_clip_on_host", lambda params, max_norm: calls.append(max_norm) or real(params, max_norm))
+    cfg = load_config("tiny", small_overrides(small_text(tmp_path), "optim.grad_clip=0.7"))
+    tr = build_trainee(cfg, cfg.data.vocab_size, torch.device("cpu"), plan_step(cfg, torch.device("cpu"), "fp32"), seed=0)
+    x = torch.randint(0, cfg.data.vocab_size, (cfg.train.batch_size, cfg.data.block_size))
+    train_step(tr, lambda: (x, x), 1, 10)
+    assert calls == [0.7]

@@ -122,14 +122,16 @@ def _print_plan(plan, resumed: bool) -> None:
         console.print(f"  comparison: [bold]equal training time[/], {plan.budget_s:g} s of step time per run (at most {s.get('train.max_steps')} steps)")
     else:
         console.print(f"  comparison: [bold]equal steps[/], {s.get('train.max_steps')} per run")
-    from jepa_core.tools.ablate import setting_text
+    from jepa_core.tools.ablate import precision_if_shared, setting_text
 
     if s:
         console.print(
             f"  [dim]checked equal across arms: dataset {escape(str(s.get('data.dataset')))}, block {s.get('data.block_size')}, batch {s.get('train.batch_size')}"
             f" x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
-            f"{s.get('device')}, precision {setting_text(s, 'precision')}, compile {s.get('train.compile')}[/]"
+            f"{s.get('device')}{precision_if_shared(s)}, compile {s.get('train.compile')}[/]"
         )
+        if isinstance(s.get("precision"), dict):
+            console.print(f"  precision per arm (the treatment): {setting_text(s, 'precision')}")
 
 
 # --------------------------------------------------------------------------- progress

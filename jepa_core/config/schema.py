@@ -205,7 +205,7 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="Sequences per micro-batch (per rank).", json_schema_extra=SAME_ACROSS_ARMS)
     grad_accum_steps: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step.", json_schema_extra=SAME_ACROSS_ARMS)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where supported, else fp32.")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast where bf16 matmul is native (CUDA; CPUs with avx512_bf16, AMX or Arm bf16), else fp32; a resumed run keeps the precision it trained in.")
     compile: bool = Field(False, description="torch.compile the model (CUDA; compile time is reported).", json_schema_extra=SAME_ACROSS_ARMS)
     parallel: Literal["auto", "ddp", "fsdp"] = Field(
         "auto",

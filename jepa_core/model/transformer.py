@@ -134,12 +134,15 @@ class RotaryEmbedding(nn.Module):
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
     """F.scaled_dot_product_attention, in fp32 on CPU when the inputs are bf16.
 
-    torch's CPU flash-attention backward is about 4x slower in bf16 than in fp32 (10 ms
-    against 2.4 ms for the `tiny` shape; benchmarks/2026-12-xeon-amx.md), which made bf16
-    autocast slower than fp32 training on CPU. Attention is a small share of the FLOPs at
-    these widths, so it runs in fp32 and the matmuls around it keep bf16's speed.
+    torch's CPU flash-attention backward is several times slower in bf16 than in fp32 (the
+    figures: benchmarks/2026-12-xeon-amx.md), which made bf16 autocast slower than fp32
+    training on CPU. Attention is a small share of the FLOPs at these widths, so it runs in
+    fp32 and the matmuls around it keep bf16's speed.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        mask = kwargs.get("attn_mask")
+        if mask is not None and mask.is_floating_point():  # an additive mask joins the fp32 scores
+            kwargs = {**kwargs, "attn_mask": mask.float()}
         with torch.autocast("cpu", enabled=False):  # autocast would cast the fp32 inputs back down
             y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
         return y.to(q.dtype)

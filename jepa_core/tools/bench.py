@@ -404,7 +404,7 @@ def run_bench(
     timed steps, the arms interleaved round by round. `fused_cpu` overrides
     the CPU fused-AdamW choice (None: the default the loop uses).
     """
-    from jepa_core.train.allocator import retain_freed_memory
+    from jepa_core.train.allocator import allocator_label
     from jepa_core.train.device import compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 
     if steps < 1 or repeats < 1 or warmup < 0:
@@ -474,7 +474,7 @@ def run_bench(
             "autocast": str(plan.autocast_dtype).replace("torch.", "") if plan.autocast_dtype else None,
             "optimizer": cfg.optim.optimizer,
             "muon_ns_dtype": ns_dtype_label(cfg.optim.optimizer, cfg.optim.muon_ns_dtype, device),
-            "allocator": retain_freed_memory(),
+            "allocator": allocator_label(),
         },
         matmul=matmul,
         datasheet_peak=datasheet,

@@ -20,7 +20,7 @@ from jepa_core import rundir as rd
 from jepa_core.codeversion import code_version
 from jepa_core.config import Config
 from jepa_core.errors import ConfigError
-from jepa_core.train.allocator import retain_freed_memory
+from jepa_core.train.allocator import allocator_label
 from jepa_core.train.device import Runtime, compile_unavailable_reason, gpu_peak_flops, ns_dtype_label, resolve_runtime, slow_bf16_note
 from jepa_core.train.distributed import DistInfo, barrier, init_distributed
 from jepa_core.train.fsdp import mode_label as fsdp_mode_label
@@ -70,7 +70,7 @@ class Run:
             "device": str(self.device),
             "precision": self.runtime.precision,
             "precision_why": self.runtime.why,
-            "allocator": retain_freed_memory(),
+            "allocator": allocator_label(),
             "compile": self.trainee.plan.compile,
             "world_size": self.dist.world_size,
             "parallel": fsdp_mode_label(self.cfg, self.dist.world_size),
@@ -124,6 +124,30 @@ def _broadcast_run_dir(dinfo: DistInfo, path: Path | None) -> Path:
     return Path(bytes(buf[buf != 0].tolist()).decode())
 
 
+def _keep_trained_precision(rt: Runtime, setting: str, resume: rd.CheckpointRef | None) -> tuple[Runtime, str | None]:
+    """A resumed `auto` run keeps the precision it trained in so far (its last `run_start` says which).
+
+    `auto` reads the machine, so a run moved to another machine, or resumed after auto's rule
+    changed (CPUs with native bf16 trained in fp32 before), would switch precision halfway: a
+    different computation, and no longer a bit-exact continuation. Returns the runtime to use
+    and a note when it differs from what this machine alone would choose.
+    """
+    if resume is None or setting != "auto":
+        return rt, None
+    from jepa_core.rundir.summary import read_records
+    from jepa_core.train.device import bf16_supported
+
+    starts = [r for r in read_records(resume.run_dir) if r.get("event") == "run_start"]
+    before = starts[-1].get("precision") if starts else None
+    if before not in ("fp32", "bf16") or before == rt.precision:
+        return rt, None
+    if before == "bf16" and not bf16_supported(rt.device):
+        return rt, f"the run trained in bf16 so far; {rt.device} has no bf16 autocast, so it goes on in {rt.precision}"
+    now = rt.why.removeprefix("auto: ")
+    kept = Runtime(rt.device, before, f"auto, as the run trained so far (this machine alone would pick {rt.precision}: {now})")
+    return kept, f"precision {before}, as the run trained so far; `auto` on this machine alone would pick {rt.precision} ({now})"
+
+
 def build_run(
     cfg: Config,
     *,
@@ -143,6 +167,7 @@ def build_run(
     source = init_from.check_config(cfg) if resume is None else None
     dinfo = init_distributed(tc.device)
     rt = resolve_runtime(tc.device, tc.precision, dinfo.local_rank)
+    rt, precision_note = _keep_trained_precision(rt, tc.precision, resume)
     if resume is not None:
         run_dir = resume.run_dir
     derived = run_dir is None  # from train.out_dir, not an explicit --run-dir
@@ -171,6 +196,8 @@ def build_run(
     if not force_memory:
         check_memory_fits(cfg, prepared.vocab_size, rt, dinfo.world_size)
     notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
+    if precision_note:
+        notes.append(precision_note)
     if note := slow_bf16_note(rt):
         notes.append(note)
     plan = plan_step(cfg, rt.device, rt.precision)

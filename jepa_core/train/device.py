@@ -150,8 +150,8 @@ def resolve_precision(setting: str, device: torch.device, flags: frozenset[str] 
 
     `auto` is bf16 autocast wherever bf16 matmul is native (CUDA with bf16, a CPU with
     avx512_bf16, AMX or Arm bf16: the same test as Muon's Newton-Schulz dtype) and fp32
-    elsewhere. On a CPU with native bf16, `tiny` trains about 1.6x faster in bf16 with the
-    same val BPB (benchmarks/2026-12-xeon-amx.md, docs/results/bf16-cpu.md).
+    elsewhere. On a CPU with native bf16 `tiny` trains much faster in bf16 with the same val
+    BPB (docs/results/bf16-cpu.md).
     """
     if setting == "auto":
         fast, why = fast_bf16_matmul(device, flags)

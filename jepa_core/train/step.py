@@ -52,8 +52,8 @@ class StepPlan:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
 
-# Fused AdamW on CPU: one kernel for the whole group instead of a loop over parameters; on
-# `tiny` its step took 0.7 ms against 1.5 (benchmarks/2026-12-xeon-amx.md). torch >= 2.4 has it.
+# Fused AdamW on CPU: one kernel for the whole group instead of a loop over parameters, about
+# half the time on `tiny` (benchmarks/2026-12-xeon-amx.md). torch >= 2.4 has it.
 DEFAULT_FUSED_CPU = True
 
 
@@ -110,7 +110,8 @@ def build_trainee(
     from jepa_core.train.allocator import retain_freed_memory
     from jepa_core.train.optimizer import build_optimizer
 
-    retain_freed_memory()  # before the first step's allocations (allocator.py says why)
+    if device.type == "cpu":  # before the first step's allocations (allocator.py says why)
+        retain_freed_memory()
     torch.manual_seed(seed)
     model = JepaLM.from_config(cfg, vocab_size, seed=seed).to(device)
     if load is not None:

@@ -45,7 +45,7 @@ Reading and reporting (`run_record`, `build_report`) only read files, through
 `report` (numbers, report.json), `markdown` (report.md).
 """
 
-from .markdown import best_lines, comparison_text, data_order_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines, report_markdown
+from .markdown import best_lines, comparison_text, data_order_text, fmt_diff, fmt_mean_sd, fmt_metric, fmt_p, fmt_retrieval, init_text, mde_lines, precision_if_shared, report_markdown
 from .plan import (
     _ARM_NAME, BASE_CONFIG, BATCH_LOG, MANIFEST, MAX_ARM_NAME, REPORT_JSON, REPORT_MD, SAME_KEYS, AblationPlan, Arm,
     RunSpec, extend_plan, grid_arms, load_plan, parse_arm, parse_grid, plan_ablation, setting_text, value_slug,

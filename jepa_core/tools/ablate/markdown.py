@@ -9,6 +9,11 @@ from typing import Any
 from .plan import setting_text
 
 
+def precision_if_shared(settings: dict[str, Any]) -> str:
+    """", precision bf16" for the checked-equal line; nothing when each arm has its own (PER_ARM_SETTINGS)."""
+    return "" if isinstance(settings.get("precision"), dict) else f", precision {settings.get('precision')}"
+
+
 def _num(v: Any, spec: str = ".4f") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "NA" if v is None else str(v)
@@ -75,8 +80,10 @@ def report_markdown(rep: dict[str, Any]) -> str:
         lines.append(
             f"Shared settings (checked equal across arms): dataset `{s.get('data.dataset')}`, block {s.get('data.block_size')}, "
             f"batch {s.get('train.batch_size')} x {s.get('train.grad_accum_steps')}, eval every {s.get('train.eval_every')}, "
-            f"{s.get('device')}, precision {setting_text(s, 'precision')}, compile {s.get('train.compile')}."
+            f"{s.get('device')}{precision_if_shared(s)}, compile {s.get('train.compile')}."
         )
+        if isinstance(s.get("precision"), dict):
+            lines.append(f"Precision per arm (the treatment): {setting_text(s, 'precision')}.")
     if rep["overrides"]:
         lines.append("Every arm: " + ", ".join(f"`{o}`" for o in rep["overrides"]) + ".")
     pct = int(round(rep["ci_level"] * 100))

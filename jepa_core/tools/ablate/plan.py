@@ -469,21 +469,22 @@ def extend_plan(
         )
     grown = copy.copy(plan)  # the plan changes only once every check has passed
     grown.arms = plan.arms + new
-    if new:
-        settings = check_arms_comparable({a.name: grown.config_for(a.name, 0) for a in grown.arms})
-        old_arms = [a.name for a in plan.arms]
-        changed = [
-            k for k in settings if k in plan.settings
-            and any(json.dumps(setting_for(settings, k, a)) != json.dumps(setting_for(plan.settings, k, a)) for a in old_arms)
-        ]
-        if changed:
-            raise ConfigError(
-                f"{plan.dir} was run with other shared settings than this machine resolves now: "
-                + ", ".join(f"{k} ({setting_text(plan.settings, k)} then, {setting_text(settings, k)} now)" for k in changed)
-                + ".",
-                hint="Add arms where the ablation was started (same device and precision), or start a new ablation.",
-            )
-        grown.settings = {**plan.settings, **settings}  # equal where both have a key, but for the new arms' entries
+    # on every resume, not only when arms are added: runs not started yet resolve device and precision here
+    settings = check_arms_comparable({a.name: grown.config_for(a.name, 0) for a in grown.arms})
+    old_arms = [a.name for a in plan.arms]
+    changed = [
+        k for k in settings if k in plan.settings
+        and any(json.dumps(setting_for(settings, k, a)) != json.dumps(setting_for(plan.settings, k, a)) for a in old_arms)
+    ]
+    if changed:
+        raise ConfigError(
+            f"{plan.dir} was run with other shared settings than this machine resolves now: "
+            + ", ".join(f"{k} ({setting_text(plan.settings, k)} then, {setting_text(settings, k)} now)" for k in changed)
+            + ".",
+            hint="Resume or extend the ablation where it was started (same device and precision), or start a new ablation"
+            + (" (to match its precision: --set 'train.precision=\"fp32\"' or \"bf16\")." if "precision" in changed else "."),
+        )
+    grown.settings = {**plan.settings, **settings}  # equal where both have a key, but for the new arms' entries
     if n_seeds is not None and n_seeds > len(plan.seeds):
         grown.seeds = plan.seeds + [plan.seeds[0] + i for i in range(len(plan.seeds), n_seeds)]
     # the runs this adds: new arms at every seed, every arm at a new seed (its own base with `{i}`)
