@@ -121,7 +121,9 @@ def _cli_sets(tmp_path, text, *extra):
         f'data.dataset="text:{text}"', "data.vocab_size=320", "data.block_size=32", "model.d_model=32", "model.n_layers=2",
         "model.n_heads=2", "jepa.horizons=[1,4]", "jepa.horizon_probs=[0.5,0.5]", "jepa.latent_dim=16", "train.batch_size=4",
         "train.compile=false", "train.eval_every=2", "train.checkpoint_every=2", "train.eval_tokens=2000", "log.every=1",
-        "train.sample_tokens=4", f'train.out_dir="{tmp_path / "runs"}"', 'optim.optimizer="adamw"', 'train.parallel="fsdp"', *extra,
+        "train.sample_tokens=4", f'train.out_dir="{tmp_path / "runs"}"', 'optim.optimizer="adamw"', 'train.parallel="fsdp"',
+        'train.precision="fp32"',  # `auto` picks bf16 on a CPU with native bf16: these compare fp32 numbers
+        *extra,
     ]
     return [a for s in sets for a in ("--set", s)]
 
