@@ -100,18 +100,17 @@ def test_a_bf16_run_evaluates_in_fp32(tmp_path, text, monkeypatch):  # noqa: F81
 
 
 @pytest.mark.parametrize("first,then", [(AVX2, ZEN4), (ZEN4, AVX2)])
-def test_a_resumed_auto_run_keeps_the_precision_it_trained_in(tmp_path, text, monkeypatch, first, then):  # noqa: F811
+def test_a_resumed_auto_run_keeps_the_precision_and_ns_dtype_it_trained_in(tmp_path, text, monkeypatch, first, then):  # noqa: F811
     """`auto` resolved on one machine, resumed where it would resolve otherwise (or after auto's
-    rule changed): the run goes on in the precision it trained in, with a note, and the resumed
-    half equals the uninterrupted run bit for bit."""
+    rule changed): the run goes on in the precision and Newton-Schulz dtype it trained with, with
+    notes, and the resumed half equals the uninterrupted run bit for bit."""
     import jepa_core.train.device as device
     from jepa_core.train.loop import train
     from jepa_core.train.resume import resolve_resume
     from train_helpers import small_config
 
     monkeypatch.setattr(device, "cpu_flags", lambda: first)
-    # AdamW: Muon's `muon_ns_dtype = "auto"` reads the flags too, and is not kept on resume (yet)
-    cfg = small_config(text, tmp_path / "runs", 'train.precision="auto"', 'optim.optimizer="adamw"')
+    cfg = small_config(text, tmp_path / "runs", 'train.precision="auto"', 'optim.optimizer="muon"', 'optim.muon_ns_dtype="auto"')
     whole = train(cfg, run_dir=tmp_path / "whole", handle_signals=False)
     half = train(cfg, run_dir=tmp_path / "half", stop_after=4, handle_signals=False)
     assert whole.status == "finished" and half.step == 4
@@ -123,6 +122,11 @@ def test_a_resumed_auto_run_keeps_the_precision_it_trained_in(tmp_path, text, mo
     assert [s["precision"] for s in starts] == [kept, kept]
     assert starts[1]["precision_why"].startswith("auto, as the run trained so far")
     assert any(n.startswith(f"precision {kept}, as the run trained so far") for n in starts[1]["notes"])
+    # Muon's Newton-Schulz dtype (`auto` too) likewise
+    ns = "bfloat16" if first is ZEN4 else "float32"
+    assert [s["muon_ns_dtype"].split(" ")[0] for s in starts] == [ns, ns]
+    assert "as the run trained so far" in starts[1]["muon_ns_dtype"]
+    assert any(n.startswith(f"Muon's Newton-Schulz in {ns}, as the run trained so far") for n in starts[1]["notes"])
 
     def losses(run):
         return {r["step"]: r["loss"] for r in read_metrics(run) if r.get("type") == "train"}

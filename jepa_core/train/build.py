@@ -45,6 +45,7 @@ class Run:
     # the `--set` values this segment was started with, as typed (None: the caller did not say)
     overrides: list[str] | None = None
     init_from: dict[str, Any] | None = None  # the weights it started from (train.init_from), as init_from.load_into recorded it
+    muon_ns_dtype: str | None = None  # Muon's Newton-Schulz dtype and why (None without Muon)
 
     @property
     def train_tokens(self) -> int:
@@ -93,8 +94,8 @@ class Run:
         if self.overrides is not None:
             # recorded, so that `jepa runs` need not reconstruct them by diffing against a profile that may have changed
             info["overrides"] = [o.strip() for o in self.overrides]
-        if ns := ns_dtype_label(self.cfg.optim.optimizer, self.cfg.optim.muon_ns_dtype, self.device):
-            info["muon_ns_dtype"] = ns
+        if self.muon_ns_dtype:
+            info["muon_ns_dtype"] = self.muon_ns_dtype
         if self.notes:
             info["notes"] = list(self.notes)
         return info
@@ -124,28 +125,49 @@ def _broadcast_run_dir(dinfo: DistInfo, path: Path | None) -> Path:
     return Path(bytes(buf[buf != 0].tolist()).decode())
 
 
-def _keep_trained_precision(rt: Runtime, setting: str, resume: rd.CheckpointRef | None) -> tuple[Runtime, str | None]:
-    """A resumed `auto` run keeps the precision it trained in so far (its last `run_start` says which).
+def _last_start(resume: rd.CheckpointRef | None) -> dict[str, Any]:
+    """The resumed run's last `run_start` record ({} for a new run, or when there is none)."""
+    if resume is None:
+        return {}
+    from jepa_core.rundir.summary import read_records
+
+    starts = [r for r in read_records(resume.run_dir) if r.get("event") == "run_start"]
+    return starts[-1] if starts else {}
+
+
+def _keep_trained_precision(rt: Runtime, setting: str, before: dict[str, Any]) -> tuple[Runtime, str | None]:
+    """A resumed `auto` run keeps the precision it trained in so far (`before`, its last run_start).
 
     `auto` reads the machine, so a run moved to another machine, or resumed after auto's rule
     changed (CPUs with native bf16 trained in fp32 before), would switch precision halfway: a
     different computation, and no longer a bit-exact continuation. Returns the runtime to use
     and a note when it differs from what this machine alone would choose.
     """
-    if resume is None or setting != "auto":
+    was = before.get("precision")
+    if setting != "auto" or was not in ("fp32", "bf16") or was == rt.precision:
         return rt, None
-    from jepa_core.rundir.summary import read_records
     from jepa_core.train.device import bf16_supported
 
-    starts = [r for r in read_records(resume.run_dir) if r.get("event") == "run_start"]
-    before = starts[-1].get("precision") if starts else None
-    if before not in ("fp32", "bf16") or before == rt.precision:
-        return rt, None
-    if before == "bf16" and not bf16_supported(rt.device):
+    if was == "bf16" and not bf16_supported(rt.device):
         return rt, f"the run trained in bf16 so far; {rt.device} has no bf16 autocast, so it goes on in {rt.precision}"
     now = rt.why.removeprefix("auto: ")
-    kept = Runtime(rt.device, before, f"auto, as the run trained so far (this machine alone would pick {rt.precision}: {now})")
-    return kept, f"precision {before}, as the run trained so far; `auto` on this machine alone would pick {rt.precision} ({now})"
+    kept = Runtime(rt.device, was, f"auto, as the run trained so far (this machine alone would pick {rt.precision}: {now})")
+    return kept, f"precision {was}, as the run trained so far; `auto` on this machine alone would pick {rt.precision} ({now})"
+
+
+def _keep_trained_ns_dtype(trainee: Trainee, cfg: Config, device: torch.device, before: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Muon's `muon_ns_dtype = "auto"`, likewise: a resumed run keeps the Newton-Schulz dtype it trained
+    with. Returns the label run_start records (None without Muon) and a note when it was kept."""
+    label = ns_dtype_label(cfg.optim.optimizer, cfg.optim.muon_ns_dtype, device)
+    was = str(before.get("muon_ns_dtype") or "").split(" ", 1)[0]
+    now = (label or "").split(" ", 1)[0]
+    muon = getattr(trainee.optimizer, "muon", None)
+    if muon is None or cfg.optim.muon_ns_dtype != "auto" or was not in ("bfloat16", "float32") or was == now:
+        return label, None
+    muon.ns_dtype = getattr(torch, was)  # read at each step; nothing has stepped yet
+    why = label.split(" ", 1)[1].removeprefix("(auto: ").removesuffix(")")
+    return (f"{was} (auto, as the run trained so far; this machine alone would pick {now}: {why})",
+            f"Muon's Newton-Schulz in {was}, as the run trained so far; `auto` on this machine alone would pick {now}")
 
 
 def build_run(
@@ -167,7 +189,8 @@ def build_run(
     source = init_from.check_config(cfg) if resume is None else None
     dinfo = init_distributed(tc.device)
     rt = resolve_runtime(tc.device, tc.precision, dinfo.local_rank)
-    rt, precision_note = _keep_trained_precision(rt, tc.precision, resume)
+    before = _last_start(resume)
+    rt, precision_note = _keep_trained_precision(rt, tc.precision, before)
     if resume is not None:
         run_dir = resume.run_dir
     derived = run_dir is None  # from train.out_dir, not an explicit --run-dir
@@ -214,10 +237,12 @@ def build_run(
     trainee = build_trainee(cfg, prepared.vocab_size, rt.device, plan, seed=tc.seed, ddp=dinfo.enabled and not sharded,
                             fsdp_world=dinfo.world_size if sharded else 0,
                             load=None if source is None else lambda model: loaded.append(init_from.load_into(model, source)))
+    ns_label, ns_note = _keep_trained_ns_dtype(trainee, cfg, rt.device, before)
     init_record = None
     if loaded:
         init_record = loaded[0].record
         notes.extend(loaded[0].notes)
+    notes.extend([ns_note] if ns_note else [])
     # taken after a source's weights are loaded and before a resume loads its own: the digest names the
     # start every segment shares (a resumed run from a source reads it back from its checkpoint)
     init_digest = trainee.model.shared_lm_digest()
@@ -244,7 +269,7 @@ def build_run(
         step, tokens_seen = st["step"], st["tokens_seen"]
         batcher.load_state_dict(st["data"])
     return Run(cfg, dinfo, rt, run_dir, prepared, trainee, batcher, resume, step, tokens_seen, notes, watch_state, init_digest,
-               list(overrides) if overrides is not None else None, init_record)
+               list(overrides) if overrides is not None else None, init_record, ns_label)
 
 
 def check_memory_fits(cfg: Config, vocab_size: int, rt: Runtime, world_size: int = 1) -> None:
