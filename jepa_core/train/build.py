@@ -158,15 +158,19 @@ def _keep_trained_precision(rt: Runtime, setting: str, before: dict[str, Any]) -
 def _keep_trained_ns_dtype(trainee: Trainee, cfg: Config, device: torch.device, before: dict[str, Any]) -> tuple[str | None, str | None]:
     """Muon's `muon_ns_dtype = "auto"`, likewise: a resumed run keeps the Newton-Schulz dtype it trained
     with. Returns the label run_start records (None without Muon) and a note when it was kept."""
+    from jepa_core.train.device import resolve_ns_dtype
+
     label = ns_dtype_label(cfg.optim.optimizer, cfg.optim.muon_ns_dtype, device)
-    was = str(before.get("muon_ns_dtype") or "").split(" ", 1)[0]
-    now = (label or "").split(" ", 1)[0]
     muon = getattr(trainee.optimizer, "muon", None)
-    if muon is None or cfg.optim.muon_ns_dtype != "auto" or was not in ("bfloat16", "float32") or was == now:
+    was = str(before.get("muon_ns_dtype") or "").split(" ", 1)[0]  # run_start's label: "bfloat16 (why)"
+    if muon is None or cfg.optim.muon_ns_dtype != "auto" or was not in ("bfloat16", "float32"):
+        return label, None
+    dtype, why = resolve_ns_dtype("auto", device)
+    now = str(dtype).removeprefix("torch.")
+    if was == now:
         return label, None
     muon.ns_dtype = getattr(torch, was)  # read at each step; nothing has stepped yet
-    why = label.split(" ", 1)[1].removeprefix("(auto: ").removesuffix(")")
-    return (f"{was} (auto, as the run trained so far; this machine alone would pick {now}: {why})",
+    return (f"{was} (auto, as the run trained so far; this machine alone would pick {now}: {why.removeprefix('auto: ')})",
             f"Muon's Newton-Schulz in {was}, as the run trained so far; `auto` on this machine alone would pick {now}")
 
 
@@ -218,9 +222,8 @@ def build_run(
 
     if not force_memory:
         check_memory_fits(cfg, prepared.vocab_size, rt, dinfo.world_size)
-    notes: list[str] = []  # a resume fallback's note is the CLI's to print and the resume event's to record
-    if precision_note:
-        notes.append(precision_note)
+    # a resume fallback's note is the CLI's to print and the resume event's to record
+    notes: list[str] = [precision_note] if precision_note else []
     if note := slow_bf16_note(rt):
         notes.append(note)
     plan = plan_step(cfg, rt.device, rt.precision)
@@ -242,7 +245,8 @@ def build_run(
     if loaded:
         init_record = loaded[0].record
         notes.extend(loaded[0].notes)
-    notes.extend([ns_note] if ns_note else [])
+    if ns_note:
+        notes.append(ns_note)
     # taken after a source's weights are loaded and before a resume loads its own: the digest names the
     # start every segment shares (a resumed run from a source reads it back from its checkpoint)
     init_digest = trainee.model.shared_lm_digest()
